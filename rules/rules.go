@@ -1,0 +1,225 @@
+// Package rules turns a YAML rules file into compiled expr programs and
+// decides, for each event, what it causes: events emitted to users and
+// rooms, requests forwarded to the app, rooms joined or left.
+//
+// A Set is immutable once loaded and safe for concurrent use. Reloading
+// means loading a new Set aside and swapping a pointer; an event that
+// started on the old Set finishes on it.
+//
+// The package imports no other project package and reads no file other
+// than the one Load is asked to read; the environment comes in through
+// Options.Lookup.
+package rules
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Event is one input: a webhook, a client event or a lifecycle change.
+type Event struct {
+	ID     string
+	Type   string // "booking.created", "client.typing", "connection.open", ...
+	Source string // "webhook", "client", "lifecycle", "api"
+	Time   time.Time
+	// Sender is the claims of the sending connection, or of the user a
+	// lifecycle event is about, with "id" set to the user id. Nil for
+	// webhooks. Read-only: expressions and actions never change it.
+	Sender map[string]any
+	// Data is the decoded JSON payload. Read-only.
+	Data any
+}
+
+// Target names the recipients of an emitted event. Ids are strings; the
+// zero Target reaches nobody.
+type Target struct {
+	All    bool     `json:"all,omitempty"`
+	Users  []string `json:"users,omitempty"`
+	Rooms  []string `json:"rooms,omitempty"`
+	Except []string `json:"except,omitempty"` // user ids left out, whatever else matched
+}
+
+// Output is one decision of a rule. Which fields are set depends on
+// Action: emit sets Event, To and Data; forward sets URL and Data (nil: the
+// input event is the body); join and leave set Rooms and, optionally, User
+// (empty: the connection or sender the event is about). Plugin actions use
+// their own name and any of the fields.
+type Output struct {
+	Rule   string   `json:"rule"`
+	Action string   `json:"action"`
+	Event  string   `json:"event,omitempty"`
+	To     Target   `json:"to,omitzero"`
+	Data   any      `json:"data,omitempty"`
+	URL    string   `json:"url,omitempty"`
+	Rooms  []string `json:"rooms,omitempty"`
+	User   string   `json:"user,omitempty"`
+}
+
+// Set is a loaded, compiled rules file.
+type Set struct {
+	source string
+	rules  []*rule            // file order
+	exact  map[string][]*rule // by event type, file order
+	globs  []*rule            // rules with a glob in `on`, file order
+	inputs sync.Pool          // *Input, scratch space reused across Match calls
+}
+
+type rule struct {
+	name    string
+	idx     int // position in the file: the order rules run in
+	on      []string
+	hasGlob bool
+	cond    *Expr // nil: always
+	actions []Action
+	errors  atomic.Uint64 // run-time failures
+}
+
+// Source is the file name the Set was loaded from.
+func (s *Set) Source() string { return s.source }
+
+// Len is the number of rules.
+func (s *Set) Len() int { return len(s.rules) }
+
+// Rules returns the rule names in file order.
+func (s *Set) Rules() []string {
+	names := make([]string, len(s.rules))
+	for i, r := range s.rules {
+		names[i] = r.name
+	}
+	return names
+}
+
+// Errors returns, for every rule, how many events it failed on at run time
+// since the Set was loaded.
+func (s *Set) Errors() map[string]uint64 {
+	m := make(map[string]uint64, len(s.rules))
+	for _, r := range s.rules {
+		m[r.name] = r.errors.Load()
+	}
+	return m
+}
+
+// Match runs the rules whose `on` matches ev.Type, in file order, and
+// appends their outputs to out. A rule that fails at run time (nil index,
+// division by zero, an id that is not an id, even a panic in a plugin) is
+// skipped for this event: its outputs are dropped, its error counter grows,
+// and a *RuleError is joined into the returned error. The other rules still
+// run, so a non-nil error comes with valid outputs.
+//
+// Match allocates nothing for an event no rule matches. For a matching rule
+// it allocates what expr needs to evaluate and what the outputs hold.
+func (s *Set) Match(ctx context.Context, ev *Event, out []Output) ([]Output, error) {
+	exact, globs := s.exact[ev.Type], s.globs
+	if len(exact) == 0 && len(globs) == 0 {
+		return out, nil
+	}
+	var in *Input
+	var errs []error
+	i, j := 0, 0
+	for {
+		var r *rule
+		switch {
+		case i < len(exact) && (j >= len(globs) || exact[i].idx <= globs[j].idx):
+			r = exact[i]
+			i++
+			if j < len(globs) && globs[j] == r {
+				j++ // an exact pattern of this rule matched; run it once
+			}
+		case j < len(globs):
+			r = globs[j]
+			j++
+			if !r.matches(ev.Type) {
+				continue
+			}
+		default:
+			if in != nil {
+				s.release(in)
+			}
+			return out, errors.Join(errs...)
+		}
+		if in == nil {
+			in = s.input(ev)
+		}
+		n := len(out)
+		res, err := r.run(ctx, in, out)
+		if err != nil {
+			r.errors.Add(1)
+			errs = append(errs, &RuleError{Rule: r.name, Err: err})
+			if len(res) > n {
+				clear(res[n:]) // drop what the failed rule appended
+			}
+			out = out[:n]
+			continue
+		}
+		out = res
+	}
+}
+
+// run evaluates one rule. A panic (a plugin bug, or an expr corner case)
+// becomes an error of this rule alone: the last line of defence behind the
+// recover inside expr's VM.
+func (r *rule) run(ctx context.Context, in *Input, out []Output) (res []Output, err error) {
+	n := len(out)
+	res = out
+	defer func() {
+		if p := recover(); p != nil {
+			res, err = out[:n], fmt.Errorf("panic: %v", p)
+		}
+	}()
+	if r.cond != nil {
+		v, err := in.Eval(r.cond)
+		if err != nil {
+			return out, err
+		}
+		if ok, _ := v.(bool); !ok {
+			return out, nil
+		}
+	}
+	for _, a := range r.actions {
+		if res, err = a.Do(ctx, in, res); err != nil {
+			return res, err
+		}
+	}
+	for k := n; k < len(res); k++ {
+		if res[k].Rule == "" {
+			res[k].Rule = r.name
+		}
+	}
+	return res, nil
+}
+
+// matches reports whether any pattern of a glob rule matches typ.
+func (r *rule) matches(typ string) bool {
+	for _, p := range r.on {
+		if ok, _ := path.Match(p, typ); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Set) input(ev *Event) *Input {
+	in, _ := s.inputs.Get().(*Input)
+	if in == nil {
+		in = new(Input)
+	}
+	in.Event = ev
+	in.env.Data, _ = ev.Data.(map[string]any)
+	in.env.Payload = ev.Data
+	in.env.Sender = ev.Sender
+	in.env.Event = EventInfo{Type: ev.Type, ID: ev.ID, Source: ev.Source, Time: ev.Time}
+	return in
+}
+
+// release returns in to the pool without references to the event, so the
+// pool keeps no payload alive.
+func (s *Set) release(in *Input) {
+	in.Event = nil
+	in.env = Env{}
+	s.inputs.Put(in)
+}
