@@ -261,14 +261,7 @@ func (p *parser) rule(i int, node *yaml.Node) {
 		return
 	}
 	p.set.rules = append(p.set.rules, r)
-	for _, pat := range r.on {
-		if !isGlob(pat) {
-			if l := p.set.exact[pat]; len(l) == 0 || l[len(l)-1] != r {
-				p.set.exact[pat] = append(l, r)
-			}
-		}
-	}
-	if r.hasGlob {
+	if len(r.globs) > 0 {
 		p.set.globs = append(p.set.globs, r)
 	}
 }
@@ -297,9 +290,12 @@ func (p *parser) on(c *Compiler, r *rule, val *yaml.Node) {
 			p.errorf(it, r.name, "on: %q contains white space", pat)
 		case err != nil:
 			p.errorf(it, r.name, "on: bad glob %q: %v", pat, err)
+		case isGlob(pat):
+			r.globs = append(r.globs, newGlob(pat))
 		default:
-			r.on = append(r.on, pat)
-			r.hasGlob = r.hasGlob || isGlob(pat)
+			if l := p.set.exact[pat]; len(l) == 0 || l[len(l)-1] != r {
+				p.set.exact[pat] = append(l, r)
+			}
 		}
 	}
 }

@@ -15,7 +15,7 @@ func lookupFrom(m map[string]string) func(string) (string, bool) {
 }
 
 func TestDesignExampleLoadsAsIs(t *testing.T) {
-	s, err := Load("testdata/design.yaml", Options{Lookup: lookupFrom(map[string]string{"APP_URL": "http://app.test"})})
+	s, err := Load("testdata/golden/design.rules.yaml", Options{Lookup: lookupFrom(map[string]string{"APP_URL": "http://app.test"})})
 	if err != nil {
 		t.Fatalf("Load(design.yaml) = %v", err)
 	}
@@ -23,14 +23,14 @@ func TestDesignExampleLoadsAsIs(t *testing.T) {
 	if got := s.Rules(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("Rules() = %v, want %v", got, want)
 	}
-	if s.Source() != "testdata/design.yaml" || s.Len() != 4 {
+	if s.Source() != "testdata/golden/design.rules.yaml" || s.Len() != 4 {
 		t.Errorf("Source(), Len() = %q, %d", s.Source(), s.Len())
 	}
 }
 
 func TestDesignExampleNeedsAppURL(t *testing.T) {
-	_, err := Load("testdata/design.yaml", Options{Lookup: lookupFrom(nil)})
-	want := `testdata/design.yaml:14: rule "booking-update-from-client": forward.url: environment variable APP_URL is not set`
+	_, err := Load("testdata/golden/design.rules.yaml", Options{Lookup: lookupFrom(nil)})
+	want := `testdata/golden/design.rules.yaml:14: rule "booking-update-from-client": forward.url: environment variable APP_URL is not set`
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("Load without APP_URL = %v, want %q", err, want)
 	}

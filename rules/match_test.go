@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path"
 	"reflect"
 	"strings"
 	"sync"
@@ -399,4 +400,20 @@ func TestMatchConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// TestGlobFastPathAgreesWithPathMatch: the "prefix*" shortcut must mean
+// exactly what path.Match means.
+func TestGlobFastPathAgreesWithPathMatch(t *testing.T) {
+	pats := []string{"*", "booking.*", "client.*", "a*", "booking.c*", "b?oking.*", "[bc]*", `x\*`, "*.created"}
+	types := []string{"", "booking", "booking.", "booking.created", "client.typing", "a", "ab/c", "booking.x/y", "x*", "review.created"}
+	for _, p := range pats {
+		g := newGlob(p)
+		for _, typ := range types {
+			want, _ := path.Match(p, typ)
+			if got := g.match(typ); got != want {
+				t.Errorf("glob %q match %q = %v, path.Match says %v", p, typ, got, want)
+			}
+		}
+	}
 }

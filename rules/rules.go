@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,10 +72,9 @@ type Set struct {
 
 type rule struct {
 	name    string
-	idx     int // position in the file: the order rules run in
-	on      []string
-	hasGlob bool
-	cond    *Expr // nil: always
+	idx     int    // position in the file: the order rules run in
+	globs   []glob // the glob patterns of `on`; exact ones are keys of Set.exact
+	cond    *Expr  // nil: always
 	actions []Action
 	errors  atomic.Uint64 // run-time failures
 }
@@ -193,14 +193,37 @@ func (r *rule) run(ctx context.Context, in *Input, out []Output) (res []Output, 
 	return res, nil
 }
 
-// matches reports whether any pattern of a glob rule matches typ.
+// matches reports whether a glob pattern of r matches typ.
 func (r *rule) matches(typ string) bool {
-	for _, p := range r.on {
-		if ok, _ := path.Match(p, typ); ok {
+	for i := range r.globs {
+		if r.globs[i].match(typ) {
 			return true
 		}
 	}
 	return false
+}
+
+// glob is a pattern of `on` in path.Match syntax, with a fast path for the
+// common shapes "prefix.*" and "*", which path.Match handles five to ten
+// times slower.
+type glob struct {
+	pat    string
+	prefix string // pat without its trailing '*', if that is its only meta character
+	simple bool
+}
+
+func newGlob(pat string) glob {
+	prefix, ok := strings.CutSuffix(pat, "*")
+	return glob{pat: pat, prefix: prefix, simple: ok && !strings.ContainsAny(prefix, `*?[\`)}
+}
+
+func (g *glob) match(typ string) bool {
+	if g.simple {
+		// path.Match's '*' does not cross '/'; keep its meaning exactly.
+		return strings.HasPrefix(typ, g.prefix) && !strings.Contains(typ[len(g.prefix):], "/")
+	}
+	ok, _ := path.Match(g.pat, typ)
+	return ok
 }
 
 func (s *Set) input(ev *Event) *Input {
