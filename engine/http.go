@@ -1,0 +1,316 @@
+package engine
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sidecar/sidecar/engine/auth"
+)
+
+// Handler is the node's whole HTTP surface (DESIGN.md section 3).
+func (e *Engine) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/ws", e.serveWS)
+	mux.HandleFunc("POST /webhooks", e.serveWebhook)
+	mux.HandleFunc("POST /api/socket-test/broadcast", e.api(e.serveTestBroadcast))
+	mux.HandleFunc("POST /api/socket-test/send/{userId}", e.api(e.serveTestSend))
+	mux.HandleFunc("GET /api/socket-test/stats", e.api(e.serveStats))
+	mux.HandleFunc("POST /api/events", e.api(e.serveEvents))
+	mux.HandleFunc("POST /api/rules/dry-run", e.api(e.serveDryRun))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", e.serveReady)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(e.cfg.Metrics, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// api admits a request to /api/*: "Authorization: Bearer" with an API key
+// from config, or with a JWT whose claims pass api.admin_if. No credential
+// is 401; a valid token that is not an admin is 403.
+func (e *Engine) api(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := bearer(r.Header.Get("Authorization"))
+		if !ok || tok == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="sidecar"`)
+			httpError(w, http.StatusUnauthorized, "unauthorized", "send Authorization: Bearer <API key or admin JWT>")
+			return
+		}
+		for _, k := range e.cfg.APIKeys {
+			if subtle.ConstantTimeCompare([]byte(k), []byte(tok)) == 1 {
+				h(w, r)
+				return
+			}
+		}
+		ident, err := e.cfg.Auth.Authenticate(tok)
+		if err != nil {
+			httpError(w, http.StatusUnauthorized, "unauthorized", authMessage(err))
+			return
+		}
+		if !e.cfg.AdminIf(ident.Claims) {
+			httpError(w, http.StatusForbidden, "forbidden", "this token may not use the API (api.admin_if)")
+			return
+		}
+		h(w, r)
+	}
+}
+
+// serveTestBroadcast is the seed's POST /api/socket-test/broadcast: the
+// body's fields become newNotification's data, sent to everyone.
+func (e *Engine) serveTestBroadcast(w http.ResponseWriter, r *http.Request) {
+	data, ok := e.readObject(w, r)
+	if !ok {
+		return
+	}
+	e.testPublish(w, data, Target{All: true})
+}
+
+// serveTestSend is POST /api/socket-test/send/{userId}: the same, to one
+// user's connections, all their tabs and devices.
+func (e *Engine) serveTestSend(w http.ResponseWriter, r *http.Request) {
+	user := r.PathValue("userId")
+	data, ok := e.readObject(w, r)
+	if !ok {
+		return
+	}
+	e.testPublish(w, data, Target{Users: []string{user}})
+}
+
+func (e *Engine) testPublish(w http.ResponseWriter, data map[string]any, to Target) {
+	if _, ok := data["timestamp"]; !ok {
+		data["timestamp"] = time.Now().UTC().Format(time.RFC3339Nano)
+	}
+	id, n, err := e.Publish("newNotification", data, to, true)
+	if err != nil {
+		httpError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"id": id, "event": "newNotification", "delivered": n})
+}
+
+func (e *Engine) serveStats(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, e.Stats())
+}
+
+// publishRequest is one event of POST /api/events.
+type publishRequest struct {
+	Event string `json:"event"`
+	To    struct {
+		Users  []any    `json:"users"`
+		Rooms  []string `json:"rooms"`
+		All    bool     `json:"all"`
+		Except []any    `json:"except"`
+	} `json:"to"`
+	Data json.RawMessage `json:"data"`
+}
+
+// serveEvents publishes one event, or a batch (a JSON array), directly,
+// without rules. The whole batch is checked before anything is sent.
+func (e *Engine) serveEvents(w http.ResponseWriter, r *http.Request) {
+	body, ok := e.readBody(w, r, e.cfg.Webhook.MaxBodyBytes)
+	if !ok {
+		return
+	}
+	var batch []publishRequest
+	single := len(body) > 0 && firstNonSpace(body) != '['
+	if single {
+		batch = make([]publishRequest, 1)
+		if err := json.Unmarshal(body, &batch[0]); err != nil {
+			httpError(w, http.StatusBadRequest, "bad_request", "body must be an event object or an array of them: "+err.Error())
+			return
+		}
+	} else if err := json.Unmarshal(body, &batch); err != nil {
+		httpError(w, http.StatusBadRequest, "bad_request", "body must be an event object or an array of them: "+err.Error())
+		return
+	}
+	targets := make([]Target, len(batch))
+	for i, p := range batch {
+		if p.Event == "" {
+			httpError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("event %d: \"event\" is required", i))
+			return
+		}
+		t := Target{All: p.To.All, Rooms: p.To.Rooms, Users: idStrings(p.To.Users), Except: idStrings(p.To.Except)}
+		if t.Empty() {
+			httpError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("event %d: \"to\" names no users, rooms or all", i))
+			return
+		}
+		targets[i] = t
+	}
+	type result struct {
+		ID        string `json:"id"`
+		Delivered int    `json:"delivered"`
+	}
+	results := make([]result, len(batch))
+	for i, p := range batch {
+		data := p.Data
+		if len(data) == 0 {
+			data = json.RawMessage("null")
+		}
+		id, n, err := e.Publish(p.Event, data, targets[i], true)
+		if err != nil {
+			httpError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("event %d: %v", i, err))
+			return
+		}
+		results[i] = result{id, n}
+	}
+	if single {
+		writeJSON(w, http.StatusAccepted, results[0])
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"results": results})
+}
+
+// dryRunRequest is an event to try against the rules.
+type dryRunRequest struct {
+	Type   string         `json:"type"`
+	Source string         `json:"source"`
+	Sender map[string]any `json:"sender"`
+	Data   any            `json:"data"`
+}
+
+// serveDryRun shows which rules match an event and what they would do,
+// without doing any of it.
+func (e *Engine) serveDryRun(w http.ResponseWriter, r *http.Request) {
+	body, ok := e.readBody(w, r, e.cfg.Webhook.MaxBodyBytes)
+	if !ok {
+		return
+	}
+	var req dryRunRequest
+	if err := json.Unmarshal(body, &req); err != nil || req.Type == "" {
+		httpError(w, http.StatusBadRequest, "bad_request", `body must be {"type": "...", "data": {...}, "sender": {...}}`)
+		return
+	}
+	ev := &Event{ID: e.newEventID(), Type: req.Type, Source: req.Source, Time: time.Now(), Data: req.Data}
+	if ev.Source == "" {
+		ev.Source = SourceWebhook
+	}
+	if req.Sender != nil {
+		ev.Sender = &auth.Identity{UserID: idString(req.Sender["id"]), Claims: req.Sender}
+	}
+	cmds, err := e.router.Route(r.Context(), ev, nil)
+	out := map[string]any{"matched": matchedRules(cmds), "commands": commandsJSON(cmds)}
+	if err != nil {
+		out["errors"] = err.Error()
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func commandsJSON(cmds []Command) []map[string]any {
+	out := make([]map[string]any, 0, len(cmds))
+	for _, c := range cmds {
+		m := map[string]any{"op": c.Op.String(), "rule": c.Rule}
+		switch c.Op {
+		case OpEmit:
+			m["event"], m["data"] = c.Event, c.Data
+			m["to"] = map[string]any{"all": c.To.All, "users": c.To.Users, "rooms": c.To.Rooms, "except": c.To.Except}
+		case OpForward:
+			m["url"], m["data"] = c.URL, c.Data
+		case OpJoin, OpLeave:
+			m["rooms"], m["user"] = c.Rooms, c.User
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// serveReady answers 200 when the node can serve (store writable, and every
+// configured check ready), 503 otherwise; details either way.
+func (e *Engine) serveReady(w http.ResponseWriter, r *http.Request) {
+	type check struct {
+		Ready  bool   `json:"ready"`
+		Detail string `json:"detail,omitempty"`
+	}
+	checks := map[string]check{}
+	ready := !e.stopping.Load()
+	if err := e.cfg.Store.Healthy(); err != nil {
+		checks["store"] = check{false, err.Error()}
+		ready = false
+	} else {
+		checks["store"] = check{Ready: true}
+	}
+	for name, f := range e.cfg.Checks {
+		ok, detail := f()
+		checks[name] = check{ok, detail}
+		ready = ready && ok
+	}
+	status := http.StatusOK
+	if !ready {
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, map[string]any{"ready": ready, "checks": checks})
+}
+
+// readBody reads at most max bytes; more is 413.
+func (e *Engine) readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, bool) {
+	if r.ContentLength > max {
+		httpError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body over %d bytes", max))
+		return nil, false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			httpError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body over %d bytes", max))
+		} else {
+			httpError(w, http.StatusBadRequest, "bad_request", "reading body: "+err.Error())
+		}
+		return nil, false
+	}
+	return body, true
+}
+
+// readObject reads a JSON object body.
+func (e *Engine) readObject(w http.ResponseWriter, r *http.Request) (map[string]any, bool) {
+	body, ok := e.readBody(w, r, e.cfg.Webhook.MaxBodyBytes)
+	if !ok {
+		return nil, false
+	}
+	var m map[string]any
+	if err := json.Unmarshal(body, &m); err != nil || m == nil {
+		httpError(w, http.StatusBadRequest, "bad_request", "body must be a JSON object")
+		return nil, false
+	}
+	return m, true
+}
+
+func idStrings(ids []any) []string {
+	if len(ids) == 0 {
+		return nil
+	}
+	out := make([]string, 0, len(ids))
+	for _, v := range ids {
+		if s := idString(v); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func firstNonSpace(b []byte) byte {
+	for _, c := range b {
+		switch c {
+		case ' ', '\t', '\r', '\n':
+			continue
+		}
+		return c
+	}
+	return 0
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// httpError answers {"error": code, "message": message}.
+func httpError(w http.ResponseWriter, status int, code, message string) {
+	writeJSON(w, status, map[string]string{"error": code, "message": message})
+}

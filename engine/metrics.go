@@ -1,0 +1,94 @@
+package engine
+
+import (
+	"strconv"
+
+	"github.com/gobwas/ws"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// metrics are the engine's Prometheus collectors. Counters on the delivery
+// path are per partition and summed when scraped, so the hot path never
+// contends on a shared cache line.
+type metrics struct {
+	accepted      prometheus.Counter
+	refused       prometheus.Counter
+	authFailures  prometheus.Counter
+	slowConsumers prometheus.Counter
+	rateLimited   prometheus.Counter
+	clientEvents  prometheus.Counter
+	published     prometheus.Counter
+	ruleErrors    prometheus.Counter
+	closes        *prometheus.CounterVec
+	webhooks      *prometheus.CounterVec
+	collectors    []prometheus.Collector
+}
+
+func newMetrics(e *Engine) *metrics {
+	counter := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sidecar", Name: name, Help: help})
+	}
+	m := &metrics{
+		accepted:      counter("connections_accepted_total", "WebSocket connections upgraded."),
+		refused:       counter("connections_refused_total", "Handshakes refused by the connection limit or the per-IP rate."),
+		authFailures:  counter("auth_failures_total", "Handshakes refused for a missing or invalid token."),
+		slowConsumers: counter("slow_consumers_total", "Connections closed with 4008 for a full queue or a write timeout."),
+		rateLimited:   counter("client_rate_limited_total", "Connections closed with 4029 for sending too many events."),
+		clientEvents:  counter("client_events_total", "Events received from clients."),
+		published:     counter("events_published_total", "Events encoded and handed to the hub."),
+		ruleErrors:    counter("rule_runtime_errors_total", "Events on which at least one rule failed at run time and was skipped."),
+		closes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "sidecar", Name: "connections_closed_total",
+			Help: "Connections closed, by close code (0: the peer vanished)."}, []string{"code"}),
+		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "sidecar", Name: "webhooks_total",
+			Help: "Webhook requests, by answer status."}, []string{"status"}),
+	}
+	sum := func(f func(p *partition) int64) func() float64 {
+		return func() float64 {
+			var n int64
+			for _, p := range e.parts {
+				n += f(p)
+			}
+			return float64(n)
+		}
+	}
+	m.collectors = []prometheus.Collector{
+		m.accepted, m.refused, m.authFailures, m.slowConsumers, m.rateLimited,
+		m.clientEvents, m.published, m.ruleErrors, m.closes, m.webhooks,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "sidecar", Name: "connections", Help: "Open WebSocket connections."},
+			sum(func(p *partition) int64 { return p.nConns.Load() })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "sidecar", Name: "users", Help: "Users with at least one connection on this node."},
+			sum(func(p *partition) int64 { return p.nUsers.Load() })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "sidecar", Name: "deliveries_total", Help: "Frames queued to connections."},
+			sum(func(p *partition) int64 { return p.delivered.Load() })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "sidecar", Name: "bytes_written_total", Help: "Bytes written to WebSocket connections."},
+			sum(func(p *partition) int64 { return p.bytesOut.Load() })),
+	}
+	return m
+}
+
+func (m *metrics) register(r prometheus.Registerer) error {
+	for _, c := range m.collectors {
+		if err := r.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *metrics) closed(code ws.StatusCode) {
+	m.closes.WithLabelValues(strconv.Itoa(int(code))).Inc()
+}
+
+func (m *metrics) webhook(status int) {
+	m.webhooks.WithLabelValues(strconv.Itoa(status)).Inc()
+}
+
+// counterValue reads a counter, for stats.
+func counterValue(c prometheus.Counter) float64 {
+	var d dto.Metric
+	if err := c.Write(&d); err != nil {
+		return 0
+	}
+	return d.GetCounter().GetValue()
+}

@@ -1,0 +1,280 @@
+package engine
+
+import (
+	"encoding/base64"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
+
+	"github.com/sidecar/sidecar/engine/auth"
+)
+
+// Subprotocols of the native protocol: a client may send its token as
+// ["sidecar.v1", "bearer.<JWT>"]; the server answers "sidecar.v1".
+const (
+	subprotocol   = "sidecar.v1"
+	bearerProto   = "bearer."
+	retryAfterSec = "1"
+)
+
+// serveWS upgrades GET /ws. Every refusal is an HTTP answer before the
+// upgrade: 400/426 for a request that is not a valid WebSocket handshake,
+// 403 for a disallowed Origin, 401 for a missing or bad token, 503 at the
+// connection limit, 429 over the per-IP connection rate.
+func (e *Engine) serveWS(w http.ResponseWriter, r *http.Request) {
+	if status, msg := checkHandshake(r); status != 0 {
+		if status == http.StatusUpgradeRequired {
+			w.Header().Set("Sec-WebSocket-Version", "13")
+		}
+		httpError(w, status, "bad_handshake", msg)
+		return
+	}
+	if !e.originAllowed(r.Header.Get("Origin")) {
+		httpError(w, http.StatusForbidden, "forbidden", "origin not allowed")
+		return
+	}
+	token := tokenFromRequest(r)
+	if token == "" {
+		httpError(w, http.StatusUnauthorized, "unauthorized", "missing token: use ?token=, Authorization: Bearer, or the bearer.<JWT> subprotocol")
+		return
+	}
+	ident, err := e.cfg.Auth.Authenticate(token)
+	if err != nil {
+		e.metrics.authFailures.Inc()
+		// The error never contains the token; it says why (expired, bad signature, ...).
+		e.log.Debug("handshake refused", "remote", r.RemoteAddr, "err", err)
+		httpError(w, http.StatusUnauthorized, "unauthorized", authMessage(err))
+		return
+	}
+	if e.stopping.Load() {
+		w.Header().Set("Retry-After", retryAfterSec)
+		httpError(w, http.StatusServiceUnavailable, "shutting_down", "the server is shutting down")
+		return
+	}
+	if e.openFDs.Load() >= int64(e.limits.MaxConnections) {
+		e.metrics.refused.Inc()
+		w.Header().Set("Retry-After", retryAfterSec)
+		httpError(w, http.StatusServiceUnavailable, "overloaded", "connection limit reached")
+		return
+	}
+	if !e.ipRate.allow(remoteIP(r.RemoteAddr), time.Now().Unix()) {
+		e.metrics.refused.Inc()
+		w.Header().Set("Retry-After", retryAfterSec)
+		httpError(w, http.StatusTooManyRequests, "rate_limited", "too many connections from this address")
+		return
+	}
+	e.upgrades.Add(1)
+	defer e.upgrades.Done()
+	u := ws.HTTPUpgrader{Timeout: e.limits.HandshakeTimeout}
+	if offersProtocol(r, subprotocol) {
+		u.Protocol = func(p string) bool { return p == subprotocol }
+	}
+	nc, rw, _, err := u.Upgrade(r, w)
+	if err != nil {
+		// The upgrader has answered the client already.
+		if nc != nil {
+			nc.Close()
+		}
+		return
+	}
+	var leftover []byte
+	if n := rw.Reader.Buffered(); n > 0 {
+		leftover, _ = rw.Reader.Peek(n)
+		leftover = append([]byte(nil), leftover...)
+	}
+	fd, err := detach(nc)
+	if err != nil {
+		e.log.Error("detach socket", "err", err)
+		return
+	}
+	e.attach(fd, &ident, leftover)
+}
+
+// attach makes the descriptor a conn: indexed by its owner, registered with
+// the poller, announced to the rules as connection.open.
+func (e *Engine) attach(fd int, ident *auth.Identity, leftover []byte) {
+	now := time.Now()
+	c := newConn(fd, e.nextConn.Add(1), ident, now)
+	c.part = e.partFor(c.user)
+	c.rd.MaxMessage = e.limits.MaxMessageBytes
+	e.openFDs.Add(1)
+	e.metrics.accepted.Inc()
+	e.fds.set(fd, c)
+	// The handshake holds the read turn until the leftover bytes are read,
+	// so the poller's first edge only marks the turn "again".
+	c.sched.Store(schedRunning)
+	c.part.jobs <- job{kind: jobAdd, c: c}
+	e.life.push(&Event{ID: e.newEventID(), Type: "connection.open", Source: SourceLifecycle, Time: now, Sender: ident, conn: c})
+	if err := e.poller.Add(fd); err != nil {
+		e.log.Error("register connection", "err", err)
+		c.sched.Store(schedDead)
+		e.readerGone(c, ws.StatusInternalServerError, "internal error")
+		c.release(e)
+		return
+	}
+	if e.stopping.Load() {
+		e.closeConn(c, ws.StatusGoingAway, "server shutting down")
+	}
+	r := e.readers.Get().(*reader)
+	defer e.readers.Put(r)
+	if len(leftover) > 0 {
+		r.c = c
+		r.now = now.Unix()
+		r.feed(c, leftover)
+		if r.stop {
+			r.finish(c)
+			return
+		}
+	}
+	// Whatever arrived since the upgrade: read it now, or hand the turn back.
+	r.readTurn(c)
+}
+
+// detach takes the socket away from Go's network poller: it duplicates the
+// descriptor (the copy stays non-blocking) and closes the net.Conn, so the
+// connection costs no goroutine, no buffer and no runtime poll descriptor.
+func detach(nc net.Conn) (int, error) {
+	defer nc.Close()
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return -1, errors.New("connection has no descriptor")
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	var derr error
+	if err := raw.Control(func(s uintptr) {
+		fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return -1, err
+	}
+	if derr != nil {
+		return -1, derr
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// checkHandshake validates a WebSocket opening handshake (RFC 6455 4.2.1)
+// before anything else is looked at, so that a request that is not one
+// gets 400 (or 426 for another version) whatever its token.
+func checkHandshake(r *http.Request) (int, string) {
+	switch {
+	case r.Method != http.MethodGet:
+		return http.StatusBadRequest, "a WebSocket handshake must be a GET"
+	case !r.ProtoAtLeast(1, 1):
+		return http.StatusBadRequest, "a WebSocket handshake needs HTTP/1.1"
+	case !headerHasToken(r.Header, "Upgrade", "websocket"):
+		return http.StatusBadRequest, `missing "Upgrade: websocket"`
+	case !headerHasToken(r.Header, "Connection", "upgrade"):
+		return http.StatusBadRequest, `missing "Connection: Upgrade"`
+	}
+	switch v := r.Header.Get("Sec-WebSocket-Version"); v {
+	case "13":
+	case "":
+		return http.StatusBadRequest, "missing Sec-WebSocket-Version"
+	default:
+		return http.StatusUpgradeRequired, "unsupported Sec-WebSocket-Version; this server speaks 13"
+	}
+	key := r.Header.Get("Sec-WebSocket-Key")
+	if b, err := base64.StdEncoding.DecodeString(key); err != nil || len(b) != 16 {
+		return http.StatusBadRequest, "Sec-WebSocket-Key must be the base64 of 16 bytes"
+	}
+	return 0, ""
+}
+
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// tokenFromRequest finds the JWT: ?token=, then Authorization: Bearer, then
+// the bearer.<JWT> subprotocol.
+func tokenFromRequest(r *http.Request) string {
+	if t := r.URL.Query().Get("token"); t != "" {
+		return t
+	}
+	if t, ok := bearer(r.Header.Get("Authorization")); ok {
+		return t
+	}
+	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); strings.HasPrefix(p, bearerProto) {
+				return p[len(bearerProto):]
+			}
+		}
+	}
+	return ""
+}
+
+func offersProtocol(r *http.Request, want string) bool {
+	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(v, ",") {
+			if strings.TrimSpace(p) == want {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// bearer returns the credential of an "Authorization: Bearer x" header.
+func bearer(h string) (string, bool) {
+	const prefix = "bearer "
+	if len(h) <= len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
+		return "", false
+	}
+	return strings.TrimSpace(h[len(prefix):]), true
+}
+
+// originAllowed applies auth.origins. A request without Origin is not from
+// a browser page, so cross-site hijacking does not apply and it passes.
+func (e *Engine) originAllowed(origin string) bool {
+	if len(e.cfg.Origins) == 0 || origin == "" {
+		return true
+	}
+	for _, o := range e.cfg.Origins {
+		if o == "*" || strings.EqualFold(o, origin) {
+			return true
+		}
+	}
+	return false
+}
+
+// authMessage says why a token was refused, without echoing it.
+func authMessage(err error) string {
+	switch {
+	case errors.Is(err, auth.ErrTokenExpired):
+		return "token expired"
+	case errors.Is(err, auth.ErrTokenTooLong):
+		return "token too long"
+	case errors.Is(err, auth.ErrNoUser):
+		return "token names no user"
+	}
+	return "invalid token"
+}
+
+func remoteIP(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return host
+}

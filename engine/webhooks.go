@@ -1,0 +1,102 @@
+package engine
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/sidecar/sidecar/engine/webhook"
+)
+
+// webhookBody is the Standard Webhooks payload the app sends.
+type webhookBody struct {
+	Type      string          `json:"type"`
+	Timestamp string          `json:"timestamp"`
+	Data      json.RawMessage `json:"data"`
+}
+
+// serveWebhook is POST /webhooks. The order matters:
+//  1. the body, at most webhooks.max_body_bytes (413);
+//  2. the signature over the raw bytes (400 malformed headers, 401 bad
+//     signature or stale timestamp);
+//  3. the JSON shape (400);
+//  4. a pipeline slot (429 with Retry-After: nothing is remembered, so the
+//     retry goes through);
+//  5. the webhook-id, atomically (a retry is answered 200 and does nothing);
+//  6. the rules, and 202 with the names of the rules that matched.
+//
+// If what the rules decided cannot be kept (a forward cannot be queued),
+// the id is forgotten again and the answer is 503, so the sender retries.
+func (e *Engine) serveWebhook(w http.ResponseWriter, r *http.Request) {
+	if e.cfg.Webhooks == nil {
+		httpError(w, http.StatusNotFound, "not_configured", "no webhook secrets are configured (webhooks.secrets)")
+		return
+	}
+	body, ok := e.readBody(w, r, e.cfg.Webhook.MaxBodyBytes)
+	if !ok {
+		e.metrics.webhook(http.StatusRequestEntityTooLarge)
+		return
+	}
+	id, err := e.cfg.Webhooks.Verify(r.Header, body)
+	if err != nil {
+		status := webhook.Status(err)
+		e.metrics.webhook(status)
+		httpError(w, status, "bad_signature", err.Error())
+		return
+	}
+	var wb webhookBody
+	if err := json.Unmarshal(body, &wb); err != nil {
+		e.metrics.webhook(http.StatusBadRequest)
+		httpError(w, http.StatusBadRequest, "bad_request", "body is not valid JSON: "+err.Error())
+		return
+	}
+	if wb.Type == "" {
+		e.metrics.webhook(http.StatusBadRequest)
+		httpError(w, http.StatusBadRequest, "bad_request", `body needs a "type"`)
+		return
+	}
+	var data any
+	if len(wb.Data) > 0 {
+		if err := json.Unmarshal(wb.Data, &data); err != nil {
+			e.metrics.webhook(http.StatusBadRequest)
+			httpError(w, http.StatusBadRequest, "bad_request", `"data" is not valid JSON`)
+			return
+		}
+	}
+	select {
+	case e.webhookSlots <- struct{}{}:
+		defer func() { <-e.webhookSlots }()
+	default:
+		e.metrics.webhook(http.StatusTooManyRequests)
+		w.Header().Set("Retry-After", retryAfterSec)
+		httpError(w, http.StatusTooManyRequests, "overloaded", "too many webhooks in flight; retry later")
+		return
+	}
+	first, err := e.cfg.Store.MarkSeen("wh:"+id, e.cfg.Webhook.DedupTTL)
+	if err != nil {
+		e.metrics.webhook(http.StatusServiceUnavailable)
+		e.log.Error("remember webhook id", "id", id, "err", err)
+		w.Header().Set("Retry-After", retryAfterSec)
+		httpError(w, http.StatusServiceUnavailable, "store_unavailable", "cannot record the webhook id; retry later")
+		return
+	}
+	if !first {
+		e.metrics.webhook(http.StatusOK)
+		writeJSON(w, http.StatusOK, map[string]any{"id": id, "duplicate": true})
+		return
+	}
+	ev := &Event{ID: id, Type: wb.Type, Source: SourceWebhook, Time: time.Now(), Data: data}
+	matched, err := e.process(r.Context(), ev)
+	if err != nil {
+		if uerr := e.cfg.Store.Unmark("wh:" + id); uerr != nil {
+			e.log.Error("forget webhook id", "id", id, "err", uerr)
+		}
+		e.metrics.webhook(http.StatusServiceUnavailable)
+		e.log.Error("webhook not processed", "id", id, "type", wb.Type, "err", err)
+		w.Header().Set("Retry-After", retryAfterSec)
+		httpError(w, http.StatusServiceUnavailable, "unavailable", "the event could not be kept; retry later")
+		return
+	}
+	e.metrics.webhook(http.StatusAccepted)
+	writeJSON(w, http.StatusAccepted, map[string]any{"id": id, "type": wb.Type, "matched": matched})
+}
