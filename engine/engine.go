@@ -115,12 +115,12 @@ type Engine struct {
 	metrics *metrics
 	started time.Time
 
-	poller *netpoll.Poller
-	parts  []*partition
-	readq  chan *conn
-	fds    fdTable
-	life   eventQueue
-	ipRate ipLimiter
+	poller  *netpoll.Poller
+	parts   []*partition
+	readq   chan *conn
+	fds     fdTable
+	life    eventQueue
+	ipRate  ipLimiter
 	readers sync.Pool // *reader for handshake leftovers
 
 	openFDs   atomic.Int64 // conns whose descriptor is still open
