@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sidecar/sidecar/engine"
+	"github.com/sidecar/sidecar/engine/auth"
+	"github.com/sidecar/sidecar/rules"
+)
+
+// ruleRouter is the engine's Router, backed by the compiled rules. The set
+// is swapped whole by the reloader; Route loads the pointer once, so an
+// event in flight during a reload finishes on the set it started with. The
+// zero value routes nothing until a set is stored.
+type ruleRouter struct {
+	set     atomic.Pointer[rules.Set]
+	scratch sync.Pool // *routeScratch
+}
+
+var _ engine.Router = (*ruleRouter)(nil)
+
+// routeScratch is what one Route call needs besides the event itself,
+// reused so that routing allocates only what the rules produce.
+type routeScratch struct {
+	ev   rules.Event
+	outs []rules.Output
+}
+
+// Set returns the rules in use, or nil before the first successful load.
+func (r *ruleRouter) Set() *rules.Set { return r.set.Load() }
+
+func (r *ruleRouter) store(s *rules.Set) { r.set.Store(s) }
+
+// Route runs the rules on ev and appends the engine commands they decide.
+func (r *ruleRouter) Route(ctx context.Context, ev *engine.Event, out []engine.Command) ([]engine.Command, error) {
+	s := r.set.Load()
+	if s == nil {
+		return out, nil
+	}
+	sc, _ := r.scratch.Get().(*routeScratch)
+	if sc == nil {
+		sc = &routeScratch{outs: make([]rules.Output, 0, 4)}
+	}
+	defer func() {
+		clear(sc.outs)
+		sc.outs = sc.outs[:0]
+		sc.ev = rules.Event{}
+		r.scratch.Put(sc)
+	}()
+	sc.ev = rules.Event{
+		ID:     ev.ID,
+		Type:   ev.Type,
+		Source: ev.Source,
+		Time:   ev.Time,
+		Sender: sender(ev.Sender),
+		Data:   ev.Data,
+	}
+	var err error
+	sc.outs, err = s.Match(ctx, &sc.ev, sc.outs[:0])
+	for i := range sc.outs {
+		o := &sc.outs[i]
+		cmd := engine.Command{Rule: o.Rule}
+		switch o.Action {
+		case "emit":
+			cmd.Op, cmd.Event, cmd.Data = engine.OpEmit, o.Event, o.Data
+			cmd.To = engine.Target{All: o.To.All, Users: o.To.Users, Rooms: o.To.Rooms, Except: o.To.Except}
+		case "forward":
+			cmd.Op, cmd.URL, cmd.Data = engine.OpForward, o.URL, o.Data
+		case "join", "leave":
+			cmd.Op, cmd.Rooms, cmd.User = engine.OpJoin, o.Rooms, o.User
+			if o.Action == "leave" {
+				cmd.Op = engine.OpLeave
+			}
+		default:
+			// A plugin action registered in rules but unknown to the
+			// engine: a wiring mistake, reported like a rule failure.
+			err = errors.Join(err, fmt.Errorf("rule %q: action %q has no engine command", o.Rule, o.Action))
+			continue
+		}
+		out = append(out, cmd)
+	}
+	return out, err
+}
+
+// sender is the identity as rules see it: the token's claims, copied (the
+// claims are shared and read-only), with "id" set to the user id. No
+// identity (a webhook) is an empty map, so sender.x reads nil everywhere.
+func sender(id *auth.Identity) map[string]any {
+	if id == nil {
+		return map[string]any{}
+	}
+	m := make(map[string]any, len(id.Claims)+1)
+	for k, v := range id.Claims {
+		m[k] = v
+	}
+	m["id"] = id.UserID
+	return m
+}
+
+// ruleErrorsDesc describes the per-rule run-time error counts the router
+// exports; they restart from zero when a reload swaps the set.
+var ruleErrorsDesc = prometheus.NewDesc("sidecar_rule_errors_total",
+	"Events on which a rule failed at run time and was skipped, per rule, since the rules were last loaded.",
+	[]string{"rule"}, nil)
+
+// Describe and Collect make the router a prometheus.Collector of
+// sidecar_rule_errors_total{rule}, read from the set in use at scrape time.
+func (r *ruleRouter) Describe(ch chan<- *prometheus.Desc) { ch <- ruleErrorsDesc }
+
+func (r *ruleRouter) Collect(ch chan<- prometheus.Metric) {
+	s := r.set.Load()
+	if s == nil {
+		return
+	}
+	for name, n := range s.Errors() {
+		ch <- prometheus.MustNewConstMetric(ruleErrorsDesc, prometheus.CounterValue, float64(n), name)
+	}
+}
