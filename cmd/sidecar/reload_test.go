@@ -80,12 +80,12 @@ func (f *reloadFixture) run(t *testing.T, watch bool, hup <-chan os.Signal) {
 }
 
 // waitFor polls cond until it holds or 5 s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func (f *reloadFixture) waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			t.Fatalf("timed out waiting for %s; reloader logs:\n%s", what, f.logs.String())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -141,14 +141,14 @@ func TestReloadFollowsEdits(t *testing.T) {
 
 	// An editor's save (write aside, rename over) swaps the set.
 	writeReplace(t, path, rulesWith(2, "v2"))
-	waitFor(t, "the edit to load", func() bool { return f.count() == 2 })
+	f.waitFor(t, "the edit to load", func() bool { return f.count() == 2 })
 	if got := f.routeEvent(t); got != "v2" {
 		t.Errorf("after the edit, Route() emits %q, want v2", got)
 	}
 
 	// A broken edit, written in place, keeps the old set and says where.
 	writeFile(t, path, brokenRules)
-	waitFor(t, "the broken edit to be seen", func() bool { return f.lastErr() != nil })
+	f.waitFor(t, "the broken edit to be seen", func() bool { return f.lastErr() != nil })
 	if n := f.count(); n != 2 {
 		t.Errorf("after a broken edit, %d rules in use, want the previous 2", n)
 	}
@@ -172,7 +172,7 @@ func TestReloadFollowsEdits(t *testing.T) {
 
 	// Fixing the file recovers.
 	writeReplace(t, path, rulesWith(3, "v3"))
-	waitFor(t, "the fix to load", func() bool { return f.count() == 3 && f.lastErr() == nil })
+	f.waitFor(t, "the fix to load", func() bool { return f.count() == 3 && f.lastErr() == nil })
 	if got := f.routeEvent(t); got != "v3" {
 		t.Errorf("after the fix, Route() emits %q, want v3", got)
 	}
@@ -197,10 +197,10 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	f.run(t, false, hup)
 	writeFile(t, path, rulesWith(2, "v2"))
 	hup <- syscall.SIGHUP
-	waitFor(t, "the SIGHUP reload", func() bool { return f.count() == 2 })
+	f.waitFor(t, "the SIGHUP reload", func() bool { return f.count() == 2 })
 	writeFile(t, path, brokenRules)
 	hup <- syscall.SIGHUP
-	waitFor(t, "the failed SIGHUP reload", func() bool { return f.lastErr() != nil })
+	f.waitFor(t, "the failed SIGHUP reload", func() bool { return f.lastErr() != nil })
 	if f.count() != 2 || f.routeEvent(t) != "v2" {
 		t.Errorf("a failed SIGHUP reload replaced the rules")
 	}
@@ -231,7 +231,7 @@ func TestReloadKubernetesConfigMap(t *testing.T) {
 	must(os.Symlink("..v2", filepath.Join(dir, "..data_tmp")))
 	must(os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")))
 	must(os.RemoveAll(filepath.Join(dir, "..v1")))
-	waitFor(t, "the ConfigMap swap to load", func() bool { return f.count() == 2 })
+	f.waitFor(t, "the ConfigMap swap to load", func() bool { return f.count() == 2 })
 }
 
 func TestReloadFirstLoadFails(t *testing.T) {
