@@ -22,6 +22,11 @@ import (
 // and one reload should see the result, not each step.
 const reloadDebounce = 100 * time.Millisecond
 
+// reloadPollInterval is how often the rules file is checked when the
+// filesystem cannot notify (inotify instances exhausted, an unsupported
+// filesystem).
+const reloadPollInterval = 2 * time.Second
+
 // reloader owns the rules in use. A reload builds a complete new set aside
 // and swaps it into the router only if it loaded without error, as
 // Prometheus' rule manager does: a broken edit leaves the old rules
@@ -36,9 +41,15 @@ type reloader struct {
 	lastSuccess prometheus.Gauge // 1 if the last reload succeeded, else 0
 	lastTime    prometheus.Gauge // unix time of the last successful reload
 
+	// newWatcher and pollInterval are fsnotify.NewWatcher and
+	// reloadPollInterval; tests replace them.
+	newWatcher   func() (*fsnotify.Watcher, error)
+	pollInterval time.Duration
+
 	mu         sync.Mutex // serializes reloads; guards the fields below
 	lastErr    error      // of the last reload; nil if it succeeded
 	lastReload time.Time  // of the last successful reload
+	loaded     fileStamp  // the file as the last reload found it
 }
 
 // newReloader returns a reloader of the rules file at path into r. It
@@ -46,10 +57,12 @@ type reloader struct {
 // nil). It loads nothing: call Reload.
 func newReloader(path string, opt rules.Options, r *ruleRouter, logger *slog.Logger, reg prometheus.Registerer) *reloader {
 	l := &reloader{
-		path:   path,
-		opt:    opt,
-		router: r,
-		log:    logger,
+		path:         path,
+		opt:          opt,
+		router:       r,
+		log:          logger,
+		newWatcher:   fsnotify.NewWatcher,
+		pollInterval: reloadPollInterval,
 		failures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sidecar_rules_reload_failures_total",
 			Help: "Rules reloads that failed; the previous rules kept serving.",
@@ -85,6 +98,8 @@ func newReloader(path string, opt rules.Options, r *ruleRouter, logger *slog.Log
 func (l *reloader) Reload() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	// Stamp before reading: a write during the load is seen as a change.
+	l.loaded = l.stamp()
 	set, err := rules.Load(l.path, l.opt)
 	if err != nil {
 		l.failures.Inc()
@@ -165,16 +180,22 @@ func firstLines(err error, n int) string {
 // ConfigMap volume by swapping a "..data" symlink, and neither is seen by
 // a watch on the old file. Events are filtered by name and debounced. If
 // the file is a symlink, the directory of its target is watched too. If
-// watching cannot start, Run logs it and still serves SIGHUP.
+// the filesystem cannot notify, Run logs it and polls the file instead.
 func (l *reloader) Run(ctx context.Context, watch bool, hup <-chan os.Signal) error {
 	var events <-chan fsnotify.Event
 	var werrs <-chan error
 	var w *fsnotify.Watcher
+	var polls <-chan time.Time
+	var stamp fileStamp
 	watched := map[string]bool{}
 	if watch {
 		var err error
-		if w, err = fsnotify.NewWatcher(); err != nil {
-			l.log.Error("rules file watch disabled; SIGHUP still reloads", "file", l.path, "err", err)
+		if w, err = l.newWatcher(); err != nil {
+			l.log.Error("rules file watch unavailable; polling the file instead", "file", l.path,
+				"every", l.pollInterval, "err", err)
+			t := time.NewTicker(l.pollInterval)
+			defer t.Stop()
+			polls = t.C
 		} else {
 			defer w.Close()
 			l.addWatches(w, watched)
@@ -185,6 +206,14 @@ func (l *reloader) Run(ctx context.Context, watch bool, hup <-chan os.Signal) er
 	timer.Stop()
 	defer timer.Stop()
 	var debounced <-chan time.Time // non-nil while a reload is pending
+	if watch {
+		// An edit between the last Reload and the watch's start had no
+		// one to see it.
+		if stamp = l.loadedStamp(); l.stamp() != stamp {
+			timer.Reset(reloadDebounce)
+			debounced = timer.C
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -193,6 +222,7 @@ func (l *reloader) Run(ctx context.Context, watch bool, hup <-chan os.Signal) er
 			timer.Stop()
 			debounced = nil
 			_ = l.Reload() // logged by Reload
+			stamp = l.loadedStamp()
 		case ev, ok := <-events:
 			if !ok {
 				events = nil
@@ -208,14 +238,44 @@ func (l *reloader) Run(ctx context.Context, watch bool, hup <-chan os.Signal) er
 				continue
 			}
 			l.log.Warn("rules file watch", "file", l.path, "err", err)
+		case <-polls:
+			if s := l.stamp(); s != stamp {
+				stamp = s
+				timer.Reset(reloadDebounce)
+				debounced = timer.C
+			}
 		case <-debounced:
 			debounced = nil
 			_ = l.Reload() // logged by Reload
+			stamp = l.loadedStamp()
 			if w != nil {
 				l.addWatches(w, watched) // a symlink may point elsewhere now
 			}
 		}
 	}
+}
+
+// fileStamp is what polling compares to notice a change of the rules file.
+type fileStamp struct {
+	target  string // where symlinks lead (a ConfigMap swap changes it)
+	modTime int64  // UnixNano; a time.Time is not meant for ==
+	size    int64
+	missing bool
+}
+
+func (l *reloader) loadedStamp() fileStamp {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.loaded
+}
+
+func (l *reloader) stamp() fileStamp {
+	target, _ := filepath.EvalSymlinks(l.path)
+	fi, err := os.Stat(l.path)
+	if err != nil {
+		return fileStamp{target: target, missing: true}
+	}
+	return fileStamp{target: target, modTime: fi.ModTime().UnixNano(), size: fi.Size()}
 }
 
 // watchDirs are the directories whose entries decide the rules file's

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sidecar/sidecar/engine"
@@ -297,5 +299,25 @@ func TestReloadUnderLoad(t *testing.T) {
 	wg.Wait()
 	if got := f.routeEvent(t); got != "v20" {
 		t.Errorf("Route() emits %q after the last reload, want v20", got)
+	}
+}
+
+// TestReloadPollsWithoutNotify: when the filesystem cannot notify (say the
+// inotify instances are used up), edits are still noticed, by polling.
+func TestReloadPollsWithoutNotify(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "rules.yaml")
+	writeFile(t, path, rulesWith(1, "v1"))
+	f := newReloadFixture(t, dir, path)
+	f.l.newWatcher = func() (*fsnotify.Watcher, error) { return nil, errors.New("too many open files") }
+	f.l.pollInterval = 20 * time.Millisecond
+	if err := f.l.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	f.run(t, true, nil)
+	writeReplace(t, path, rulesWith(2, "v2"))
+	f.waitFor(t, "the polled edit to load", func() bool { return f.count() == 2 })
+	if !strings.Contains(f.logs.String(), "polling the file instead") {
+		t.Errorf("the fallback to polling was not logged:\n%s", f.logs.String())
 	}
 }
