@@ -1,0 +1,327 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+
+	"github.com/sidecar/sidecar/engine/auth"
+)
+
+// e2eDir holds the npm clients (ws, standardwebhooks) the tests drive.
+const e2eDir = "../../testdata/e2e"
+
+// needNode skips when Node or the npm clients are missing. `make test`
+// installs them, so CI always runs these tests.
+func needNode(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Skip("node is not installed: these tests drive real npm clients")
+	}
+	if _, err := os.Stat(filepath.Join(e2eDir, "node_modules", "ws")); err != nil {
+		t.Skip("testdata/e2e/node_modules is missing: run `make test` (it runs npm ci there)")
+	}
+}
+
+// exampleNode serves config.example.yaml, as a newcomer would run it, on
+// 127.0.0.1:0 with a store in a temporary directory.
+type exampleNode struct {
+	t    *testing.T
+	cfg  *Config
+	addr string
+}
+
+func startExample(t *testing.T, env ...string) *exampleNode {
+	t.Helper()
+	environ := append([]string{"SIDECAR_STORE__PATH=" + filepath.Join(t.TempDir(), "sidecar.db")}, env...)
+	cfg, _, err := loadConfig("../../config.example.yaml", environ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, ln, logger, nil) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	n := &exampleNode{t: t, cfg: cfg, addr: ln.Addr().String()}
+	waitReady(t, "http://"+n.addr+"/readyz")
+	return n
+}
+
+func waitReady(t *testing.T, url string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s never answered 200", url)
+}
+
+func (n *exampleNode) token(claims map[string]any) string {
+	n.t.Helper()
+	claims["exp"] = time.Now().Add(time.Hour).Unix()
+	tok, err := auth.Sign([]byte(n.cfg.Auth.JWTSecret), claims)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return tok
+}
+
+func (n *exampleNode) post(path, bearer string, body any) (int, map[string]any) {
+	n.t.Helper()
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest("POST", "http://"+n.addr+path, bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+bearer)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	json.NewDecoder(resp.Body).Decode(&m)
+	return resp.StatusCode, m
+}
+
+// nodeClient runs testdata/e2e/client.mjs: a `ws` client that prints every
+// frame it receives as a JSON line.
+type nodeClient struct {
+	t     *testing.T
+	cmd   *exec.Cmd
+	lines chan map[string]any
+	done  chan error
+}
+
+func startNodeClient(t *testing.T, url string, messages int, protocols ...string) *nodeClient {
+	t.Helper()
+	args := []string{"client.mjs", url, itoa(messages), "15000"}
+	if len(protocols) > 0 {
+		args = append(args, strings.Join(protocols, ","))
+	}
+	cmd := exec.Command("node", args...)
+	cmd.Dir = e2eDir
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &nodeClient{t: t, cmd: cmd, lines: make(chan map[string]any, 100), done: make(chan error, 1)}
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			var m map[string]any
+			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+				m = map[string]any{"unparsed": sc.Text()}
+			}
+			c.lines <- m
+		}
+		close(c.lines)
+		c.done <- cmd.Wait()
+	}()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	return c
+}
+
+// next returns the next line the client printed.
+func (c *nodeClient) next() map[string]any {
+	c.t.Helper()
+	select {
+	case m, ok := <-c.lines:
+		if !ok {
+			c.t.Fatalf("node client exited early: %v", <-c.done)
+		}
+		return m
+	case <-time.After(20 * time.Second):
+		c.t.Fatal("no line from the node client in 20s")
+	}
+	return nil
+}
+
+func (c *nodeClient) waitOpen() map[string]any {
+	c.t.Helper()
+	m := c.next()
+	if m["open"] != true {
+		c.t.Fatalf("node client: %v, want open", m)
+	}
+	return m
+}
+
+func TestRealWSClientGetsBroadcastAndTargeted(t *testing.T) {
+	needNode(t)
+	n := startExample(t)
+	admin := n.token(map[string]any{"sub": "ops", "role": "admin"})
+	alice := startNodeClient(t, "ws://"+n.addr+"/ws?token="+n.token(map[string]any{"sub": "alice"}), 2)
+	bob := startNodeClient(t, "ws://"+n.addr+"/ws", 1, "sidecar.v1", "bearer."+n.token(map[string]any{"sub": "bob"}))
+	alice.waitOpen()
+	if m := bob.waitOpen(); m["protocol"] != "sidecar.v1" {
+		t.Fatalf("bob negotiated %v, want sidecar.v1", m["protocol"])
+	}
+	if status, resp := n.post("/api/socket-test/broadcast", admin, map[string]any{"title": "Hello all", "message": "m", "type": "info"}); status != 202 || resp["delivered"] != float64(2) {
+		t.Fatalf("broadcast: %d %v", status, resp)
+	}
+	if status, resp := n.post("/api/socket-test/send/alice", admin, map[string]any{"title": "Just Alice"}); status != 202 || resp["delivered"] != float64(1) {
+		t.Fatalf("send: %d %v", status, resp)
+	}
+	for _, want := range []string{"Hello all", "Just Alice"} {
+		m := alice.next()
+		if m["event"] != "newNotification" || m["data"].(map[string]any)["title"] != want {
+			t.Fatalf("alice got %v, want newNotification %q", m, want)
+		}
+	}
+	if m := bob.next(); m["data"].(map[string]any)["title"] != "Hello all" {
+		t.Fatalf("bob got %v", m)
+	}
+	// A plain user may not broadcast (the seed let anyone; we do not).
+	if status, _ := n.post("/api/socket-test/broadcast", n.token(map[string]any{"sub": "alice"}), map[string]any{"title": "x"}); status != http.StatusForbidden {
+		t.Fatalf("user broadcast: %d, want 403", status)
+	}
+}
+
+func TestStandardWebhooksNPMReachesProviderByShippedRules(t *testing.T) {
+	needNode(t)
+	n := startExample(t)
+	provider := startNodeClient(t, "ws://"+n.addr+"/ws?token="+n.token(map[string]any{"sub": "prov-1", "role": "provider"}), 1)
+	other := startNodeClient(t, "ws://"+n.addr+"/ws?token="+n.token(map[string]any{"sub": "cust-1", "role": "customer"}), 1)
+	provider.waitOpen()
+	other.waitOpen()
+	body := `{"type":"booking.created","timestamp":"2026-11-25T10:00:00Z","data":{"id":"bk-1","status":"pending","providerId":"prov-1","customerId":"cust-1","customerName":"Ana","serviceName":"Haircut"}}`
+	out, err := exec.Command("node", filepath.Join(e2eDir, "webhook.mjs"), "http://"+n.addr+"/webhooks", n.cfg.Webhooks.Secrets[0], "msg_npm_1", body).Output()
+	if err != nil {
+		t.Fatalf("webhook.mjs: %v", err)
+	}
+	var res struct {
+		Status int            `json:"status"`
+		Body   map[string]any `json:"body"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil || res.Status != http.StatusAccepted {
+		t.Fatalf("webhook answer %s (%v), want 202", out, err)
+	}
+	m := provider.next()
+	if m["event"] != "newNotification" || m["data"].(map[string]any)["bookingId"] != "bk-1" {
+		t.Fatalf("provider got %v", m)
+	}
+	select {
+	case m := <-other.lines:
+		t.Fatalf("the customer got %v; booking.created is for the provider only", m)
+	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+// TestBinaryRunsExampleAndStopsOnSIGTERM builds the real binary, runs it as
+// the README says, and stops it: clients get 1001 and the exit status is 0.
+func TestBinaryRunsExampleAndStopsOnSIGTERM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "sidecar")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(bin, "serve", "--config", "../../config.example.yaml")
+	cmd.Env = append(os.Environ(), "SIDECAR_LISTEN=127.0.0.1:0", "SIDECAR_STORE__PATH="+filepath.Join(dir, "s.db"))
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	addrRe := regexp.MustCompile(`msg=listening .*addr=(\S+)`)
+	addrc := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if m := addrRe.FindStringSubmatch(sc.Text()); m != nil {
+				addrc <- m[1]
+			}
+		}
+	}()
+	var addr string
+	select {
+	case addr = <-addrc:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the binary never logged its address")
+	}
+	tokOut, err := exec.Command(bin, "token", "--config", "../../config.example.yaml", "--sub", "u1").Output()
+	if err != nil {
+		t.Fatalf("sidecar token: %v", err)
+	}
+	tok := strings.TrimSpace(string(tokOut))
+	if strings.Count(tok, ".") != 2 || strings.ContainsAny(tok, " \n") {
+		t.Fatalf("token output %q is not a bare JWT", tokOut)
+	}
+	conn, br, _, err := ws.Dial(context.Background(), "ws://"+addr+"/ws?token="+tok)
+	if err != nil {
+		t.Fatalf("dial with the minted token: %v", err)
+	}
+	defer conn.Close()
+	cmd.Process.Signal(syscall.SIGTERM)
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var r io.Reader = conn
+	if br != nil {
+		r = br
+	}
+	for {
+		msg, op, err := wsutil.ReadServerData(struct {
+			io.Reader
+			io.Writer
+		}{r, conn})
+		if err != nil {
+			var ce wsutil.ClosedError
+			if asClosed(err, &ce) && ce.Code == ws.StatusGoingAway {
+				break
+			}
+			t.Fatalf("waiting for 1001: %v", err)
+		}
+		_ = msg
+		_ = op
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v, want status 0", err)
+	}
+}
+
+func asClosed(err error, target *wsutil.ClosedError) bool {
+	ce, ok := err.(wsutil.ClosedError)
+	if ok {
+		*target = ce
+	}
+	return ok
+}
+
+func itoa(n int) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}

@@ -1,0 +1,286 @@
+// Command sidecar is a real-time notification server that runs next to a
+// web app: browsers hold a WebSocket to it, the app posts signed webhooks,
+// and YAML rules decide who hears what.
+//
+//	sidecar [serve] [--config FILE]   run the server (the default)
+//	sidecar token --sub ID [--role R] mint a development JWT
+//	sidecar check [--config FILE]     validate config and rules
+//	sidecar test FILE...              run rule test files
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/expr-lang/expr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/sidecar/sidecar/engine"
+	"github.com/sidecar/sidecar/engine/auth"
+	"github.com/sidecar/sidecar/engine/forward"
+	"github.com/sidecar/sidecar/engine/store"
+	"github.com/sidecar/sidecar/engine/webhook"
+	"github.com/sidecar/sidecar/rules"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if !errors.Is(err, errReported) {
+			fmt.Fprintln(os.Stderr, "sidecar:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+// errReported is returned by a subcommand that has already told the user
+// what went wrong; main only sets the exit status.
+var errReported = errors.New("reported")
+
+// run dispatches a subcommand. It is main without the process: tests call
+// it with their own arguments and writers.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return runServe(ctx, args, stdout, stderr)
+	case "token":
+		return runToken(ctx, args, stdout, stderr)
+	case "check":
+		return runCheck(ctx, args, stdout, stderr)
+	case "test":
+		return runTest(ctx, args, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprintf(stderr, "sidecar: unknown command %q\n\n%s", cmd, usage)
+	return errReported
+}
+
+const usage = `usage:
+  sidecar [serve] [--config FILE]      run the server (default command)
+  sidecar token --sub ID [--role ROLE] [--ttl 24h] [--config FILE]
+                                       print a development JWT signed with auth.jwt_secret
+  sidecar check [--config FILE]        validate the config and the rules file; exit 1 with file:line on error
+  sidecar test FILE...                 run rule test files
+`
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "config file (YAML); SIDECAR_* environment variables override it")
+	if err := fs.Parse(args); err != nil {
+		return errReported
+	}
+	cfg, warnings, err := loadConfig(*path, os.Environ())
+	if err != nil {
+		return err
+	}
+	logger, err := newLogger(cfg.Log, stderr)
+	if err != nil {
+		return err
+	}
+	for _, w := range warnings {
+		logger.Warn(w)
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	return serve(ctx, cfg, ln, logger, hup)
+}
+
+// serve runs a node with cfg on ln until ctx is done. It owns ln.
+func serve(ctx context.Context, cfg *Config, ln net.Listener, logger *slog.Logger, hup <-chan os.Signal) error {
+	defer ln.Close()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	verifier, err := auth.New(cfg.Auth.verifierConfig())
+	if err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+	adminIf, err := compileAdminIf(cfg.API.AdminIf)
+	if err != nil {
+		return err
+	}
+	st, err := store.Open(cfg.Store.Path, store.Options{Sync: cfg.Store.Sync, Logger: logger})
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			logger.Error("close store", "err", err)
+		}
+	}()
+
+	router := &ruleRouter{}
+	ropt := rules.Options{Registry: rules.Builtin(), Lookup: os.LookupEnv}
+	rl := newReloader(cfg.Rules.File, ropt, router, logger.With("component", "rules"), reg)
+	if err := rl.Reload(); err != nil {
+		return fmt.Errorf("rules: %w", err)
+	}
+
+	var hooks *webhook.Verifier
+	if len(cfg.Webhooks.Secrets) > 0 {
+		if hooks, err = webhook.NewVerifier(cfg.Webhooks.Secrets, cfg.Webhooks.Tolerance); err != nil {
+			return fmt.Errorf("webhooks.secrets: %w", err)
+		}
+	}
+	var signer *webhook.Signer
+	if cfg.Forward.Secret != "" {
+		if signer, err = webhook.NewSigner(cfg.Forward.Secret); err != nil {
+			return fmt.Errorf("forward.secret: %w", err)
+		}
+	}
+	fw, err := forward.New(forward.Config{
+		Store:          st,
+		Signer:         signer,
+		Timeout:        cfg.Forward.Timeout,
+		RetryHorizon:   cfg.Forward.RetryHorizon,
+		InitialBackoff: cfg.Forward.InitialBackoff,
+		MaxBackoff:     cfg.Forward.MaxBackoff,
+		Concurrency:    cfg.Forward.Concurrency,
+		Logger:         logger,
+	})
+	if err != nil {
+		return fmt.Errorf("forward: %w", err)
+	}
+
+	eng, err := engine.New(engine.Config{
+		Logger:    logger,
+		Auth:      verifier,
+		Router:    router,
+		Store:     st,
+		Forwarder: fw,
+		Webhooks:  hooks,
+		Metrics:   reg,
+		Origins:   cfg.Auth.Origins,
+		AdminIf:   adminIf,
+		APIKeys:   cfg.API.Keys,
+		Limits: engine.Limits{
+			MaxConnections:            cfg.Limits.MaxConnections,
+			MaxMessageBytes:           cfg.Limits.MaxMessageBytes,
+			OutboundQueueBytes:        cfg.Limits.OutboundQueueBytes,
+			WriteTimeout:              cfg.Limits.WriteTimeout,
+			HandshakeTimeout:          cfg.Limits.HandshakeTimeout,
+			PingInterval:              cfg.Limits.PingInterval,
+			IdleTimeout:               cfg.Limits.IdleTimeout,
+			ClientEventsPerSecond:     cfg.Limits.ClientEventsPerSecond,
+			ConnectionsPerIPPerSecond: cfg.Limits.ConnectionsPerIPPerSecond,
+			Workers:                   cfg.Limits.Workers,
+		},
+		Webhook: engine.WebhookLimits{
+			MaxBodyBytes: cfg.Webhooks.MaxBodyBytes,
+			DedupTTL:     cfg.Webhooks.DedupTTL,
+			Concurrency:  cfg.Webhooks.Concurrency,
+		},
+		Checks: map[string]engine.Check{"rules": rl.check},
+	})
+	if err != nil {
+		return err
+	}
+
+	rctx, stopRules := context.WithCancel(ctx)
+	rulesDone := make(chan error, 1)
+	// The reloader watches the rules file until serve returns.
+	go func() { rulesDone <- rl.Run(rctx, cfg.Rules.Watch, hup) }()
+	err = eng.Serve(ctx, ln)
+	stopRules()
+	if rerr := <-rulesDone; rerr != nil && !errors.Is(rerr, context.Canceled) {
+		logger.Error("rules reloader", "err", rerr)
+	}
+	if err == nil {
+		logger.Info("stopped")
+	}
+	return err
+}
+
+// compileAdminIf compiles api.admin_if, an expr over claims, once.
+func compileAdminIf(src string) (func(map[string]any) bool, error) {
+	type env struct {
+		Claims map[string]any `expr:"claims"`
+	}
+	prog, err := expr.Compile(src, expr.Env(env{}), expr.AsBool())
+	if err != nil {
+		return nil, fmt.Errorf("api.admin_if: %w", err)
+	}
+	return func(claims map[string]any) bool {
+		out, err := expr.Run(prog, env{Claims: claims})
+		ok, _ := out.(bool)
+		return err == nil && ok
+	}, nil
+}
+
+func newLogger(c LogConfig, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
+		return nil, fmt.Errorf("log.level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch c.Format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log.format: %q is not text or json", c.Format)
+}
+
+// runToken mints a development JWT signed with auth.jwt_secret and prints
+// it alone on stdout.
+func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("token", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "config file whose auth.jwt_secret signs the token")
+	sub := fs.String("sub", "", "user id (the sub claim)")
+	role := fs.String("role", "", "role claim, e.g. admin or provider")
+	ttl := fs.Duration("ttl", 24*time.Hour, "lifetime")
+	if err := fs.Parse(args); err != nil {
+		return errReported
+	}
+	if *sub == "" {
+		fmt.Fprintln(stderr, "sidecar token: --sub is required")
+		return errReported
+	}
+	cfg, _, err := loadConfig(*path, os.Environ())
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	claims := map[string]any{"sub": *sub, "iat": now.Unix(), "exp": now.Add(*ttl).Unix()}
+	if *role != "" {
+		claims["role"] = *role
+	}
+	if cfg.Auth.Issuer != "" {
+		claims["iss"] = cfg.Auth.Issuer
+	}
+	if cfg.Auth.Audience != "" {
+		claims["aud"] = cfg.Auth.Audience
+	}
+	tok, err := auth.Sign([]byte(cfg.Auth.JWTSecret), claims)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, tok)
+	return nil
+}
