@@ -325,3 +325,40 @@ func itoa(n int) string {
 	b, _ := json.Marshal(n)
 	return string(b)
 }
+
+func TestWebhookCommandPostsSignedEvent(t *testing.T) {
+	n := startExample(t)
+	url := "http://" + n.addr + "/webhooks"
+	var out, errOut bytes.Buffer
+	args := []string{"webhook", "--config", "../../config.example.yaml", "--url", url, "--id", "msg_cmd",
+		"--type", "booking.created", "--data", `{"id":"b1","providerId":"p1"}`}
+	if err := run(context.Background(), args, &out, &errOut); err != nil {
+		t.Fatalf("webhook command: %v\n%s%s", err, out.String(), errOut.String())
+	}
+	if !strings.HasPrefix(out.String(), "202") || !strings.Contains(out.String(), "booking-created") {
+		t.Fatalf("first post printed %q, want 202 with the matched rule", out.String())
+	}
+	out.Reset()
+	if err := run(context.Background(), args, &out, &errOut); err != nil || !strings.Contains(out.String(), `"duplicate":true`) {
+		t.Fatalf("same id again: %v %q, want 200 duplicate", err, out.String())
+	}
+	out.Reset()
+	bad := []string{"webhook", "--config", "../../config.example.yaml", "--url", url, "--type", "x", "--data", "{nope"}
+	if err := run(context.Background(), bad, &out, &errOut); err == nil {
+		t.Fatal("invalid --data accepted")
+	}
+}
+
+func TestExamplePageIsServed(t *testing.T) {
+	n := startExample(t)
+	resp, err := http.Get("http://" + n.addr + "/socket-example.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	page, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("Content-Type"), "text/html") ||
+		!strings.Contains(string(page), `"sidecar.v1", "bearer." + tok`) {
+		t.Fatalf("example page: %d %s, %d bytes", resp.StatusCode, resp.Header.Get("Content-Type"), len(page))
+	}
+}

@@ -6,6 +6,7 @@
 //	sidecar token --sub ID [--role R] mint a development JWT
 //	sidecar check [--config FILE]     validate config and rules
 //	sidecar test FILE...              run rule test files
+//	sidecar webhook --type T --data J sign and post a webhook
 package main
 
 import (
@@ -65,6 +66,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runCheck(ctx, args, stdout, stderr)
 	case "test":
 		return runTest(ctx, args, stdout, stderr)
+	case "webhook":
+		return runWebhook(ctx, args, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -79,6 +82,8 @@ const usage = `usage:
                                        print a development JWT signed with auth.jwt_secret
   sidecar check [--config FILE]        validate the config and the rules file; exit 1 with file:line on error
   sidecar test FILE...                 run rule test files
+  sidecar webhook --type T [--data JSON|@file] [--id ID] [--config FILE] [--url URL]
+                                       sign an event with webhooks.secrets and post it
 `
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
