@@ -361,6 +361,15 @@ func closeCode(p []byte) (ws.StatusCode, *CloseError) {
 	if code >= 5000 {
 		return 0, errCloseCode // ws.CheckCloseFrameData lets these through
 	}
+	if code >= 1012 && code <= 1014 {
+		// Registered with IANA after RFC 6455 (service restart, try again
+		// later, bad gateway); gobwas/ws predates them. Accept them, as
+		// current Autobahn does; the reason must still be UTF-8.
+		if !utf8.ValidString(reason) {
+			return 0, errCloseReasonUTF8
+		}
+		return code, nil
+	}
 	switch ws.CheckCloseFrameData(code, reason) {
 	case nil:
 		return code, nil

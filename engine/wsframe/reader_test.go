@@ -369,14 +369,14 @@ func readerCases() []readerCase {
 		})
 	}
 	// Case 10: close codes.
-	for _, c := range []ws.StatusCode{0, 999, 1004, 1005, 1006, 1012, 1014, 1015, 1016, 2000, 2999, 5000, 65535} {
+	for _, c := range []ws.StatusCode{0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535} {
 		cases = append(cases, readerCase{
 			name:   fmt.Sprintf("close code %d", c),
 			stream: frame(ws.OpClose, true, closeBody(c, "")),
 			code:   ws.StatusProtocolError,
 		})
 	}
-	for _, c := range []ws.StatusCode{1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999} {
+	for _, c := range []ws.StatusCode{1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999} {
 		cases = append(cases, readerCase{
 			name:   fmt.Sprintf("close code %d", c),
 			stream: frame(ws.OpClose, true, closeBody(c, "why")),
