@@ -1,0 +1,181 @@
+package engine
+
+import (
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/sidecar/sidecar/engine/auth"
+	"github.com/sidecar/sidecar/engine/store"
+)
+
+// benchEngine is an engine whose partitions run but which serves nothing:
+// its conns all write to one /dev/null descriptor, so a benchmark measures
+// the delivery path and a cheap system call, not the network.
+func benchEngine(tb testing.TB, users, connsPerUser int) (*Engine, func()) {
+	tb.Helper()
+	verifier, err := auth.New(auth.Config{Secret: []byte(testSecret)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	st, err := store.Open(":memory:", store.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	e, err := New(Config{Auth: verifier, Router: &fakeRouter{}, Store: st})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, p := range e.parts {
+		go p.run(time.Hour)
+	}
+	fd := int(devnull.Fd())
+	now := time.Now()
+	for u := 0; u < users; u++ {
+		ident := &auth.Identity{UserID: fmt.Sprintf("user-%d", u)}
+		for i := 0; i < connsPerUser; i++ {
+			c := newConn(fd, e.nextConn.Add(1), ident, now)
+			c.part = e.partFor(c.user)
+			c.part.jobs <- job{kind: jobAdd, c: c}
+		}
+	}
+	waitFor(tb, 10*time.Second, "conns indexed", func() bool { return e.Stats().Connections == int64(users*connsPerUser) })
+	return e, func() {
+		for _, p := range e.parts {
+			p.jobs <- job{kind: jobStop}
+		}
+		devnull.Close()
+		st.Close()
+		e.poller.Close()
+		e.poller.Release()
+	}
+}
+
+// BenchmarkPublish is one event to N connections, end to end through
+// Publish: encode once, the partitions' queues, one write per connection.
+// allocs/op stays the same for 1 and 10,000 recipients: nothing per
+// recipient.
+func BenchmarkPublish(b *testing.B) {
+	data := map[string]any{"title": "New booking", "message": "Ana booked Haircut", "bookingId": "b1"}
+	for _, n := range []int{1, 100, 10000} {
+		b.Run(fmt.Sprintf("broadcast-%d", n), func(b *testing.B) {
+			e, stop := benchEngine(b, n, 1)
+			defer stop()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, got, _ := e.Publish("newNotification", data, Target{All: true}, true); got != n {
+					b.Fatalf("delivered %d, want %d", got, n)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/recipient")
+		})
+	}
+	b.Run("user-with-3-tabs", func(b *testing.B) {
+		e, stop := benchEngine(b, 1000, 3)
+		defer stop()
+		to := Target{Users: []string{"user-7"}}
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			e.Publish("newNotification", data, to, true)
+		}
+	})
+}
+
+// BenchmarkPartitionDeliver is the per-recipient work alone, on one
+// partition: queue the shared frame on every conn, then one write each.
+func BenchmarkPartitionDeliver(b *testing.B) {
+	for _, n := range []int{100, 10000} {
+		b.Run(fmt.Sprintf("%d-conns", n), func(b *testing.B) {
+			p, d, stop := soloPartition(b, n)
+			defer stop()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				p.deliver(d)
+				p.flushDirty()
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/recipient")
+		})
+	}
+}
+
+// soloPartition is a partition not run by a goroutine, with n conns on
+// /dev/null, and a delivery to all of them.
+func soloPartition(tb testing.TB, n int) (*partition, *delivery, func()) {
+	tb.Helper()
+	e := &Engine{limits: Limits{OutboundQueueBytes: 1 << 20}}
+	e.metrics = newMetrics(e)
+	p := newPartition(e, 0, 1)
+	e.parts = []*partition{p}
+	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	now := time.Now()
+	for i := 0; i < n; i++ {
+		c := newConn(int(devnull.Fd()), uint64(i), &auth.Identity{UserID: fmt.Sprintf("u%d", i)}, now)
+		c.part = p
+		p.add(c)
+	}
+	d := &delivery{frame: nativeFrame("newNotification", []byte(`{"title":"New booking","bookingId":"b1"}`), "1-1"), to: Target{All: true}}
+	return p, d, func() { devnull.Close() }
+}
+
+// TestDeliveryAllocatesNothingPerRecipient holds the hot path to zero
+// allocations: delivering one event to 1,000 connections, users and rooms
+// alike, and flushing them.
+func TestDeliveryAllocatesNothingPerRecipient(t *testing.T) {
+	p, all, stop := soloPartition(t, 1000)
+	defer stop()
+	for _, c := range p.conns[:500] {
+		p.join(c, []string{"room-a"})
+	}
+	users := make([]string, 0, 200)
+	for i := 0; i < 200; i++ {
+		users = append(users, fmt.Sprintf("u%d", i))
+	}
+	mixed := &delivery{frame: all.frame, to: Target{Users: users, Rooms: []string{"room-a"}, Except: []string{"u3"}}}
+	for name, d := range map[string]*delivery{"broadcast": all, "users+room+except": mixed} {
+		var got int
+		allocs := testing.AllocsPerRun(50, func() {
+			got = p.deliver(d)
+			p.flushDirty()
+		})
+		if allocs != 0 {
+			t.Errorf("%s: %.1f allocations per delivery to %d conns, want 0", name, allocs, got)
+		}
+		if name == "users+room+except" && got != 499 { // 500 in the room, the 200 users among them, less u3
+			t.Errorf("mixed target reached %d conns, want 499", got)
+		}
+	}
+}
+
+func BenchmarkNativeFrame(b *testing.B) {
+	data := []byte(`{"title":"New booking","message":"Ana booked Haircut","bookingId":"b1"}`)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		nativeFrame("newNotification", data, "1795639498789-2")
+	}
+}
+
+// BenchmarkHubAddRemove is a conn joining the index and leaving it.
+func BenchmarkHubAddRemove(b *testing.B) {
+	p, _, stop := soloPartition(b, 10000)
+	defer stop()
+	ident := &auth.Identity{UserID: "u-new"}
+	c := newConn(0, 1, ident, time.Now())
+	c.part = p
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		p.add(c)
+		p.unindex(c)
+	}
+}
