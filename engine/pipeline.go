@@ -93,6 +93,7 @@ func (e *Engine) clientEvent(c *conn, name string, data any) (code, msg string) 
 		conn:   c,
 	}
 	if _, err := e.process(context.Background(), ev); err != nil {
+		e.log.Error("client event not processed", "event", ev.Type, "user", c.user, "err", err)
 		return ackInternal, "the event could not be processed"
 	}
 	return "", ""
@@ -169,7 +170,10 @@ func (e *Engine) apply(ctx context.Context, ev *Event, cmds []Command) error {
 			return fmt.Errorf("rule %s: %w", cmd.Rule, err)
 		}
 		it := forward.Item{
-			ID:      ev.ID + "." + cmd.Rule + "." + strconv.Itoa(i),
+			// Stable for this event and command, and free of '.', which a
+			// Standard Webhooks id may not contain: webhook ids never do,
+			// and generated ids are "<ms>-<seq>".
+			ID:      "fwd_" + ev.ID + "_" + strconv.Itoa(i),
 			EventID: ev.ID,
 			URL:     cmd.URL,
 			Body:    body,

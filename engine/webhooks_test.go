@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sidecar/sidecar/engine/store"
 	"github.com/sidecar/sidecar/engine/webhook"
 )
 
@@ -194,5 +195,32 @@ func TestWebhookOverloadIs429AndRetryable(t *testing.T) {
 	// The refused id was not remembered: its retry goes through.
 	if status, _ := n.postWebhook("busy", time.Now(), body, nil); status != http.StatusAccepted {
 		t.Fatalf("retry after 429: %d", status)
+	}
+}
+
+func TestWebhookWithBrokenStoreIs503AndNothingDelivered(t *testing.T) {
+	var st *store.Store
+	n := startNode(t, func(c *Config) { st = c.Store })
+	var calls atomic.Int64
+	n.router.route = bookingRouter(&calls)
+	st.Close() // every write now fails, as on a full disk
+	req, _ := http.NewRequest("POST", "http://"+n.addr+"/webhooks", strings.NewReader(`{"type":"booking.created","data":{"id":"b","providerId":"p"}}`))
+	s, _ := webhook.NewSigner(testWebhook)
+	for k, v := range s.Headers("msg_store", time.Now(), []byte(`{"type":"booking.created","data":{"id":"b","providerId":"p"}}`)) {
+		req.Header[k] = v
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("status %d Retry-After %q, want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if calls.Load() != 0 {
+		t.Fatal("the event reached the rules although its id could not be recorded")
+	}
+	if status, body := n.request("GET", "/readyz", "", nil); status != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz %d %v, want 503 with the store failing", status, body)
 	}
 }

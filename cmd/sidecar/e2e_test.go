@@ -362,3 +362,170 @@ func TestExamplePageIsServed(t *testing.T) {
 		t.Fatalf("example page: %d %s, %d bytes", resp.StatusCode, resp.Header.Get("Content-Type"), len(page))
 	}
 }
+
+// serveWith runs serve on a config written for the test: the given rules
+// file contents, a store in the temp dir, and extra YAML.
+func serveWith(t *testing.T, rulesYAML, extra string) (addr string, cfg *Config, rulesPath string) {
+	t.Helper()
+	dir := t.TempDir()
+	rulesPath = filepath.Join(dir, "rules.yaml")
+	if err := os.WriteFile(rulesPath, []byte(rulesYAML), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	conf := "auth: {jwt_secret: e2e-secret-e2e-secret-e2e-secret-32}\n" +
+		"webhooks: {secrets: [whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw]}\n" +
+		"store: {path: sidecar.db}\nrules: {file: rules.yaml}\n" + extra
+	cfgPath := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfgPath, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := loadConfig(cfgPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	go func() { done <- serve(ctx, cfg, ln, logger, nil) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	addr = ln.Addr().String()
+	waitReady(t, "http://"+addr+"/readyz")
+	return addr, cfg, rulesPath
+}
+
+// signedPost posts a webhook signed with the test secret.
+func signedPost(t *testing.T, addr, id, body string) (int, map[string]any) {
+	t.Helper()
+	s, err := newTestSigner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("POST", "http://"+addr+"/webhooks", strings.NewReader(body))
+	for k, v := range s.Headers(id, time.Now(), []byte(body)) {
+		req.Header[k] = v
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	json.NewDecoder(resp.Body).Decode(&m)
+	return resp.StatusCode, m
+}
+
+func readyDetail(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// TestEditingRulesChangesBehaviourAndABrokenEditDoesNot edits the rules
+// file of a running sidecar: a good edit takes effect without a restart, a
+// broken one is refused with file:line and the previous rules keep serving.
+func TestEditingRulesChangesBehaviourAndABrokenEditDoesNot(t *testing.T) {
+	v1 := "rules:\n  - name: first\n    on: ping\n    emit: {event: pong, to: all()}\n"
+	addr, _, rulesPath := serveWith(t, v1, "")
+	matched := func(id string) []any {
+		t.Helper()
+		status, resp := signedPost(t, addr, id, `{"type":"ping","data":{}}`)
+		if status != http.StatusAccepted {
+			t.Fatalf("webhook %s: %d %v", id, status, resp)
+		}
+		m, _ := resp["matched"].([]any)
+		return m
+	}
+	if m := matched("w1"); len(m) != 1 || m[0] != "first" {
+		t.Fatalf("before the edit: matched %v", m)
+	}
+	v2 := "rules:\n  - name: second\n    on: ping\n    emit: {event: pong, to: all()}\n"
+	if err := os.WriteFile(rulesPath, []byte(v2), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for n := 2; ; n++ {
+		if m := matched("w" + itoa(n)); len(m) == 1 && m[0] == "second" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the edited rules never took effect")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	broken := "rules:\n  - name: third\n    on: ping\n    if: data.x +\n    emit: {event: pong, to: all()}\n"
+	if err := os.WriteFile(rulesPath, []byte(broken), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for !strings.Contains(readyDetail(t, addr), "rules.yaml:4") {
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz never showed the broken edit's file:line: %s", readyDetail(t, addr))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if m := matched("w-after-broken"); len(m) != 1 || m[0] != "second" {
+		t.Fatalf("after a broken edit: matched %v, want the previous rules (second)", m)
+	}
+}
+
+// TestClientEventIsForwardedSignedToTheApp: a client's bookingUpdate goes
+// to the app through the forward rule, signed, with the sender's identity.
+func TestClientEventIsForwardedSignedToTheApp(t *testing.T) {
+	got := make(chan *http.Request, 1)
+	bodies := make(chan []byte, 1)
+	app := httptestServer(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- r
+		bodies <- b
+	})
+	fwdSecret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	rulesYAML := "rules:\n  - name: to-app\n    on: client.bookingUpdate\n    forward: {url: \"" + app + "/api/bookings/socket-update\"}\n"
+	addr, cfg, _ := serveWith(t, rulesYAML, "forward: {secret: "+fwdSecret+", initial_backoff: 50ms}\n")
+	tok, _ := auth.Sign([]byte(cfg.Auth.JWTSecret), map[string]any{"sub": "cust-1", "role": "customer", "exp": time.Now().Add(time.Hour).Unix()})
+	conn, br, _, err := ws.Dial(context.Background(), "ws://"+addr+"/ws?token="+tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	wsutil.WriteClientMessage(conn, ws.OpText, []byte(`{"event":"bookingUpdate","data":{"id":"b1","status":"cancelled"},"ack":1}`))
+	var r io.Reader = conn
+	if br != nil {
+		r = br
+	}
+	ack, _, err := wsutil.ReadServerData(struct {
+		io.Reader
+		io.Writer
+	}{r, conn})
+	if err != nil || !strings.Contains(string(ack), `"ok":true`) {
+		t.Fatalf("ack %s %v", ack, err)
+	}
+	select {
+	case req := <-got:
+		body := <-bodies
+		if err := verifyWith(fwdSecret, req.Header, body); err != nil {
+			t.Fatalf("forwarded request does not verify: %v", err)
+		}
+		var ev map[string]any
+		json.Unmarshal(body, &ev)
+		if ev["type"] != "client.bookingUpdate" || ev["sender"].(map[string]any)["id"] != "cust-1" ||
+			ev["data"].(map[string]any)["status"] != "cancelled" {
+			t.Fatalf("forwarded body %s", body)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing reached the app")
+	}
+}
