@@ -124,8 +124,6 @@ func (s *Store) View(fn func(tx *buntdb.Tx) error) error {
 func (s *Store) write(fn func(tx *buntdb.Tx) (changed bool, err error)) error {
 	tx, err := s.db.Begin(true)
 	if err != nil {
-		// The database is closed or unusable: that is a failing write too.
-		s.setWriteErr(err)
 		return err
 	}
 	// Checked under buntdb's write lock: a writer that was waiting while
