@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# bench/run.sh: measure one WebSocket server with cmd/loadgen.
+#
+#   bench/run.sh [-n "10000 18000"] [-o DIR] [-l "loadgen run flags"] -- SERVER COMMAND [ARGS...]
+#
+# For each connection count it starts a fresh server from SERVER COMMAND, waits
+# for it to listen on $SIDECAR_LISTEN, runs `loadgen run` against it (warm-up,
+# RSS per idle connection, POST -> last client latency with server CPU per
+# delivered message, sustained broadcast rates), stops the server, and writes
+# DIR/run-<n>.json, DIR/server-<n>.log and DIR/summary.md (also printed).
+#
+# The server command must exec the server itself (a binary, or `env K=V binary`),
+# not a shell that forks it: RSS and CPU are read from the process that owns
+# the listening socket, found with ss(8).
+#
+# Environment, exported to the server and read by loadgen alike:
+#   SIDECAR_LISTEN             default 127.0.0.1:8080
+#   SIDECAR_AUTH__JWT_SECRET   HS256 secret; loadgen mints tokens for users u0..u<n-1>
+#   SIDECAR_API__KEYS          API key(s) for POST /api/socket-test/broadcast; loadgen uses the first
+#   LOADGEN                    a loadgen binary to use (default: built from ./cmd/loadgen into $TMPDIR)
+#   RUN_TIMEOUT                hard limit per connection count, seconds (default 1500)
+set -euo pipefail
+
+counts="10000 18000"
+out=""
+lflags=""
+while getopts "n:o:l:h" opt; do
+	case $opt in
+	n) counts=$OPTARG ;;
+	o) out=$OPTARG ;;
+	l) lflags=$OPTARG ;;
+	*) sed -n '2,25p' "$0"; exit 2 ;;
+	esac
+done
+shift $((OPTIND - 1))
+[[ ${1:-} == -- ]] && shift
+if [[ $# -eq 0 ]]; then
+	sed -n '2,25p' "$0"
+	exit 2
+fi
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+export SIDECAR_LISTEN=${SIDECAR_LISTEN:-127.0.0.1:8080}
+export SIDECAR_AUTH__JWT_SECRET=${SIDECAR_AUTH__JWT_SECRET:-bench-secret-0123456789abcdef0123456789}
+export SIDECAR_API__KEYS=${SIDECAR_API__KEYS:-bench-key-0123456789}
+port=${SIDECAR_LISTEN##*:}
+out=${out:-$root/bench/results/tmp/$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$out"
+tmp=$(mktemp -d)
+if [[ -z ${LOADGEN:-} ]]; then
+	LOADGEN=$tmp/loadgen
+	(cd "$root" && go build -o "$LOADGEN" ./cmd/loadgen)
+fi
+
+# The server's Go version, when the command names a Go binary.
+bin=$1
+[[ $bin == env ]] && for a in "${@:2}"; do [[ $a == *=* ]] || { bin=$a; break; }; done
+server_go=$(go version "$(command -v "$bin" || echo "$bin")" 2>/dev/null | awk '{print $NF}' || true)
+
+spid=""
+cleanup() {
+	if [[ -n $spid ]] && kill -0 "$spid" 2>/dev/null; then
+		kill -TERM "$spid" 2>/dev/null || true
+		for _ in $(seq 50); do kill -0 "$spid" 2>/dev/null || break; sleep 0.2; done
+		kill -KILL "$spid" 2>/dev/null || true
+		wait "$spid" 2>/dev/null || true
+	fi
+	spid=""
+}
+trap 'cleanup; rm -rf "$tmp"' EXIT
+trap 'exit 130' INT TERM
+
+for n in $counts; do
+	if ss -Hltn "( sport = :$port )" | grep -q .; then
+		echo "run.sh: something already listens on :$port" >&2
+		exit 1
+	fi
+	echo "run.sh: N=$n: starting: $*" >&2
+	"$@" >"$out/server-$n.log" 2>&1 &
+	spid=$!
+	up=""
+	for _ in $(seq 150); do
+		kill -0 "$spid" 2>/dev/null || { echo "run.sh: server exited; see $out/server-$n.log" >&2; tail -5 "$out/server-$n.log" >&2; exit 1; }
+		if ss -Hltn "( sport = :$port )" | grep -q .; then up=1; break; fi
+		sleep 0.2
+	done
+	[[ -n $up ]] || { echo "run.sh: server not listening on :$port after 30 s" >&2; exit 1; }
+	# The process that owns the listening socket is the one to measure.
+	pid=$(ss -Hltnp "( sport = :$port )" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
+	pid=${pid:-$spid}
+	[[ $pid == "$spid" ]] || echo "run.sh: note: measuring pid $pid, not the started pid $spid" >&2
+
+	# shellcheck disable=SC2086 # lflags is a list of flags
+	timeout -k 10 "${RUN_TIMEOUT:-1500}" "$LOADGEN" run \
+		--url "ws://$SIDECAR_LISTEN/ws" -n "$n" --server-pid "$pid" \
+		--server-cmd "$*" --server-go "$server_go" $lflags >"$out/run-$n.json"
+	cleanup
+	"$LOADGEN" summarize "$out/run-$n.json" | tee -a "$out/summary.md"
+done
+echo "run.sh: results in $out" >&2

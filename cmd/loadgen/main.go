@@ -1,0 +1,70 @@
+// Command loadgen opens many authenticated WebSocket connections to a sidecar
+// (or to the gorilla baseline in bench/gorilla) and measures the broadcast path.
+//
+// The client is meant to be cheap so that it is not what gets measured: each
+// worker process reads its connections from one epoll loop on raw file
+// descriptors (no goroutine per connection), parses server frames by hand and
+// records a receipt time per epoll batch, without allocating per frame.
+//
+// Subcommands:
+//
+//	hold     open N connections and hold them idle for --duration
+//	latency  open N, send K broadcasts --interval apart, report POST -> last receipt
+//	sustain  open N, broadcast at --rate for --for, report deliveries/s, missing, late
+//	run      the whole benchmark against one server pid: RSS per connection,
+//	         latency, CPU per delivered message, sustained rates; prints JSON
+//	summarize  print `run` results (JSON files) as markdown
+//	worker   internal: one child process holding a share of the connections
+//
+// Above --per-proc connections the parent re-executes itself as workers (the
+// per-process open-file limit is 20000); with any N the parent only
+// coordinates, and the connections live in `loadgen worker` children that
+// report to it as JSON lines on stdout.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: loadgen <hold|latency|sustain|run> [flags]
+       loadgen summarize result.json...
+       loadgen <subcommand> -h    lists the flags`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("no subcommand\n%s", usage)
+	}
+	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "hold":
+		return runHold(ctx, args, stdout, stderr)
+	case "latency":
+		return runLatency(ctx, args, stdout, stderr)
+	case "sustain":
+		return runSustain(ctx, args, stdout, stderr)
+	case "run":
+		return runBench(ctx, args, stdout, stderr)
+	case "summarize":
+		return runSummarize(args, stdout)
+	case "worker":
+		return runWorker(ctx, args, os.Stdin, stdout)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprintln(stdout, usage)
+		return nil
+	}
+	return fmt.Errorf("unknown subcommand %q\n%s", cmd, usage)
+}

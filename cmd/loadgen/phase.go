@@ -1,0 +1,361 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"time"
+)
+
+// phaseOpts are shared by the measuring phases.
+type phaseOpts struct {
+	serverPID int           // 0: do not read server CPU
+	late      time.Duration // a delivery slower than this is late
+	grace     time.Duration // how long to wait for stragglers after the last POST
+}
+
+// quant summarises a distribution, in milliseconds.
+type quant struct {
+	P50 float64 `json:"p50"`
+	P99 float64 `json:"p99"`
+	Max float64 `json:"max"`
+}
+
+// phaseResult is one measured phase, merged over all workers.
+type phaseResult struct {
+	Kind       string  `json:"kind"` // latency or sustain
+	Conns      int     `json:"conns"`
+	RateHz     float64 `json:"rate_hz,omitempty"`
+	Broadcasts int     `json:"broadcasts"` // POSTs sent
+	PostErrors int     `json:"post_errors"`
+	PostError  string  `json:"post_error,omitempty"` // the first
+	Skipped    int     `json:"skipped,omitempty"`    // sustain ticks dropped: too many POSTs in flight
+	PostMs     quant   `json:"post_ms"`              // POST round trip
+
+	Expected    int64   `json:"expected"`  // successful POSTs x connections
+	Delivered   int64   `json:"delivered"` // frames received
+	Missing     int64   `json:"missing"`
+	Incomplete  int     `json:"incomplete_clients"` // clients short of a broadcast
+	ClosedConns int     `json:"closed_conns"`
+	Late        int64   `json:"late"`
+	LateMs      float64 `json:"late_ms"`
+	Gaps        int64   `json:"gaps"` // out-of-order or repeated ids
+	Other       int64   `json:"other_frames"`
+
+	// PostToLastMs is, per broadcast, the time from just before its POST to
+	// its receipt by the last client; Complete counts broadcasts every client got.
+	PostToLastMs *quant `json:"post_to_last_ms,omitempty"`
+	Complete     int    `json:"complete_broadcasts"`
+	Overlapping  int    `json:"overlapping,omitempty"` // latency: last receipt after the next POST
+	DeliveryMs   quant  `json:"delivery_ms"`           // per delivery, over all clients
+
+	WallS         float64 `json:"wall_s"` // first POST to last receipt
+	DeliveredPerS float64 `json:"delivered_per_s"`
+
+	ServerCPUS        float64 `json:"server_cpu_s"`
+	ServerCPUUsPerMsg float64 `json:"server_cpu_us_per_msg"`
+	ServerCores       float64 `json:"server_cores"` // server CPU / wall
+	ClientCPUUsPerMsg float64 `json:"client_cpu_us_per_msg"`
+	// OtherCores is the CPU the rest of the machine used meanwhile, in
+	// cores; above a few tenths the figures above are skewed.
+	OtherCores float64 `json:"other_cores"`
+	Attempts   int     `json:"attempts,omitempty"`
+}
+
+// clocks are the CPU clocks read when a phase starts.
+type clocks struct {
+	t0           time.Time
+	server, kids time.Duration
+	meter        *cpuMeter
+}
+
+func startClocks(f *fleet, serverPID int) clocks {
+	pids := f.pids()
+	if serverPID > 0 {
+		pids = append(pids, serverPID)
+	}
+	return clocks{meter: newCPUMeter(pids), server: serverCPU(serverPID), kids: cpuTimes(f.pids()), t0: time.Now()}
+}
+
+// arm starts a phase on every worker and returns the connections it covers.
+func (f *fleet) arm(ctx context.Context, base, count int64, late time.Duration) (int, error) {
+	armed := 0
+	err := f.call(ctx, command{Op: "arm", Base: base, Count: count, LateMs: ms(late)}, func(_ int, raw json.RawMessage) error {
+		var v struct {
+			Conns int `json:"conns"`
+		}
+		err := json.Unmarshal(raw, &v)
+		armed += v.Conns
+		return err
+	})
+	return armed, err
+}
+
+// waitDelivered polls the workers until frames reach want or deadline passes.
+func (f *fleet) waitDelivered(ctx context.Context, want int64, deadline time.Time) error {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		var got int64
+		err := f.call(ctx, command{Op: "count"}, func(_ int, raw json.RawMessage) error {
+			var c countMsg
+			err := json.Unmarshal(raw, &c)
+			got += c.Frames
+			return err
+		})
+		if err != nil || got >= want || time.Now().After(deadline) {
+			return err
+		}
+		t.Reset(20 * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// merged is every worker's report for a phase, combined.
+type merged struct {
+	reportMsg
+	hist hist
+}
+
+func (f *fleet) report(ctx context.Context, expect int64) (merged, error) {
+	var m merged
+	err := f.call(ctx, command{Op: "report", Expect: expect}, func(i int, raw json.RawMessage) error {
+		var r reportMsg
+		if err := json.Unmarshal(raw, &r); err != nil {
+			return err
+		}
+		m.Armed += r.Armed
+		m.Open += r.Open
+		m.Closed += r.Closed
+		m.Frames += r.Frames
+		m.Other += r.Other
+		m.Late += r.Late
+		m.Gaps += r.Gaps
+		m.Incomplete += r.Incomplete
+		m.Missing += r.Missing
+		m.Pings += r.Pings
+		m.WriteErrs += r.WriteErrs
+		m.Closes += r.Closes
+		m.ReadErrs += r.ReadErrs
+		m.ProtoErrs += r.ProtoErrs
+		m.Wakeups += r.Wakeups
+		m.Events += r.Events
+		if r.FirstRecv != 0 && (m.FirstRecv == 0 || r.FirstRecv < m.FirstRecv) {
+			m.FirstRecv = r.FirstRecv
+		}
+		m.LastRecv = max(m.LastRecv, r.LastRecv)
+		if m.Seqs == nil {
+			m.Seqs = make([]seqStat, len(r.Seqs))
+		}
+		for j, s := range r.Seqs {
+			if j >= len(m.Seqs) {
+				break
+			}
+			d := &m.Seqs[j]
+			if s.N > 0 && (d.N == 0 || s.Min < d.Min) {
+				d.Min = s.Min
+			}
+			d.N += s.N
+			d.Max = max(d.Max, s.Max)
+		}
+		m.hist.merge(r.Hist, r.HistMaxUs)
+		return nil
+	})
+	return m, err
+}
+
+// latencyPhase sends k broadcasts interval apart and measures, for each, the
+// time from its POST to its last receipt.
+func latencyPhase(ctx context.Context, f *fleet, p *poster, base int64, k int, interval time.Duration, o phaseOpts) (phaseResult, error) {
+	res := phaseResult{Kind: "latency", LateMs: ms(o.late)}
+	armed, err := f.arm(ctx, base, int64(k), o.late)
+	if err != nil {
+		return res, err
+	}
+	res.Conns = armed
+	c0 := startClocks(f, o.serverPID)
+	t0 := c0.t0
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	var posts []postResult
+	for i := range k {
+		if wait := time.Until(t0.Add(time.Duration(i) * interval)); wait > 0 {
+			timer.Reset(wait)
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				return res, ctx.Err()
+			}
+		}
+		posts = append(posts, p.broadcast(ctx, base+int64(i)))
+	}
+	return finish(ctx, f, res, base, posts, c0, o, interval)
+}
+
+// sustainPhase broadcasts at rate per second for dur, open loop: a POST is
+// due every 1/rate whatever the server does, with at most 16 in flight.
+func sustainPhase(ctx context.Context, f *fleet, p *poster, base int64, rate float64, dur time.Duration, o phaseOpts) (phaseResult, error) {
+	res := phaseResult{Kind: "sustain", RateHz: rate, LateMs: ms(o.late)}
+	n := int(math.Round(rate * dur.Seconds()))
+	armed, err := f.arm(ctx, base, int64(n), o.late)
+	if err != nil {
+		return res, err
+	}
+	res.Conns = armed
+	c0 := startClocks(f, o.serverPID)
+	t0 := c0.t0
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	inflight := make(chan struct{}, 16)
+	var (
+		mu    sync.Mutex
+		posts []postResult
+		wg    sync.WaitGroup
+		sent  int64
+	)
+	for i := range n {
+		if wait := time.Until(t0.Add(time.Duration(float64(i) / rate * float64(time.Second)))); wait > 0 {
+			timer.Reset(wait)
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				return res, ctx.Err()
+			}
+		}
+		select {
+		case inflight <- struct{}{}:
+		default:
+			res.Skipped++
+			continue
+		}
+		seq := base + sent
+		sent++
+		wg.Add(1)
+		// Each POST goroutine ends with its request (30 s client timeout).
+		go func() {
+			defer wg.Done()
+			r := p.broadcast(ctx, seq)
+			<-inflight
+			mu.Lock()
+			posts = append(posts, r)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return finish(ctx, f, res, base, posts, c0, o, 0)
+}
+
+// finish waits for the deliveries, reads the CPU clocks and merges reports.
+func finish(ctx context.Context, f *fleet, res phaseResult, base int64, posts []postResult, c0 clocks,
+	o phaseOpts, interval time.Duration) (phaseResult, error) {
+	t0, cpu0, kids0 := c0.t0, c0.server, c0.kids
+	res.Broadcasts = len(posts)
+	var took []float64
+	ok := map[int64]bool{}
+	for _, r := range posts {
+		took = append(took, ms(r.took))
+		if r.err != nil {
+			res.PostErrors++
+			if res.PostError == "" {
+				res.PostError = r.err.Error()
+			}
+			continue
+		}
+		ok[r.seq] = true
+	}
+	res.PostMs = quantOf(took)
+	okN := int64(len(ok))
+	res.Expected = okN * int64(res.Conns)
+	if err := f.waitDelivered(ctx, res.Expected, time.Now().Add(o.grace)); err != nil {
+		return res, err
+	}
+	cpu1, kids1 := serverCPU(o.serverPID), cpuTimes(f.pids())
+	res.OtherCores = round3(c0.meter.otherCores())
+	m, err := f.report(ctx, okN)
+	if err != nil {
+		return res, err
+	}
+	res.Delivered = m.Frames
+	res.Missing = m.Missing
+	res.Incomplete = m.Incomplete
+	res.ClosedConns = m.Closed
+	res.Late = m.Late
+	res.Gaps = m.Gaps
+	res.Other = m.Other
+	res.DeliveryMs = quant{P50: m.hist.quantile(0.5), P99: m.hist.quantile(0.99), Max: float64(m.hist.max) / 1000}
+
+	var toLast []float64
+	for i, s := range m.Seqs {
+		if !ok[base+int64(i)] {
+			continue
+		}
+		if int(s.N) >= res.Conns {
+			res.Complete++
+		}
+		if s.N > 0 {
+			toLast = append(toLast, float64(s.Max)/1e6)
+			if interval > 0 && time.Duration(s.Max) > interval {
+				res.Overlapping++
+			}
+		}
+	}
+	if res.Kind == "latency" {
+		q := quantOf(toLast)
+		res.PostToLastMs = &q
+	}
+	if m.LastRecv > 0 {
+		res.WallS = float64(m.LastRecv-t0.UnixNano()) / 1e9
+		res.DeliveredPerS = float64(m.Frames) / res.WallS
+	}
+	if o.serverPID > 0 {
+		d := cpu1 - cpu0
+		res.ServerCPUS = d.Seconds()
+		if m.Frames > 0 {
+			res.ServerCPUUsPerMsg = float64(d.Microseconds()) / float64(m.Frames)
+		}
+		if res.WallS > 0 {
+			res.ServerCores = res.ServerCPUS / res.WallS
+		}
+	}
+	if m.Frames > 0 {
+		res.ClientCPUUsPerMsg = float64((kids1 - kids0).Microseconds()) / float64(m.Frames)
+	}
+	return res, nil
+}
+
+func serverCPU(pid int) time.Duration {
+	if pid <= 0 {
+		return 0
+	}
+	d, _ := cpuTime(pid)
+	return d
+}
+
+// quantOf is the nearest-rank p50, p99 and max of v, in the units of v.
+func quantOf(v []float64) quant {
+	if len(v) == 0 {
+		return quant{}
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	at := func(q float64) float64 {
+		i := int(math.Ceil(q*float64(len(s)))) - 1
+		return s[max(0, min(i, len(s)-1))]
+	}
+	return quant{P50: round3(at(0.5)), P99: round3(at(0.99)), Max: round3(s[len(s)-1])}
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func round3(f float64) float64 { return math.Round(f*1000) / 1000 }
+
+func (q quant) String() string {
+	return fmt.Sprintf("p50 %.1f, p99 %.1f, max %.1f", q.P50, q.P99, q.Max)
+}
