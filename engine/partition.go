@@ -266,14 +266,18 @@ func (p *partition) deliver(d *delivery) int {
 		}
 		return n
 	}
+	// Walk the lists backwards: a slow consumer closed during the walk is
+	// swapped out of its lists by their last element, already visited.
 	for _, u := range to.Users {
-		for _, c := range p.users[u] {
-			send(c)
+		list := p.users[u]
+		for i := len(list) - 1; i >= 0; i-- {
+			send(list[i])
 		}
 	}
 	for _, r := range to.Rooms {
-		for _, c := range p.rooms[r] {
-			send(c)
+		list := p.rooms[r]
+		for i := len(list) - 1; i >= 0; i-- {
+			send(list[i])
 		}
 	}
 	return n
