@@ -229,6 +229,9 @@ func (e *Engine) Serve(ctx context.Context, ln net.Listener) error {
 			defer readers.Done()
 			r := e.newReader()
 			for c := range e.readq {
+				if c == nil { // Serve's stop signal
+					return
+				}
 				r.readTurn(c)
 			}
 		}()
@@ -276,7 +279,12 @@ func (e *Engine) Serve(ctx context.Context, ln net.Listener) error {
 	if perr := <-pollDone; err == nil && perr != nil && !errors.Is(perr, netpoll.ErrClosed) {
 		err = perr
 	}
-	close(e.readq)
+	// Stop the read workers with one nil each. The queue is never closed:
+	// a worker still in a turn may pass it on with requeue, and a send on a
+	// closed channel panics.
+	for i := 0; i < e.limits.Workers; i++ {
+		e.readq <- nil
+	}
 	readers.Wait()
 	for _, p := range e.parts {
 		p.jobs <- job{kind: jobStop}

@@ -69,3 +69,68 @@ func TestDeliverSurvivesSlowConsumerClosedMidList(t *testing.T) {
 		})
 	}
 }
+
+// A reader still in its turn when Serve stops the read workers must not
+// pass the turn on through a closed read queue. The drain deadline passes
+// while a rule holds the reader; the client has a long backlog queued, so
+// the turn, once released, is requeued. Found by reading Serve's sequence
+// against requeue.
+func TestShutdownWithReaderMidTurn(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	n := startNode(t, func(c *Config) { c.DrainTimeout = 200 * time.Millisecond })
+	n.router.route = func(ev *Event) []Command {
+		if ev.Type == "client.block" {
+			close(entered)
+			<-release
+		}
+		return nil
+	}
+	c := n.rawConn("u")
+	// Enlarge the server side's receive buffer so the backlog is long.
+	waitFor(t, 2*time.Second, "conn registered", func() bool { return n.e.openFDs.Load() == 1 })
+	n.e.fds.mu.RLock()
+	for fd, x := range n.e.fds.conns {
+		if x != nil {
+			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
+		}
+	}
+	n.e.fds.mu.RUnlock()
+	c.send(map[string]any{"event": "block"})
+	<-entered
+	pong := ws.MustCompileFrame(ws.MaskFrameWith(ws.NewPongFrame(make([]byte, 125)), [4]byte{1, 2, 3, 4}))
+	go func() {
+		var burst []byte
+		for len(burst) < 64<<10 {
+			burst = append(burst, pong...)
+		}
+		for i := 0; i < 64; i++ { // 4 MiB, until the server is gone
+			if _, err := c.conn.Write(burst); err != nil {
+				return
+			}
+		}
+	}()
+	n.cancel()
+	// Release the reader once Serve stops the read workers: the only turn
+	// is held by the blocked reader, so anything in the queue is a stop.
+	waitFor(t, 10*time.Second, "read workers stopping", func() bool {
+		select {
+		case c, ok := <-n.e.readq:
+			if ok {
+				n.e.readq <- c // put the stop signal back
+			}
+			return true
+		default:
+			return false
+		}
+	})
+	close(release)
+	select {
+	case err := <-n.done:
+		close(n.done) // for n.stop in the cleanup
+		if err != nil {
+			t.Fatalf("Serve = %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+}
