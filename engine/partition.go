@@ -317,6 +317,11 @@ func (p *partition) flushDirty() {
 
 // flush writes as much of c's queue as the socket takes, without blocking.
 func (p *partition) flush(c *conn) {
+	// Ask for a writable edge before a write can fail with EAGAIN: the
+	// poller drops an edge that comes while wantOut is false, so one that
+	// came between the failure and a later store would be lost, and the
+	// backlog would sit until the write timeout closed a healthy conn.
+	c.wantOut.Store(true)
 	for len(c.out) > 0 {
 		var n int
 		var err error
@@ -349,8 +354,7 @@ func (p *partition) flush(c *conn) {
 		if c.blockedAt == 0 {
 			c.blockedAt = time.Now().UnixNano()
 		}
-		c.wantOut.Store(true) // the poller asks for a flush when writable
-		return
+		return // wantOut stays set: the poller asks for a flush when writable
 	}
 	c.blockedAt = 0
 	c.wantOut.Store(false)
