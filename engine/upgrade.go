@@ -105,10 +105,12 @@ func (e *Engine) attach(fd int, ident *auth.Identity, leftover []byte) {
 	c.rd.MaxMessage = e.limits.MaxMessageBytes
 	e.openFDs.Add(1)
 	e.metrics.accepted.Inc()
-	e.fds.set(fd, c)
 	// The handshake holds the read turn until the leftover bytes are read,
-	// so the poller's first edge only marks the turn "again".
+	// so the poller's first edge only marks the turn "again". Take it before
+	// the conn is visible: a stale edge for a previous conn on the same fd
+	// number would otherwise hand c to a worker while we read it here.
 	c.sched.Store(schedRunning)
+	e.fds.set(fd, c)
 	c.part.jobs <- job{kind: jobAdd, c: c}
 	e.life.push(&Event{ID: e.newEventID(), Type: "connection.open", Source: SourceLifecycle, Time: now, Sender: ident, conn: c})
 	if err := e.poller.Add(fd); err != nil {
