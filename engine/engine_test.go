@@ -155,6 +155,9 @@ func TestSlowlorisHandshake(t *testing.T) {
 	conns = append(conns, silent)
 	// A normal client still gets in meanwhile.
 	c := n.dial("normal")
+	// The 101 leaves before the conn is indexed: wait for it, as the other
+	// tests do, or the broadcast may reach nobody.
+	waitFor(t, 2*time.Second, "1 connection", func() bool { return n.e.Stats().Connections == 1 })
 	n.api("POST", "/api/socket-test/broadcast", map[string]any{"title": "x"})
 	c.mustEvent("newNotification")
 	for i, conn := range conns {
