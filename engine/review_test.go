@@ -86,15 +86,19 @@ func TestShutdownWithReaderMidTurn(t *testing.T) {
 		return nil
 	}
 	c := n.rawConn("u")
-	// Enlarge the server side's receive buffer so the backlog is long.
 	waitFor(t, 2*time.Second, "conn registered", func() bool { return n.e.openFDs.Load() == 1 })
+	var sc *conn
 	n.e.fds.mu.RLock()
-	for fd, x := range n.e.fds.conns {
+	for _, x := range n.e.fds.conns {
 		if x != nil {
-			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
+			sc = x
 		}
 	}
 	n.e.fds.mu.RUnlock()
+	// Enlarge the server side's receive buffer so the backlog is long, and
+	// let the handshake's own read turn end, so that a worker reads next.
+	unix.SetsockoptInt(sc.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
+	waitFor(t, 2*time.Second, "handshake turn over", func() bool { return sc.sched.Load() == schedIdle })
 	c.send(map[string]any{"event": "block"})
 	<-entered
 	pong := ws.MustCompileFrame(ws.MaskFrameWith(ws.NewPongFrame(make([]byte, 125)), [4]byte{1, 2, 3, 4}))
@@ -134,3 +138,4 @@ func TestShutdownWithReaderMidTurn(t *testing.T) {
 		t.Fatal("Serve did not return")
 	}
 }
+
