@@ -208,12 +208,15 @@ func (e *Engine) newReader() *reader {
 // queued for it, within DrainTimeout. It returns nil after a clean
 // shutdown.
 func (e *Engine) Serve(ctx context.Context, ln net.Listener) error {
+	// net/http reads up to MaxHeaderBytes + 4096 bytes of request head
+	// before it answers 431; take the slack off so the limit is the limit.
+	maxHeader := max(e.limits.MaxHeaderBytes-4096, 1)
 	srv := &http.Server{
 		Handler:           e.Handler(),
 		ReadHeaderTimeout: e.limits.HandshakeTimeout,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       60 * time.Second,
-		MaxHeaderBytes:    e.limits.MaxHeaderBytes,
+		MaxHeaderBytes:    maxHeader,
 		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
 	}
 	var wg sync.WaitGroup
