@@ -37,6 +37,7 @@ type conn struct {
 	expires  atomic.Int64 // token exp, unix seconds; 0: none
 	closing  atomic.Bool  // the owner has started closing: ignore further messages
 	wantOut  atomic.Bool  // the owner has a backlog: a writable edge should flush it
+	hup      atomic.Bool  // the poller saw a hang-up: read to EAGAIN or EOF, not to a short read
 	rd       wsframe.Reader
 	rateWin  int64 // unix second of the current rate window
 	rateN    int32 // client events in it
@@ -166,8 +167,10 @@ func (r *reader) drain(c *conn) bool {
 			c.lastRead.Store(r.now)
 			r.feed(c, r.buf[:n])
 			// A short read drained the socket: any later byte raises a new
-			// edge, which marks the turn "again".
-			if r.stop || n < len(r.buf) {
+			// edge, which marks the turn "again". Not so a FIN or reset that
+			// came with the last bytes: it raised no edge of its own, so
+			// after a hang-up, read on until EOF.
+			if r.stop || (n < len(r.buf) && !c.hup.Load()) {
 				return false
 			}
 			continue

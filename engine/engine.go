@@ -325,6 +325,9 @@ func (e *Engine) onEvent(fd int, ev netpoll.Event) {
 	if c == nil {
 		return
 	}
+	if ev&netpoll.Hangup != 0 {
+		c.hup.Store(true) // before the turn: the reader must read to EOF
+	}
 	if ev&(netpoll.Readable|netpoll.Hangup) != 0 && c.schedule() {
 		e.readq <- c
 	}

@@ -168,3 +168,31 @@ func TestHeadersOver16KiBAre431(t *testing.T) {
 		}
 	}
 }
+
+// A client that sends its last message and its FIN in one segment raises
+// one edge: the worker's short read returns the message, and the EOF behind
+// it must still be read, or the conn stays open (and its user online) until
+// the idle timeout. Found by reading drain's short-read shortcut against
+// edge-triggered epoll.
+func TestFINBehindDataIsSeen(t *testing.T) {
+	n := startNode(t)
+	c := n.rawConn("u")
+	waitFor(t, 2*time.Second, "1 connection", func() bool { return n.e.Stats().Connections == 1 })
+	tc := c.conn.(*net.TCPConn)
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Cork the socket so that the FIN rides on the data segment.
+	raw.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_CORK, 1) })
+	msg := ws.MustCompileFrame(ws.MaskFrameWith(ws.NewTextFrame([]byte(`{"event":"bye"}`)), [4]byte{1, 2, 3, 4}))
+	if _, err := tc.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	if err := tc.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the conn closed after the peer's FIN", func() bool {
+		return n.e.Stats().Connections == 0 && n.e.openFDs.Load() == 0
+	})
+}
