@@ -112,6 +112,7 @@ func soloPartition(tb testing.TB, n int) (*partition, *delivery, func()) {
 	tb.Helper()
 	e := &Engine{limits: Limits{OutboundQueueBytes: 1 << 20}}
 	e.metrics = newMetrics(e)
+	e.life.init(1024, func() {})
 	p := newPartition(e, 0, 1)
 	e.parts = []*partition{p}
 	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)

@@ -51,6 +51,7 @@ type conn struct {
 	blockedAt   int64 // unix nanos when a write first fell behind; 0: not behind
 	lastPing    int64 // unix seconds
 	idx         int32 // position in part.conns; -1 when not indexed
+	cidx        int32 // position in part.closing; -1 when not there
 	dirty       bool  // in part.dirty, waiting for a flush
 	closed      bool  // removed from the index; a close may still be in flight
 	finOnFlush  bool  // shut down writing once the queue is empty
@@ -70,7 +71,7 @@ const (
 )
 
 func newConn(fd int, id uint64, ident *auth.Identity, now time.Time) *conn {
-	c := &conn{fd: fd, id: id, user: ident.UserID, idx: -1}
+	c := &conn{fd: fd, id: id, user: ident.UserID, idx: -1, cidx: -1}
 	c.ident.Store(ident)
 	if !ident.Expires.IsZero() {
 		c.expires.Store(ident.Expires.Unix())

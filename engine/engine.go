@@ -17,9 +17,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 
 	"github.com/sidecar/sidecar/engine/auth"
 	"github.com/sidecar/sidecar/engine/forward"
@@ -127,7 +129,12 @@ type Engine struct {
 	nextConn  atomic.Uint64
 	nextEvent atomic.Uint64
 	stopping  atomic.Bool
-	upgrades  sync.WaitGroup // handshakes in flight
+	// upgradeMu: upgrades hold it for reading; shutdown takes it for
+	// writing, so it waits for those in flight and none starts after.
+	upgradeMu sync.RWMutex
+	// stopped is closed when the partitions stop: whoever would still send
+	// them a job, or wait on one, gives up instead of blocking forever.
+	stopped chan struct{}
 
 	webhookSlots chan struct{}
 	events       eventCounts
@@ -178,9 +185,10 @@ func New(cfg Config) (*Engine, error) {
 		started:      time.Now(),
 		poller:       poller,
 		readq:        make(chan *conn, 4096),
+		stopped:      make(chan struct{}),
 		webhookSlots: make(chan struct{}, cfg.Webhook.Concurrency),
 	}
-	e.life.init()
+	e.life.init(2*cfg.Limits.MaxConnections+1024, func() { e.metrics.lifecycleDropped.Inc() })
 	e.events.init()
 	e.ipRate.init(cfg.Limits.ConnectionsPerIPPerSecond)
 	n := runtime.GOMAXPROCS(0)
@@ -258,29 +266,34 @@ func (e *Engine) Serve(ctx context.Context, ln net.Listener) error {
 	e.log.Info("listening", "addr", ln.Addr().String(), "partitions", len(e.parts), "workers", e.limits.Workers)
 
 	var err error
+	pollStopped := false
 	select {
 	case <-ctx.Done():
 	case err = <-serveErr:
 		err = fmt.Errorf("http serve: %w", err)
 	case err = <-pollDone:
 		err = fmt.Errorf("poller: %w", err)
+		pollStopped = true
 	}
 
 	// Shutdown: stop accepting and let HTTP requests in flight finish.
+	e.upgradeMu.Lock()
 	e.stopping.Store(true)
+	e.upgradeMu.Unlock()
 	drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.DrainTimeout)
 	defer cancel()
 	if serr := srv.Shutdown(drainCtx); serr != nil {
 		srv.Close()
 	}
-	e.upgrades.Wait()
 	// Close every connection with 1001; their queues flush first.
 	open := e.drain(drainCtx)
 	e.log.Info("connections closed", "left_open", open)
 	stopLife()
-	e.poller.Close()
-	if perr := <-pollDone; err == nil && perr != nil && !errors.Is(perr, netpoll.ErrClosed) {
-		err = perr
+	if !pollStopped {
+		e.poller.Close()
+		if perr := <-pollDone; err == nil && perr != nil && !errors.Is(perr, netpoll.ErrClosed) {
+			err = perr
+		}
 	}
 	// Stop the read workers with one nil each. The queue is never closed:
 	// a worker still in a turn may pass it on with requeue, and a send on a
@@ -289,10 +302,18 @@ func (e *Engine) Serve(ctx context.Context, ln net.Listener) error {
 		e.readq <- nil
 	}
 	readers.Wait()
+	close(e.stopped)
 	for _, p := range e.parts {
 		p.jobs <- job{kind: jobStop}
 	}
 	wg.Wait()
+	// Nothing runs now. Conns still open past the drain deadline (a peer
+	// that never answered, a reader that never finished) are torn down here
+	// so that an embedding program does not leak their descriptors.
+	if n := e.fds.closeAll(); n > 0 {
+		e.openFDs.Add(-int64(n))
+		e.log.Warn("descriptors closed after the drain deadline", "count", n)
+	}
 	e.poller.Release()
 	return err
 }
@@ -411,6 +432,9 @@ func (e *Engine) Publish(name string, data any, to Target, wait bool) (id string
 			return "", 0, fmt.Errorf("encode %s data: %w", name, err)
 		}
 	}
+	if !utf8.Valid(payload) {
+		return "", 0, fmt.Errorf("%s data is not valid UTF-8", name)
+	}
 	id = e.newEventID()
 	d := &delivery{frame: nativeFrame(name, payload, id), to: to}
 	e.events.add(name)
@@ -427,23 +451,42 @@ func (e *Engine) Publish(name string, data any, to Target, wait bool) (id string
 		}
 	}
 	if wait {
-		d.wg = new(sync.WaitGroup)
+		d.done = make(chan struct{})
 		for i := range e.parts {
 			if mask&(1<<uint(i)) != 0 {
-				d.wg.Add(1)
+				d.pending.Add(1)
 			}
 		}
 	}
 	for i, p := range e.parts {
-		if mask&(1<<uint(i)) != 0 {
-			p.jobs <- job{kind: jobDeliver, d: d}
+		if mask&(1<<uint(i)) != 0 && !e.send(p, job{kind: jobDeliver, d: d}) {
+			return id, 0, ErrStopped
 		}
 	}
 	if wait {
-		d.wg.Wait()
+		select {
+		case <-d.done:
+		case <-e.stopped:
+			return id, 0, ErrStopped
+		}
 		return id, int(d.delivered.Load()), nil
 	}
 	return id, 0, nil
+}
+
+// ErrStopped is returned by Publish once the node has stopped.
+var ErrStopped = errors.New("engine: stopped")
+
+// send hands j to p, or gives up if the partitions have stopped. Paths that
+// may run after shutdown began (HTTP handlers, the pipeline) use it; the
+// poller and the read workers stop before the partitions and send directly.
+func (e *Engine) send(p *partition, j job) bool {
+	select {
+	case p.jobs <- j:
+		return true
+	case <-e.stopped:
+		return false
+	}
 }
 
 // Stats is the node's state for /api/socket-test/stats.
@@ -505,6 +548,22 @@ func (t *fdTable) set(fd int, c *conn) {
 	}
 	t.conns[fd] = c
 	t.mu.Unlock()
+}
+
+// closeAll closes every descriptor still in the table and returns how
+// many; only for the end of Serve, when nothing else runs.
+func (t *fdTable) closeAll() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for fd, c := range t.conns {
+		if c != nil {
+			unix.Close(fd)
+			t.conns[fd] = nil
+			n++
+		}
+	}
+	return n
 }
 
 // remove clears fd's slot if it still holds c; the descriptor is closed

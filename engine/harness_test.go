@@ -66,6 +66,15 @@ type node struct {
 	router *fakeRouter
 	cancel context.CancelFunc
 	done   chan error
+	// clients are the test's own sockets, closed at cleanup or by
+	// closeClients.
+	clients []net.Conn
+}
+
+func (n *node) closeClients() {
+	for _, c := range n.clients {
+		c.Close()
+	}
 }
 
 type nodeOption func(*Config)
@@ -167,6 +176,7 @@ func (n *node) dialURL(url string) *client {
 	if err != nil {
 		n.t.Fatalf("dial %s: %v", strings.Split(url, "?")[0], err)
 	}
+	n.clients = append(n.clients, c.conn)
 	n.t.Cleanup(func() { c.conn.Close() })
 	return &client{t: n.t, conn: c.conn, br: c.br}
 }
@@ -348,6 +358,7 @@ func (n *node) rawConn(user string) *client {
 	if err != nil {
 		n.t.Fatal(err)
 	}
+	n.clients = append(n.clients, conn)
 	n.t.Cleanup(func() { conn.Close() })
 	req := "GET /ws?token=" + userToken(n.t, user) + " HTTP/1.1\r\nHost: " + n.addr +
 		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" +

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -106,12 +105,15 @@ func (p *partition) handle(j job) bool {
 	switch j.kind {
 	case jobAdd:
 		p.add(j.c)
+		if j.frame != nil {
+			p.enqueue(j.c, j.frame) // the 101 answer: first on the wire
+		}
 	case jobDeliver:
 		n := p.deliver(j.d)
 		j.d.delivered.Add(int64(n))
 		p.delivered.Add(int64(n))
-		if j.d.wg != nil {
-			j.d.wg.Done()
+		if j.d.done != nil && j.d.pending.Add(-1) == 0 {
+			close(j.d.done)
 		}
 	case jobSend:
 		p.enqueue(j.c, j.frame)
@@ -290,7 +292,10 @@ func (p *partition) enqueue(c *conn, frame []byte) bool {
 	if c.closed {
 		return false
 	}
-	if c.outBytes+len(frame) > p.e.limits.OutboundQueueBytes {
+	// A frame larger than the whole queue still goes to a conn with nothing
+	// queued: memory stays bounded by the cap plus one frame, and one big
+	// event does not close every recipient.
+	if c.outBytes > 0 && c.outBytes+len(frame) > p.e.limits.OutboundQueueBytes {
 		p.e.metrics.slowConsumers.Inc()
 		p.close(c, CloseSlowConsumer, "slow consumer")
 		return false
@@ -322,6 +327,7 @@ func (p *partition) flush(c *conn) {
 	// came between the failure and a later store would be lost, and the
 	// backlog would sit until the write timeout closed a healthy conn.
 	c.wantOut.Store(true)
+	progressed := false
 	for len(c.out) > 0 {
 		var n int
 		var err error
@@ -349,9 +355,13 @@ func (p *partition) flush(c *conn) {
 		}
 		p.bytesOut.Add(int64(n))
 		p.advance(c, n)
+		progressed = true
 	}
 	if len(c.out) > 0 {
-		if c.blockedAt == 0 {
+		// The write timeout is time without progress: a client reading
+		// slowly through a backlog is not stalled (the byte cap bounds its
+		// memory); one that takes nothing for write_timeout is.
+		if c.blockedAt == 0 || progressed {
 			c.blockedAt = time.Now().UnixNano()
 		}
 		return // wantOut stays set: the poller asks for a flush when writable
@@ -430,7 +440,7 @@ func (p *partition) close(c *conn, code ws.StatusCode, reason string) {
 	c.finOnFlush = true
 	// Give the close frame the write timeout to leave; then give up.
 	c.lingerUntil = time.Now().Add(p.e.limits.WriteTimeout).UnixNano()
-	p.closing = append(p.closing, c)
+	p.addClosing(c)
 	p.flush(c)
 }
 
@@ -443,9 +453,7 @@ func (p *partition) finishClose(c *conn) {
 	}
 	unix.Shutdown(c.fd, unix.SHUT_WR)
 	c.lingerUntil = time.Now().Add(closeLinger).UnixNano()
-	if !containsConn(p.closing, c) {
-		p.closing = append(p.closing, c)
-	}
+	p.addClosing(c)
 }
 
 // closeLinger is how long a closed conn waits for the peer's close frame or
@@ -464,7 +472,7 @@ func (p *partition) release(c *conn) {
 	c.lingerUntil = -1
 	c.out = nil
 	c.outBytes = 0
-	p.closing = removeConn(p.closing, c)
+	p.removeClosing(c)
 	c.release(p.e)
 }
 
@@ -502,7 +510,9 @@ func (p *partition) tick(now time.Time) {
 			code, reason = CloseTokenExpired, "token expired"
 		case sec-c.lastPing >= ping:
 			c.lastPing = sec
-			p.enqueue(c, framePing)
+			if !p.enqueue(c, framePing) && c.idx < 0 {
+				i-- // closed as a slow consumer: its slot holds another conn
+			}
 		}
 		if code != 0 {
 			p.close(c, code, reason)
@@ -512,7 +522,7 @@ func (p *partition) tick(now time.Time) {
 	for i := 0; i < len(p.closing); i++ {
 		c := p.closing[i]
 		if c.lingerUntil > 0 && nano > c.lingerUntil {
-			p.release(c)
+			p.release(c) // swaps the last closing conn into slot i
 			i--
 		}
 	}
@@ -536,13 +546,28 @@ func removeString(list []string, s string) []string {
 	return list
 }
 
-func containsConn(list []*conn, c *conn) bool {
-	for _, x := range list {
-		if x == c {
-			return true
-		}
+// addClosing puts c in p.closing unless it is there; c.cidx is its place.
+func (p *partition) addClosing(c *conn) {
+	if c.cidx >= 0 {
+		return
 	}
-	return false
+	c.cidx = int32(len(p.closing))
+	p.closing = append(p.closing, c)
+}
+
+// removeClosing takes c out of p.closing in constant time: a drain of a
+// whole partition is linear, not quadratic.
+func (p *partition) removeClosing(c *conn) {
+	i := c.cidx
+	if i < 0 {
+		return
+	}
+	last := p.closing[len(p.closing)-1]
+	p.closing[i] = last
+	last.cidx = i
+	p.closing[len(p.closing)-1] = nil
+	p.closing = p.closing[:len(p.closing)-1]
+	c.cidx = -1
 }
 
 // delivery is one event's frame on its way to its targets, shared by the
@@ -551,5 +576,8 @@ type delivery struct {
 	frame     []byte
 	to        Target
 	delivered atomic.Int64
-	wg        *sync.WaitGroup // set when the publisher waits for the count
+	// Set when the publisher waits for the count: the partitions still to
+	// handle it, and closed when the last one has.
+	pending atomic.Int32
+	done    chan struct{}
 }

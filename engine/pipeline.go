@@ -206,12 +206,12 @@ func (e *Engine) rooms(ev *Event, cmd *Command) {
 	}
 	switch {
 	case cmd.User != "":
-		e.partFor(cmd.User).jobs <- job{kind: kind, user: cmd.User, rooms: cmd.Rooms}
+		e.send(e.partFor(cmd.User), job{kind: kind, user: cmd.User, rooms: cmd.Rooms})
 	case ev.conn != nil:
-		ev.conn.part.jobs <- job{kind: kind, c: ev.conn, rooms: cmd.Rooms}
+		e.send(ev.conn.part, job{kind: kind, c: ev.conn, rooms: cmd.Rooms})
 	case ev.Sender != nil:
 		u := ev.Sender.UserID
-		e.partFor(u).jobs <- job{kind: kind, user: u, rooms: cmd.Rooms}
+		e.send(e.partFor(u), job{kind: kind, user: u, rooms: cmd.Rooms})
 	}
 }
 
@@ -266,19 +266,31 @@ func (e *Engine) processLifecycle(ctx context.Context, ev *Event) {
 // eventQueue carries lifecycle events from the goroutines that see them
 // (partitions, handshakes) to one goroutine that runs them through the
 // rules. A partition must never wait on the pipeline, which itself sends
-// to partitions, so push never blocks. The queue holds at most about two
-// events per connection (open and close), so it is bounded by the
-// connection limit.
+// to partitions, so push never blocks. In steady state it holds about two
+// events per connection that opened or closed since the last batch; it is
+// capped (two per allowed connection), and what a connect storm pushes
+// past the cap while the rules fall behind is dropped and counted
+// (sidecar_lifecycle_dropped_total).
 type eventQueue struct {
-	mu   sync.Mutex
-	q    []*Event // guarded by mu
-	wake chan struct{}
+	mu      sync.Mutex
+	q       []*Event // guarded by mu
+	max     int
+	dropped func()
+	wake    chan struct{}
 }
 
-func (q *eventQueue) init() { q.wake = make(chan struct{}, 1) }
+func (q *eventQueue) init(max int, dropped func()) {
+	q.wake = make(chan struct{}, 1)
+	q.max, q.dropped = max, dropped
+}
 
 func (q *eventQueue) push(ev *Event) {
 	q.mu.Lock()
+	if len(q.q) >= q.max {
+		q.mu.Unlock()
+		q.dropped()
+		return
+	}
 	q.q = append(q.q, ev)
 	q.mu.Unlock()
 	select {

@@ -20,7 +20,7 @@ func socketPart(t *testing.T, queue int) (*partition, func(user string) *conn) {
 	t.Helper()
 	e := &Engine{limits: Limits{OutboundQueueBytes: queue, WriteTimeout: time.Second}}
 	e.metrics = newMetrics(e)
-	e.life.init()
+	e.life.init(1024, func() {})
 	p := newPartition(e, 0, 16)
 	e.parts = []*partition{p}
 	newConnFor := func(user string) *conn {

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"crypto/sha1"
 	"encoding/base64"
 	"errors"
 	"net"
@@ -39,6 +40,19 @@ func (e *Engine) serveWS(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusForbidden, "forbidden", "origin not allowed")
 		return
 	}
+	// Cheap refusals first: a flood of connections costs no signature checks.
+	if e.openFDs.Load() >= int64(e.limits.MaxConnections) {
+		e.metrics.refused.Inc()
+		w.Header().Set("Retry-After", retryAfterSec)
+		httpError(w, http.StatusServiceUnavailable, "overloaded", "connection limit reached")
+		return
+	}
+	if !e.ipRate.allow(remoteIP(r.RemoteAddr), time.Now().Unix()) {
+		e.metrics.refused.Inc()
+		w.Header().Set("Retry-After", retryAfterSec)
+		httpError(w, http.StatusTooManyRequests, "rate_limited", "too many connections from this address")
+		return
+	}
 	token := tokenFromRequest(r)
 	if token == "" {
 		httpError(w, http.StatusUnauthorized, "unauthorized", "missing token: use ?token=, Authorization: Bearer, or the bearer.<JWT> subprotocol")
@@ -52,35 +66,18 @@ func (e *Engine) serveWS(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusUnauthorized, "unauthorized", authMessage(err))
 		return
 	}
+	// Shutdown takes the write lock: it waits for upgrades in flight, and
+	// none starts after it.
+	e.upgradeMu.RLock()
+	defer e.upgradeMu.RUnlock()
 	if e.stopping.Load() {
 		w.Header().Set("Retry-After", retryAfterSec)
 		httpError(w, http.StatusServiceUnavailable, "shutting_down", "the server is shutting down")
 		return
 	}
-	if e.openFDs.Load() >= int64(e.limits.MaxConnections) {
-		e.metrics.refused.Inc()
-		w.Header().Set("Retry-After", retryAfterSec)
-		httpError(w, http.StatusServiceUnavailable, "overloaded", "connection limit reached")
-		return
-	}
-	if !e.ipRate.allow(remoteIP(r.RemoteAddr), time.Now().Unix()) {
-		e.metrics.refused.Inc()
-		w.Header().Set("Retry-After", retryAfterSec)
-		httpError(w, http.StatusTooManyRequests, "rate_limited", "too many connections from this address")
-		return
-	}
-	e.upgrades.Add(1)
-	defer e.upgrades.Done()
-	u := ws.HTTPUpgrader{Timeout: e.limits.HandshakeTimeout}
-	if offersProtocol(r, subprotocol) {
-		u.Protocol = func(p string) bool { return p == subprotocol }
-	}
-	nc, rw, _, err := u.Upgrade(r, w)
+	nc, rw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		// The upgrader has answered the client already.
-		if nc != nil {
-			nc.Close()
-		}
+		httpError(w, http.StatusInternalServerError, "internal", "connection cannot be upgraded")
 		return
 	}
 	var leftover []byte
@@ -93,12 +90,39 @@ func (e *Engine) serveWS(w http.ResponseWriter, r *http.Request) {
 		e.log.Error("detach socket", "err", err)
 		return
 	}
-	e.attach(fd, &ident, leftover)
+	proto := ""
+	if offersProtocol(r, subprotocol) {
+		proto = subprotocol
+	}
+	e.attach(fd, &ident, switchingProtocols(r.Header.Get("Sec-WebSocket-Key"), proto), leftover)
 }
 
-// attach makes the descriptor a conn: indexed by its owner, registered with
-// the poller, announced to the rules as connection.open.
-func (e *Engine) attach(fd int, ident *auth.Identity, leftover []byte) {
+// switchingProtocols is the 101 answer to a handshake checkHandshake has
+// validated (RFC 6455 section 4.2.2).
+//
+// The engine writes it itself rather than through gobwas/ws's upgrader,
+// because the answer must leave through the connection's own queue: the
+// conn is indexed first and the 101 is the first thing queued on it, so no
+// event can precede it and none published after the client sees it is lost.
+// The upgrader writes it before the conn can be indexed.
+func switchingProtocols(key, proto string) []byte {
+	h := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	var accept [28]byte
+	base64.StdEncoding.Encode(accept[:], h[:])
+	b := make([]byte, 0, 160)
+	b = append(b, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
+	b = append(b, accept[:]...)
+	if proto != "" {
+		b = append(b, "\r\nSec-WebSocket-Protocol: "...)
+		b = append(b, proto...)
+	}
+	return append(b, "\r\n\r\n"...)
+}
+
+// attach makes the descriptor a conn: indexed by its owner with the 101
+// answer queued first, registered with the poller, announced to the rules
+// as connection.open.
+func (e *Engine) attach(fd int, ident *auth.Identity, response, leftover []byte) {
 	now := time.Now()
 	c := newConn(fd, e.nextConn.Add(1), ident, now)
 	c.part = e.partFor(c.user)
@@ -111,7 +135,7 @@ func (e *Engine) attach(fd int, ident *auth.Identity, leftover []byte) {
 	// number would otherwise hand c to a worker while we read it here.
 	c.sched.Store(schedRunning)
 	e.fds.set(fd, c)
-	c.part.jobs <- job{kind: jobAdd, c: c}
+	c.part.jobs <- job{kind: jobAdd, c: c, frame: response}
 	e.life.push(&Event{ID: e.newEventID(), Type: "connection.open", Source: SourceLifecycle, Time: now, Sender: ident, conn: c})
 	if err := e.poller.Add(fd); err != nil {
 		e.log.Error("register connection", "err", err)
