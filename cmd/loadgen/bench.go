@@ -27,6 +27,7 @@ type benchResult struct {
 	RSS         rssResult     `json:"server_rss"`
 	Kernel      kernelResult  `json:"kernel_slab"`
 	ClientRSS   int64         `json:"client_rss_kib"` // all workers, after connecting
+	Idle        *idleResult   `json:"server_idle,omitempty"`
 	Latency     *phaseResult  `json:"latency,omitempty"`
 	Sustain     []phaseResult `json:"sustain,omitempty"`
 	Pings       int64         `json:"pings_answered"`
@@ -45,6 +46,17 @@ type rssResult struct {
 	PerConnAfterTraffic float64 `json:"per_conn_after_traffic_kib,omitempty"`
 	BeforeSamples       []int64 `json:"before_samples"`
 	AfterSamples        []int64 `json:"after_samples"`
+}
+
+// idleResult is the server's CPU use while every connection is idle: its
+// pings, timers and housekeeping. Sustained phases subtract it.
+type idleResult struct {
+	WindowS        float64 `json:"window_s"`
+	CPUS           float64 `json:"cpu_s"`
+	Cores          float64 `json:"cores"`
+	UsPerConnPerS  float64 `json:"us_per_conn_per_s"`
+	ClientPings    int64   `json:"pings_answered"` // by the clients, in the window
+	OtherCoresSeen float64 `json:"other_cores"`
 }
 
 // kernelResult is the machine-wide Slab growth while the connections opened,
@@ -73,6 +85,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	dur := fs.Duration("for", 30*time.Second, "sustain: duration of each rate")
 	late := fs.Duration("late", time.Second, "a delivery slower than this is late")
 	grace := fs.Duration("grace", 10*time.Second, "wait for stragglers after the last POST")
+	idleWindow := fs.Duration("idle", 60*time.Second, "measure the idle server's CPU over this long (cover a ping interval); 0 skips")
 	quietLimit := fs.Float64("quiet-limit", 0.25, "cores other processes may use during a measured phase")
 	quietWait := fs.Duration("quiet-wait", 10*time.Minute, "longest wait for the machine to be quiet before a phase")
 	attempts := fs.Int("attempts", 3, "tries per phase while other processes use more than --quiet-limit")
@@ -157,6 +170,17 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		res.ClientRSS += kib
 	}
 	logf("RSS %d -> %d KiB: %.2f KiB per connection", res.RSS.BeforeKiB, res.RSS.AfterKiB, res.RSS.PerConnKiB)
+
+	if *idleWindow > 0 {
+		logf("idle CPU over %v", *idleWindow)
+		ir, err := measureIdle(ctx, f, *pid, *idleWindow)
+		if err != nil {
+			return err
+		}
+		res.Idle = &ir
+		o.idleCores = ir.Cores
+		logf("idle: %.3f cores, %.2f µs per connection per second", ir.Cores, ir.UsPerConnPerS)
+	}
 
 	// measure runs a phase when the machine is quiet, and again (up to
 	// attempts) when another process took CPU meanwhile; it keeps the
@@ -369,4 +393,37 @@ func runPhase(ctx context.Context, kind string, args []string, stdout, stderr io
 		return err
 	}
 	return enc.Encode(r)
+}
+
+// measureIdle reads the server's CPU time across window while nobody sends.
+func measureIdle(ctx context.Context, f *fleet, pid int, window time.Duration) (idleResult, error) {
+	before, err := f.report(ctx, 0)
+	if err != nil {
+		return idleResult{}, err
+	}
+	c0 := startClocks(f, pid)
+	t := time.NewTimer(window)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		return idleResult{}, ctx.Err()
+	}
+	d := serverCPU(pid) - c0.server
+	wall := time.Since(c0.t0)
+	after, err := f.report(ctx, 0)
+	if err != nil {
+		return idleResult{}, err
+	}
+	r := idleResult{
+		WindowS:        round3(wall.Seconds()),
+		CPUS:           d.Seconds(),
+		Cores:          round3(d.Seconds() / wall.Seconds()),
+		ClientPings:    after.Pings - before.Pings,
+		OtherCoresSeen: round3(c0.meter.otherCores()),
+	}
+	if after.Open > 0 {
+		r.UsPerConnPerS = round3(float64(d.Microseconds()) / wall.Seconds() / float64(after.Open))
+	}
+	return r, nil
 }

@@ -77,8 +77,11 @@ func runWorker(ctx context.Context, args []string, stdin io.Reader, stdout io.Wr
 	// dialAll stops when every connection is tried or ctx is done.
 	go dialAll(ctx, d, srcs, t.UserPrefix, *first, *count, *rate, t.DialWorkers, t.Retries, results)
 
-	// The command reader stops at stdin EOF; it then cancels ctx, which stops loop.
+	// The command reader stops at stdin EOF or after answering quit; it then
+	// cancels ctx, which stops loop.
+	readerDone := make(chan struct{})
 	go func() {
+		defer close(readerDone)
 		defer cancel()
 		sc := bufio.NewScanner(stdin)
 		for sc.Scan() {
@@ -99,6 +102,13 @@ func runWorker(ctx context.Context, args []string, stdin io.Reader, stdout io.Wr
 			}
 		}
 	}()
-	w.loop(ctx, results, cmds)
-	return nil
+	err = w.loop(ctx, results, cmds)
+	// Let the reader print its answer to quit before the process exits.
+	tm := time.NewTimer(time.Second)
+	defer tm.Stop()
+	select {
+	case <-readerDone:
+	case <-tm.C:
+	}
+	return err
 }

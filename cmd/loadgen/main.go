@@ -13,6 +13,7 @@
 //	sustain  open N, broadcast at --rate for --for, report deliveries/s, missing, late
 //	run      the whole benchmark against one server pid: RSS per connection,
 //	         latency, CPU per delivered message, sustained rates; prints JSON
+//	floor    measure the CPU cost of one small loopback TCP write on this machine
 //	summarize  print `run` results (JSON files) as markdown
 //	worker   internal: one child process holding a share of the connections
 //
@@ -42,6 +43,7 @@ func main() {
 
 const usage = `usage: loadgen <hold|latency|sustain|run> [flags]
        loadgen summarize result.json...
+       loadgen floor
        loadgen <subcommand> -h    lists the flags`
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -58,6 +60,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runSustain(ctx, args, stdout, stderr)
 	case "run":
 		return runBench(ctx, args, stdout, stderr)
+	case "floor":
+		d, err := writeFloor(1000, 30, 3, 160)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "loopback write floor: %.2f µs CPU per 160-byte TCP write\n", float64(d)/1e3)
+		return nil
 	case "summarize":
 		return runSummarize(args, stdout)
 	case "worker":

@@ -15,6 +15,7 @@ type phaseOpts struct {
 	serverPID int           // 0: do not read server CPU
 	late      time.Duration // a delivery slower than this is late
 	grace     time.Duration // how long to wait for stragglers after the last POST
+	idleCores float64       // the server's CPU use while idle (pings), subtracted in sustain
 }
 
 // quant summarises a distribution, in milliseconds.
@@ -55,10 +56,16 @@ type phaseResult struct {
 	WallS         float64 `json:"wall_s"` // first POST to last receipt
 	DeliveredPerS float64 `json:"delivered_per_s"`
 
-	ServerCPUS        float64 `json:"server_cpu_s"`
-	ServerCPUUsPerMsg float64 `json:"server_cpu_us_per_msg"`
-	ServerCores       float64 `json:"server_cores"` // server CPU / wall
-	ClientCPUUsPerMsg float64 `json:"client_cpu_us_per_msg"`
+	// ServerCPUUsPerMsg is the server's utime+stime per frame received.
+	// Latency phase: summed over the windows from each POST to its last
+	// receipt, so that idle seconds between broadcasts (and the pings
+	// that fall in them) do not count. Sustain: over the phase, less the
+	// server's idle rate. Raw: over the whole phase, nothing taken off.
+	ServerCPUS           float64 `json:"server_cpu_s"`
+	ServerCPUUsPerMsg    float64 `json:"server_cpu_us_per_msg"`
+	ServerCPUUsPerMsgRaw float64 `json:"server_cpu_us_per_msg_raw"`
+	ServerCores          float64 `json:"server_cores"` // server CPU / wall
+	ClientCPUUsPerMsg    float64 `json:"client_cpu_us_per_msg"`
 	// OtherCores is the CPU the rest of the machine used meanwhile, in
 	// cores; above a few tenths the figures above are skewed.
 	OtherCores float64 `json:"other_cores"`
@@ -94,8 +101,9 @@ func (f *fleet) arm(ctx context.Context, base, count int64, late time.Duration) 
 	return armed, err
 }
 
-// waitDelivered polls the workers until frames reach want or deadline passes.
-func (f *fleet) waitDelivered(ctx context.Context, want int64, deadline time.Time) error {
+// waitDelivered polls the workers every period until frames reach want or
+// deadline passes.
+func (f *fleet) waitDelivered(ctx context.Context, want int64, deadline time.Time, period time.Duration) error {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -109,7 +117,7 @@ func (f *fleet) waitDelivered(ctx context.Context, want int64, deadline time.Tim
 		if err != nil || got >= want || time.Now().After(deadline) {
 			return err
 		}
-		t.Reset(20 * time.Millisecond)
+		t.Reset(period)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
@@ -185,6 +193,7 @@ func latencyPhase(ctx context.Context, f *fleet, p *poster, base int64, k int, i
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	var posts []postResult
+	var win windows
 	for i := range k {
 		if wait := time.Until(t0.Add(time.Duration(i) * interval)); wait > 0 {
 			timer.Reset(wait)
@@ -194,9 +203,19 @@ func latencyPhase(ctx context.Context, f *fleet, p *poster, base int64, k int, i
 				return res, ctx.Err()
 			}
 		}
+		s0, k0 := serverCPU(o.serverPID), cpuTimes(f.pids())
 		posts = append(posts, p.broadcast(ctx, base+int64(i)))
+		// The window closes when every client has this broadcast, or when
+		// the next one is due.
+		next := t0.Add(time.Duration(i+1)*interval - 5*time.Millisecond)
+		if err := f.waitDelivered(ctx, int64(i+1)*int64(armed), next, 5*time.Millisecond); err != nil {
+			return res, err
+		}
+		win.server += serverCPU(o.serverPID) - s0
+		win.kids += cpuTimes(f.pids()) - k0
+		win.used = true
 	}
-	return finish(ctx, f, res, base, posts, c0, o, interval)
+	return finish(ctx, f, res, base, posts, c0, win, o, interval)
 }
 
 // sustainPhase broadcasts at rate per second for dur, open loop: a POST is
@@ -249,12 +268,18 @@ func sustainPhase(ctx context.Context, f *fleet, p *poster, base int64, rate flo
 		}()
 	}
 	wg.Wait()
-	return finish(ctx, f, res, base, posts, c0, o, 0)
+	return finish(ctx, f, res, base, posts, c0, windows{}, o, 0)
 }
 
 // finish waits for the deliveries, reads the CPU clocks and merges reports.
+// windows are the CPU times summed over the latency phase's busy windows.
+type windows struct {
+	server, kids time.Duration
+	used         bool
+}
+
 func finish(ctx context.Context, f *fleet, res phaseResult, base int64, posts []postResult, c0 clocks,
-	o phaseOpts, interval time.Duration) (phaseResult, error) {
+	win windows, o phaseOpts, interval time.Duration) (phaseResult, error) {
 	t0, cpu0, kids0 := c0.t0, c0.server, c0.kids
 	res.Broadcasts = len(posts)
 	var took []float64
@@ -273,10 +298,11 @@ func finish(ctx context.Context, f *fleet, res phaseResult, base int64, posts []
 	res.PostMs = quantOf(took)
 	okN := int64(len(ok))
 	res.Expected = okN * int64(res.Conns)
-	if err := f.waitDelivered(ctx, res.Expected, time.Now().Add(o.grace)); err != nil {
+	if err := f.waitDelivered(ctx, res.Expected, time.Now().Add(o.grace), 20*time.Millisecond); err != nil {
 		return res, err
 	}
 	cpu1, kids1 := serverCPU(o.serverPID), cpuTimes(f.pids())
+	phaseWall := time.Since(t0)
 	res.OtherCores = round3(c0.meter.otherCores())
 	m, err := f.report(ctx, okN)
 	if err != nil {
@@ -311,21 +337,33 @@ func finish(ctx context.Context, f *fleet, res phaseResult, base int64, posts []
 		res.PostToLastMs = &q
 	}
 	if m.LastRecv > 0 {
-		res.WallS = float64(m.LastRecv-t0.UnixNano()) / 1e9
-		res.DeliveredPerS = float64(m.Frames) / res.WallS
+		res.WallS = round3(float64(m.LastRecv-t0.UnixNano()) / 1e9)
+		res.DeliveredPerS = math.Round(float64(m.Frames) / res.WallS)
+	}
+	perMsg := func(d time.Duration) float64 {
+		if m.Frames == 0 {
+			return 0
+		}
+		return round3(float64(d) / float64(time.Microsecond) / float64(m.Frames))
 	}
 	if o.serverPID > 0 {
 		d := cpu1 - cpu0
 		res.ServerCPUS = d.Seconds()
-		if m.Frames > 0 {
-			res.ServerCPUUsPerMsg = float64(d.Microseconds()) / float64(m.Frames)
+		res.ServerCPUUsPerMsgRaw = perMsg(d)
+		if win.used {
+			res.ServerCPUUsPerMsg = perMsg(win.server)
+		} else {
+			idle := time.Duration(o.idleCores * float64(phaseWall))
+			res.ServerCPUUsPerMsg = perMsg(max(0, d-idle))
 		}
 		if res.WallS > 0 {
-			res.ServerCores = res.ServerCPUS / res.WallS
+			res.ServerCores = round3(res.ServerCPUS / res.WallS)
 		}
 	}
-	if m.Frames > 0 {
-		res.ClientCPUUsPerMsg = float64((kids1 - kids0).Microseconds()) / float64(m.Frames)
+	if win.used {
+		res.ClientCPUUsPerMsg = perMsg(win.kids)
+	} else {
+		res.ClientCPUUsPerMsg = perMsg(kids1 - kids0)
 	}
 	return res, nil
 }

@@ -48,19 +48,22 @@ func writeSummary(w io.Writer, r *benchResult) {
 	row("server peak RSS over the run (VmHWM)", "%.1f MiB", float64(r.RSS.PeakKiB)/1024)
 	row("kernel slab per socket (machine-wide, both ends)", "%.1f KiB", r.Kernel.PerSocketKiB)
 	row("client RSS (all workers)", "%.1f MiB", float64(r.ClientRSS)/1024)
+	if i := r.Idle; i != nil {
+		row("server CPU while idle (pings, timers)", "%.3f cores = %.2f µs per connection per second (%.0f s window, %d pings answered)", i.Cores, i.UsPerConnPerS, i.WindowS, i.ClientPings)
+	}
 	if l := r.Latency; l != nil && l.PostToLastMs != nil {
 		row(fmt.Sprintf("**POST → last of %d clients**, %d broadcasts", l.Conns, l.Broadcasts), "**median %.1f ms**, p99 %.1f, max %.1f", l.PostToLastMs.P50, l.PostToLastMs.P99, l.PostToLastMs.Max)
 		row("POST → each client (all deliveries)", "p50 %.1f ms, p99 %.1f, max %.1f", l.DeliveryMs.P50, l.DeliveryMs.P99, l.DeliveryMs.Max)
 		row("POST round trip", "p50 %.1f ms, max %.1f", l.PostMs.P50, l.PostMs.Max)
-		row("**server CPU per delivered message**", "**%.2f µs** (%.2f s for %d frames)", l.ServerCPUUsPerMsg, l.ServerCPUS, l.Delivered)
+		row("**server CPU per delivered message**", "**%.2f µs** over the POST→last windows (whole phase: %.2f µs, %.2f s for %d frames)", l.ServerCPUUsPerMsg, l.ServerCPUUsPerMsgRaw, l.ServerCPUS, l.Delivered)
 		row("client CPU per delivered message", "%.2f µs", l.ClientCPUUsPerMsg)
 		row("missing / late / closed", "%d / %d / %d%s", l.Missing, l.Late, l.ClosedConns, disturbed(l))
 	}
 	for _, s := range r.Sustain {
 		row(fmt.Sprintf("**sustained %g broadcasts/s** to %d for %.0f s", s.RateHz, s.Conns, s.WallS),
-			"**%.0f delivered/s** (offered %.0f); missing %d, late (>%.0f ms) %d, closed %d; POSTs skipped %d, failed %d; delivery p50 %.1f ms, p99 %.1f; server %.2f µs/msg, %.2f cores; client %.2f µs/msg%s",
+			"**%.0f delivered/s** (offered %.0f); missing %d, late (>%.0f ms) %d, closed %d; POSTs skipped %d, failed %d; delivery p50 %.1f ms, p99 %.1f; server %.2f µs/msg (raw %.2f), %.2f cores; client %.2f µs/msg%s",
 			s.DeliveredPerS, s.RateHz*float64(s.Conns), s.Missing, s.LateMs, s.Late, s.ClosedConns, s.Skipped, s.PostErrors,
-			s.DeliveryMs.P50, s.DeliveryMs.P99, s.ServerCPUUsPerMsg, s.ServerCores, s.ClientCPUUsPerMsg, disturbed(&s))
+			s.DeliveryMs.P50, s.DeliveryMs.P99, s.ServerCPUUsPerMsg, s.ServerCPUUsPerMsgRaw, s.ServerCores, s.ClientCPUUsPerMsg, disturbed(&s))
 	}
 	row("pings answered; client events per epoll wake-up", "%d; %.1f", r.Pings, r.ClientBatch)
 	row("loopback write floor (CPU of one 160-byte TCP write here)", "%.2f µs", r.WriteFloor)

@@ -108,12 +108,12 @@ type command struct {
 // loop runs until ctx is done or a quit command arrives. results carries
 // every dial outcome; the loop counts them and calls onReady when all of
 // want are in.
-func (w *worker) loop(ctx context.Context, results <-chan dialResult, cmds <-chan command) {
+func (w *worker) loop(ctx context.Context, results <-chan dialResult, cmds <-chan command) error {
 	defer unix.Close(w.epfd)
 	for {
 		n, err := unix.EpollWait(w.epfd, w.events, 10)
 		if err != nil && !errors.Is(err, unix.EINTR) {
-			panic(fmt.Sprintf("epoll_wait: %v", err)) // a programming error: bad epfd
+			return fmt.Errorf("epoll_wait: %w", err)
 		}
 		now := time.Now().UnixNano()
 		for i := 0; i < n; i++ {
@@ -136,10 +136,10 @@ func (w *worker) loop(ctx context.Context, results <-chan dialResult, cmds <-cha
 				w.added(r)
 			case c := <-cmds:
 				if w.do(c) {
-					return
+					return nil
 				}
 			case <-ctx.Done():
-				return
+				return nil
 			default:
 				more = false
 			}
