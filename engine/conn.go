@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/json"
 	"sync/atomic"
 	"time"
 
@@ -29,7 +30,11 @@ type conn struct {
 	id    uint64
 	user  string
 	part  *partition
-	ident atomic.Pointer[auth.Identity] // swapped by a token refresh
+	// claims is the token's claims as compact JSON, swapped by a token
+	// refresh. A decoded map costs several times more and is only needed
+	// when a client or lifecycle event goes to the rules; identity()
+	// decodes it then.
+	claims atomic.Pointer[[]byte]
 
 	// Reader side.
 	sched    atomic.Int32 // schedIdle, schedRunning, schedAgain, schedDead
@@ -45,7 +50,7 @@ type conn struct {
 
 	// Owner side.
 	out         [][]byte // queued frames, shared and immutable; out[0] may be a partly written tail
-	outInline   [2][]byte
+	outInline   [1][]byte // the queue's storage while it holds one frame, the usual case
 	outBytes    int
 	partialHead bool  // out[0] is the unwritten tail of a frame already started
 	blockedAt   int64 // unix nanos when a write first fell behind; 0: not behind
@@ -72,15 +77,40 @@ const (
 
 func newConn(fd int, id uint64, ident *auth.Identity, now time.Time) *conn {
 	c := &conn{fd: fd, id: id, user: ident.UserID, idx: -1, cidx: -1}
-	c.ident.Store(ident)
-	if !ident.Expires.IsZero() {
-		c.expires.Store(ident.Expires.Unix())
-	}
+	c.setIdentity(ident)
 	c.lastRead.Store(now.Unix())
 	c.lastPing = now.Unix()
 	c.out = c.outInline[:0]
 	c.refs.Store(2)
 	return c
+}
+
+// setIdentity keeps what c needs of a (new) token: its claims, compactly,
+// and its expiry.
+func (c *conn) setIdentity(ident *auth.Identity) {
+	raw, err := json.Marshal(ident.Claims)
+	if err != nil || ident.Claims == nil {
+		raw = []byte("{}") // claims decoded from JSON always encode
+	}
+	c.claims.Store(&raw)
+	var exp int64
+	if !ident.Expires.IsZero() {
+		exp = ident.Expires.Unix()
+	}
+	c.expires.Store(exp)
+}
+
+// identity is who c is, for the rules: the user id and the token's claims.
+func (c *conn) identity() *auth.Identity {
+	var claims map[string]any
+	if raw := c.claims.Load(); raw != nil {
+		json.Unmarshal(*raw, &claims)
+	}
+	id := &auth.Identity{UserID: c.user, Claims: claims}
+	if exp := c.expires.Load(); exp != 0 {
+		id.Expires = time.Unix(exp, 0)
+	}
+	return id
 }
 
 // release drops one reference; the last one closes the descriptor.

@@ -390,7 +390,7 @@ func (e *Engine) connClosed(c *conn, code ws.StatusCode) {
 		Type:   "connection.close",
 		Source: SourceLifecycle,
 		Time:   time.Now(),
-		Sender: c.ident.Load(),
+		Sender: c.identity(),
 		Data:   map[string]any{"code": float64(code)},
 	})
 }

@@ -329,14 +329,11 @@ func (p *partition) flush(c *conn) {
 	c.wantOut.Store(true)
 	progressed := false
 	for len(c.out) > 0 {
-		var n int
-		var err error
-		if len(c.out) == 1 {
-			n, err = unix.Write(c.fd, c.out[0])
-		} else {
-			n, err = writev(c.fd, c.out, &p.iov)
-		}
+		n, err := send(c.fd, c.out, &p.iov)
 		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
 			if err == unix.EAGAIN {
 				break
 			}

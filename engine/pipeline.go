@@ -88,7 +88,7 @@ func (e *Engine) clientEvent(c *conn, name string, data any) (code, msg string) 
 		Type:   "client." + name,
 		Source: SourceClient,
 		Time:   time.Now(),
-		Sender: c.ident.Load(),
+		Sender: c.identity(),
 		Data:   data,
 		conn:   c,
 	}
@@ -113,8 +113,7 @@ func (e *Engine) refresh(c *conn, data any) (code, msg string) {
 	if ident.UserID != c.user {
 		return ackForbidden, "the new token is for another user"
 	}
-	c.ident.Store(&ident)
-	c.expires.Store(ident.Expires.Unix())
+	c.setIdentity(&ident)
 	return "", ""
 }
 
