@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,8 +31,10 @@ func benchEngine(tb testing.TB, users, connsPerUser int) (*Engine, func()) {
 		tb.Fatal(err)
 	}
 	fd, closeSink := sinkSocket(tb)
+	var running sync.WaitGroup
 	for _, p := range e.parts {
-		go p.run(time.Hour)
+		running.Add(1)
+		go func() { defer running.Done(); p.run(time.Hour) }()
 	}
 	now := time.Now()
 	for u := 0; u < users; u++ {
@@ -47,6 +50,7 @@ func benchEngine(tb testing.TB, users, connsPerUser int) (*Engine, func()) {
 		for _, p := range e.parts {
 			p.jobs <- job{kind: jobStop}
 		}
+		running.Wait() // the sink must outlive every flush
 		closeSink()
 		st.Close()
 		e.poller.Close()
