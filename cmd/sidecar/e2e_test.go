@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -528,4 +529,100 @@ func TestClientEventIsForwardedSignedToTheApp(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("nothing reached the app")
 	}
+}
+
+// TestDescriptorExhaustion runs the binary with 64 descriptors: past the
+// limit new connections are refused, the server does not spin, and once
+// descriptors free up it accepts again.
+func TestDescriptorExhaustion(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "sidecar")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	cmd := exec.Command("sh", "-c", "ulimit -n 64 && exec \"$0\" serve --config ../../config.example.yaml", bin)
+	cmd.Env = append(os.Environ(), "SIDECAR_LISTEN=127.0.0.1:0", "SIDECAR_STORE__PATH=:memory:")
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	addrRe := regexp.MustCompile(`msg=listening .*addr=(\S+)`)
+	addrc := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if m := addrRe.FindStringSubmatch(sc.Text()); m != nil {
+				addrc <- m[1]
+			}
+		}
+	}()
+	var addr string
+	select {
+	case addr = <-addrc:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the binary never logged its address")
+	}
+	cfg, _, err := loadConfig("../../config.example.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := auth.Sign([]byte(cfg.Auth.JWTSecret), map[string]any{"sub": "u", "exp": time.Now().Add(time.Hour).Unix()})
+	url := "ws://" + addr + "/ws?token=" + tok
+	var conns []net.Conn
+	failed := 0
+	for i := 0; i < 80; i++ {
+		d := ws.Dialer{Timeout: 2 * time.Second}
+		c, _, _, err := d.Dial(context.Background(), url)
+		if err != nil {
+			failed++
+			continue
+		}
+		conns = append(conns, c)
+	}
+	if failed == 0 {
+		t.Fatalf("all 80 connections accepted under a 64-descriptor limit")
+	}
+	// At the limit, with connections knocking, the server must not spin.
+	pending, err := net.Dial("tcp", addr)
+	if err == nil {
+		defer pending.Close()
+	}
+	before := procCPU(t, cmd.Process.Pid)
+	time.Sleep(2 * time.Second)
+	if used := procCPU(t, cmd.Process.Pid) - before; used > time.Second {
+		t.Fatalf("server used %v of CPU in 2 s at the descriptor limit: a busy loop", used)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		d := ws.Dialer{Timeout: 2 * time.Second}
+		c, _, _, err := d.Dial(context.Background(), url)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no recovery after descriptors freed: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// procCPU is a process's user+system CPU time from /proc.
+func procCPU(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Skip("no /proc")
+	}
+	fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	var utime, stime int64
+	fmt.Sscan(fields[11], &utime)
+	fmt.Sscan(fields[12], &stime)
+	return time.Duration(utime+stime) * 10 * time.Millisecond // USER_HZ = 100
 }
