@@ -117,3 +117,41 @@ func intField(msg, key []byte) (int64, bool) {
 	}
 	return v, n > 0
 }
+
+var keyBookingID = []byte(`"bookingId":`)
+
+// bookingFields reads the "bookingId" that `loadgen webhooks` puts in each
+// webhook's data.id, "<seq>-<user>-<sentAt unix ns>", and that the shipped
+// booking-created rule passes through. ok is false when the frame has none
+// or it is not of that form.
+func bookingFields(msg []byte) (seq, user, sentAt int64, ok bool) {
+	i := bytes.Index(msg, keyBookingID)
+	if i < 0 {
+		return 0, 0, 0, false
+	}
+	b := msg[i+len(keyBookingID):]
+	for len(b) > 0 && b[0] == ' ' {
+		b = b[1:]
+	}
+	if len(b) == 0 || b[0] != '"' {
+		return 0, 0, 0, false
+	}
+	b = b[1:]
+	var v [3]int64
+	for k := range v {
+		n := 0
+		for n < len(b) && b[n] >= '0' && b[n] <= '9' {
+			v[k] = v[k]*10 + int64(b[n]-'0')
+			n++
+		}
+		want := byte('-')
+		if k == 2 {
+			want = '"'
+		}
+		if n == 0 || n >= len(b) || b[n] != want {
+			return 0, 0, 0, false
+		}
+		b = b[n+1:]
+	}
+	return v[0], v[1], v[2], true
+}

@@ -11,10 +11,14 @@
 //	hold     open N connections and hold them idle for --duration
 //	latency  open N, send K broadcasts --interval apart, report POST -> last receipt
 //	sustain  open N, broadcast at --rate for --for, report deliveries/s, missing, late
+//	webhooks open N, POST signed booking.created webhooks at each of --rates for
+//	         --for each, one user per webhook through the server's rules; report
+//	         accepted/s, 202/429/other, POST and POST -> client latency, missing
+//	         and duplicate deliveries, server CPU per webhook; prints JSON
 //	run      the whole benchmark against one server pid: RSS per connection,
 //	         latency, CPU per delivered message, sustained rates; prints JSON
 //	floor    measure the CPU cost of one small loopback TCP write on this machine
-//	summarize  print `run` results (JSON files) as markdown
+//	summarize  print `run` or `webhooks` results (JSON files) as markdown
 //	worker   internal: one child process holding a share of the connections
 //
 // Above --per-proc connections the parent re-executes itself as workers (the
@@ -41,7 +45,7 @@ func main() {
 	}
 }
 
-const usage = `usage: loadgen <hold|latency|sustain|run> [flags]
+const usage = `usage: loadgen <hold|latency|sustain|run|webhooks> [flags]
        loadgen summarize result.json...
        loadgen floor
        loadgen <subcommand> -h    lists the flags`
@@ -60,6 +64,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runSustain(ctx, args, stdout, stderr)
 	case "run":
 		return runBench(ctx, args, stdout, stderr)
+	case "webhooks":
+		return runWebhooks(ctx, args, stdout, stderr)
 	case "floor":
 		d, err := writeFloor(1000, 30, 3, 160)
 		if err != nil {

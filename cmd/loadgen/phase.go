@@ -89,8 +89,14 @@ func startClocks(f *fleet, serverPID int) clocks {
 
 // arm starts a phase on every worker and returns the connections it covers.
 func (f *fleet) arm(ctx context.Context, base, count int64, late time.Duration) (int, error) {
+	return f.armMode(ctx, base, count, late, "")
+}
+
+// armMode is arm for a kind of phase: "" counts broadcasts, "webhooks"
+// counts webhooks, each to one user (see worker.message).
+func (f *fleet) armMode(ctx context.Context, base, count int64, late time.Duration, mode string) (int, error) {
 	armed := 0
-	err := f.call(ctx, command{Op: "arm", Base: base, Count: count, LateMs: ms(late)}, func(_ int, raw json.RawMessage) error {
+	err := f.call(ctx, command{Op: "arm", Base: base, Count: count, LateMs: ms(late), Mode: mode}, func(_ int, raw json.RawMessage) error {
 		var v struct {
 			Conns int `json:"conns"`
 		}
@@ -146,6 +152,7 @@ func (f *fleet) report(ctx context.Context, expect int64) (merged, error) {
 		m.Other += r.Other
 		m.Late += r.Late
 		m.Gaps += r.Gaps
+		m.Misrouted += r.Misrouted
 		m.Incomplete += r.Incomplete
 		m.Missing += r.Missing
 		m.Pings += r.Pings

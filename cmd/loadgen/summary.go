@@ -19,6 +19,14 @@ func runSummarize(files []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
+		if summaryKind(b) == "webhooks" {
+			var r webhooksResult
+			if err := json.Unmarshal(b, &r); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			writeWebhooksSummary(stdout, &r)
+			continue
+		}
 		var r benchResult
 		if err := json.Unmarshal(b, &r); err != nil {
 			return fmt.Errorf("%s: %w", name, err)

@@ -47,6 +47,7 @@ type conn struct {
 	armed    bool  // open when the current phase was armed
 	fragging bool  // a fragmented message is being collected in frag
 	recv     int32 // phase broadcasts received
+	user     int32 // global index: the connection is user <prefix><user>
 	last     int64 // last phase seq received
 	partial  []byte
 	frag     []byte
@@ -66,6 +67,11 @@ type phase struct {
 	closed      int // armed connections lost since arming
 	firstRecv   int64
 	lastRecv    int64
+
+	// webhooks: each seq goes to one user, named in the frame's bookingId
+	// ("<seq>-<user>-<sentAt>"); no per-connection order is expected.
+	webhooks  bool
+	misrouted int64 // webhooks: delivered to a connection of another user
 }
 
 // seqStat is one broadcast's deliveries in this worker: how many, and the
@@ -102,6 +108,7 @@ type command struct {
 	Count  int64   `json:"count,omitempty"`
 	Expect int64   `json:"expect,omitempty"` // report: broadcasts each connection should have
 	LateMs float64 `json:"late_ms,omitempty"`
+	Mode   string  `json:"mode,omitempty"` // arm: "webhooks", or empty for broadcasts
 	reply  chan any
 }
 
@@ -155,7 +162,7 @@ func (w *worker) added(r dialResult) {
 	} else {
 		w.dialed++
 		c := &w.conns[r.fd]
-		*c = conn{open: true, partial: c.partial[:0], frag: c.frag[:0]}
+		*c = conn{open: true, user: int32(r.index), partial: c.partial[:0], frag: c.frag[:0]}
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(r.fd)}
 		if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, r.fd, &ev); err != nil {
 			unix.Close(r.fd)
@@ -273,12 +280,22 @@ func (w *worker) frames(fd int, c *conn, b []byte, now int64) (int, error) {
 // window.
 func (w *worker) message(c *conn, msg []byte, now int64) {
 	p := &w.phase
-	seq, sentAt, ok := benchFields(msg)
+	var seq, sentAt, user int64
+	var ok bool
+	if p.webhooks {
+		seq, user, sentAt, ok = bookingFields(msg)
+	} else {
+		seq, sentAt, ok = benchFields(msg)
+	}
 	if !ok || seq < p.base || seq >= p.base+p.count {
 		p.other++
 		return
 	}
-	if seq != c.last+1 {
+	if p.webhooks {
+		if user != int64(c.user) {
+			p.misrouted++
+		}
+	} else if seq != c.last+1 {
 		p.gaps++
 	}
 	c.last = seq
@@ -329,7 +346,7 @@ func (w *worker) drop(fd int, c *conn) {
 func (w *worker) do(c command) bool {
 	switch c.Op {
 	case "arm":
-		w.arm(c.Base, c.Count, time.Duration(c.LateMs*float64(time.Millisecond)))
+		w.arm(c.Base, c.Count, time.Duration(c.LateMs*float64(time.Millisecond)), c.Mode == "webhooks")
 		c.reply <- map[string]any{"type": "armed", "conns": w.phase.armed}
 	case "count":
 		c.reply <- countMsg{Type: "count", Frames: w.phase.frames, Open: w.open, LastRecv: w.phase.lastRecv}
@@ -344,8 +361,8 @@ func (w *worker) do(c command) bool {
 	return false
 }
 
-func (w *worker) arm(base, count int64, late time.Duration) {
-	w.phase = phase{base: base, count: count, late: int64(late), seqs: make([]seqStat, count)}
+func (w *worker) arm(base, count int64, late time.Duration, webhooks bool) {
+	w.phase = phase{base: base, count: count, late: int64(late), seqs: make([]seqStat, count), webhooks: webhooks}
 	for i := range w.conns {
 		c := &w.conns[i]
 		c.armed = c.open
@@ -389,6 +406,7 @@ type reportMsg struct {
 	Other      int64       `json:"other"`      // other text frames
 	Late       int64       `json:"late"`       // deliveries slower than late_ms
 	Gaps       int64       `json:"gaps"`       // out-of-order or repeated seq
+	Misrouted  int64       `json:"misrouted"`  // webhooks: frames for another user
 	Incomplete int         `json:"incomplete"` // armed connections short of expect
 	Missing    int64       `json:"missing"`    // sum over armed connections of expect-recv
 	FirstRecv  int64       `json:"first_recv"`
@@ -409,7 +427,7 @@ func (w *worker) report(expect int64) reportMsg {
 	p := &w.phase
 	r := reportMsg{
 		Type: "report", Armed: p.armed, Open: w.open, Closed: p.closed,
-		Frames: p.frames, Other: p.other, Late: p.lateN, Gaps: p.gaps,
+		Frames: p.frames, Other: p.other, Late: p.lateN, Gaps: p.gaps, Misrouted: p.misrouted,
 		FirstRecv: p.firstRecv, LastRecv: p.lastRecv,
 		Seqs: p.seqs, Hist: p.hist.sparse(), HistMaxUs: p.hist.max,
 		Pings: w.pings, WriteErrs: w.writeErrs, Closes: w.serverCloses,

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# bench/webhooks.sh: signed webhooks per second end to end, through the rules,
+# to connected clients, measured with `loadgen webhooks`.
+#
+#   bench/webhooks.sh [-o DIR] [-l "loadgen webhooks flags"] [-- SERVER COMMAND [ARGS...]]
+#
+# It starts a fresh server (default: ./cmd/sidecar built into a temporary
+# directory, `serve --config config.example.yaml`, so the shipped rules.yaml)
+# with a fresh store FILE, waits for it to listen on $SIDECAR_LISTEN, runs
+# `loadgen webhooks` against it (N clients u0..u<N-1>, then booking.created
+# webhooks signed with the first of $SIDECAR_WEBHOOKS__SECRETS at each rate,
+# each to one client), stops the server and writes DIR/webhooks.json,
+# DIR/server.log and DIR/summary.md (also printed).
+#
+# The server command must exec the server itself (not a shell that forks it):
+# its CPU is read from the process that owns the listening socket.
+#
+# Environment, exported to the server and read by loadgen alike:
+#   SIDECAR_LISTEN             default 127.0.0.1:8080
+#   SIDECAR_AUTH__JWT_SECRET   HS256 secret; loadgen mints tokens for u0..u<N-1>
+#   SIDECAR_WEBHOOKS__SECRETS  whsec_ secret(s); loadgen signs with the first
+#   SIDECAR_STORE__PATH        store file, removed first (default: DIR/bench.db)
+#   SIDECAR_STORE__SYNC        fsync policy (default: the config's, everysecond)
+#   LOADGEN                    a loadgen binary to use (default: built from ./cmd/loadgen)
+#   RUN_TIMEOUT                hard limit, seconds (default 900)
+# Defaults for the rest: SIDECAR_LIMITS__MAX_CONNECTIONS=20000, SIDECAR_RULES__WATCH=false.
+set -euo pipefail
+
+out=""
+lflags=""
+while getopts "o:l:h" opt; do
+	case $opt in
+	o) out=$OPTARG ;;
+	l) lflags=$OPTARG ;;
+	*) sed -n '2,27p' "$0"; exit 2 ;;
+	esac
+done
+shift $((OPTIND - 1))
+[[ ${1:-} == -- ]] && shift
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+out=${out:-$root/bench/results/tmp/webhooks-$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+export SIDECAR_LISTEN=${SIDECAR_LISTEN:-127.0.0.1:8080}
+export SIDECAR_AUTH__JWT_SECRET=${SIDECAR_AUTH__JWT_SECRET:-bench-secret-0123456789abcdef0123456789}
+export SIDECAR_WEBHOOKS__SECRETS=${SIDECAR_WEBHOOKS__SECRETS:-whsec_YmVuY2gtd2ViaG9vay1zZWNyZXQtMDEyMzQ1Njc4OWFi}
+export SIDECAR_STORE__PATH=${SIDECAR_STORE__PATH:-$out/bench.db}
+export SIDECAR_LIMITS__MAX_CONNECTIONS=${SIDECAR_LIMITS__MAX_CONNECTIONS:-20000}
+export SIDECAR_RULES__WATCH=${SIDECAR_RULES__WATCH:-false}
+port=${SIDECAR_LISTEN##*:}
+tmp=$(mktemp -d)
+if [[ -z ${LOADGEN:-} ]]; then
+	LOADGEN=$tmp/loadgen
+	(cd "$root" && go build -o "$LOADGEN" ./cmd/loadgen)
+fi
+if [[ $# -eq 0 ]]; then
+	(cd "$root" && go build -o "$tmp/sidecar" ./cmd/sidecar)
+	set -- "$tmp/sidecar" serve --config "$root/config.example.yaml"
+fi
+
+bin=$1
+[[ $bin == env ]] && for a in "${@:2}"; do [[ $a == *=* ]] || { bin=$a; break; }; done
+server_go=$(go version "$(command -v "$bin" || echo "$bin")" 2>/dev/null | awk '{print $NF}' || true)
+sync=${SIDECAR_STORE__SYNC:-$(sed -n 's/^ *sync: *\([a-z]*\).*/\1/p' "$root/config.example.yaml" | head -1)}
+
+spid=""
+cleanup() {
+	if [[ -n $spid ]] && kill -0 "$spid" 2>/dev/null; then
+		kill -TERM "$spid" 2>/dev/null || true
+		for _ in $(seq 50); do kill -0 "$spid" 2>/dev/null || break; sleep 0.2; done
+		kill -KILL "$spid" 2>/dev/null || true
+		wait "$spid" 2>/dev/null || true
+	fi
+	spid=""
+}
+trap 'cleanup; rm -rf "$tmp"' EXIT
+trap 'exit 130' INT TERM
+
+if ss -Hltn "( sport = :$port )" | grep -q .; then
+	echo "webhooks.sh: something already listens on :$port" >&2
+	exit 1
+fi
+rm -f "$SIDECAR_STORE__PATH"
+echo "webhooks.sh: starting: $*" >&2
+"$@" >"$out/server.log" 2>&1 &
+spid=$!
+up=""
+for _ in $(seq 150); do
+	kill -0 "$spid" 2>/dev/null || { echo "webhooks.sh: server exited; see $out/server.log" >&2; tail -5 "$out/server.log" >&2; exit 1; }
+	if ss -Hltn "( sport = :$port )" | grep -q .; then up=1; break; fi
+	sleep 0.2
+done
+[[ -n $up ]] || { echo "webhooks.sh: server not listening on :$port after 30 s" >&2; exit 1; }
+pid=$(ss -Hltnp "( sport = :$port )" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
+pid=${pid:-$spid}
+
+# shellcheck disable=SC2086 # lflags is a list of flags
+timeout -k 10 "${RUN_TIMEOUT:-900}" "$LOADGEN" webhooks \
+	--url "ws://$SIDECAR_LISTEN/ws" --server-pid "$pid" \
+	--server-cmd "$*" --server-go "$server_go" \
+	--store "file $(basename "$SIDECAR_STORE__PATH"), sync $sync" $lflags >"$out/webhooks.json"
+cleanup
+ls -l "$SIDECAR_STORE__PATH" >&2 || true
+"$LOADGEN" summarize "$out/webhooks.json" | tee "$out/summary.md"
+echo "webhooks.sh: results in $out" >&2
