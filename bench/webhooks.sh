@@ -19,7 +19,7 @@
 #   SIDECAR_LISTEN             default 127.0.0.1:8080
 #   SIDECAR_AUTH__JWT_SECRET   HS256 secret; loadgen mints tokens for u0..u<N-1>
 #   SIDECAR_WEBHOOKS__SECRETS  whsec_ secret(s); loadgen signs with the first
-#   SIDECAR_STORE__PATH        store file, removed first (default: DIR/bench.db)
+#   SIDECAR_STORE__PATH        store file, removed first (default: DIR/bench.db, removed after)
 #   SIDECAR_STORE__SYNC        fsync policy (default: the config's, everysecond)
 #   LOADGEN                    a loadgen binary to use (default: built from ./cmd/loadgen)
 #   RUN_TIMEOUT                hard limit, seconds (default 900)
@@ -45,6 +45,8 @@ out=$(cd "$out" && pwd)
 export SIDECAR_LISTEN=${SIDECAR_LISTEN:-127.0.0.1:8080}
 export SIDECAR_AUTH__JWT_SECRET=${SIDECAR_AUTH__JWT_SECRET:-bench-secret-0123456789abcdef0123456789}
 export SIDECAR_WEBHOOKS__SECRETS=${SIDECAR_WEBHOOKS__SECRETS:-whsec_YmVuY2gtd2ViaG9vay1zZWNyZXQtMDEyMzQ1Njc4OWFi}
+own_store=""
+[[ -z ${SIDECAR_STORE__PATH:-} ]] && own_store=1
 export SIDECAR_STORE__PATH=${SIDECAR_STORE__PATH:-$out/bench.db}
 export SIDECAR_LIMITS__MAX_CONNECTIONS=${SIDECAR_LIMITS__MAX_CONNECTIONS:-20000}
 export SIDECAR_RULES__WATCH=${SIDECAR_RULES__WATCH:-false}
@@ -101,6 +103,7 @@ timeout -k 10 "${RUN_TIMEOUT:-900}" "$LOADGEN" webhooks \
 	--server-cmd "$*" --server-go "$server_go" \
 	--store "file $(basename "$SIDECAR_STORE__PATH"), sync $sync" $lflags >"$out/webhooks.json"
 cleanup
-ls -l "$SIDECAR_STORE__PATH" >&2 || true
+[[ -f $SIDECAR_STORE__PATH ]] && echo "webhooks.sh: store file $(du -h "$SIDECAR_STORE__PATH" | cut -f1)" >&2
+[[ -n $own_store ]] && rm -f "$SIDECAR_STORE__PATH"
 "$LOADGEN" summarize "$out/webhooks.json" | tee "$out/summary.md"
 echo "webhooks.sh: results in $out" >&2
