@@ -8,11 +8,12 @@ import (
 	"github.com/sidecar/sidecar/engine/webhook"
 )
 
-// webhookBody is the Standard Webhooks payload the app sends.
+// webhookBody is the Standard Webhooks payload the app sends. Data is
+// decoded in the same pass, straight into what the rules read.
 type webhookBody struct {
-	Type      string          `json:"type"`
-	Timestamp string          `json:"timestamp"`
-	Data      json.RawMessage `json:"data"`
+	Type      string `json:"type"`
+	Timestamp string `json:"timestamp"`
+	Data      any    `json:"data"`
 }
 
 // serveWebhook is POST /webhooks. The order matters:
@@ -55,14 +56,6 @@ func (e *Engine) serveWebhook(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, "bad_request", `body needs a "type"`)
 		return
 	}
-	var data any
-	if len(wb.Data) > 0 {
-		if err := json.Unmarshal(wb.Data, &data); err != nil {
-			e.metrics.webhook(http.StatusBadRequest)
-			httpError(w, http.StatusBadRequest, "bad_request", `"data" is not valid JSON`)
-			return
-		}
-	}
 	select {
 	case e.webhookSlots <- struct{}{}:
 		defer func() { <-e.webhookSlots }()
@@ -85,7 +78,7 @@ func (e *Engine) serveWebhook(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"id": id, "duplicate": true})
 		return
 	}
-	ev := &Event{ID: id, Type: wb.Type, Source: SourceWebhook, Time: time.Now(), Data: data}
+	ev := &Event{ID: id, Type: wb.Type, Source: SourceWebhook, Time: time.Now(), Data: wb.Data}
 	matched, err := e.process(r.Context(), ev)
 	if err != nil {
 		if uerr := e.cfg.Store.Unmark("wh:" + id); uerr != nil {
