@@ -26,10 +26,10 @@ import (
 // The descriptor is closed when the last of refs is released: one ref for
 // the reader side, one for the owner side. Nobody else touches fd.
 type conn struct {
-	fd    int
-	id    uint64
-	user  string
-	part  *partition
+	fd   int
+	id   uint64
+	user string
+	part *partition
 	// claims is the token's claims as compact JSON, swapped by a token
 	// refresh. A decoded map costs several times more and is only needed
 	// when a client or lifecycle event goes to the rules; identity()
@@ -49,7 +49,7 @@ type conn struct {
 	refs     atomic.Int32
 
 	// Owner side.
-	out         [][]byte // queued frames, shared and immutable; out[0] may be a partly written tail
+	out         [][]byte  // queued frames, shared and immutable; out[0] may be a partly written tail
 	outInline   [1][]byte // the queue's storage while it holds one frame, the usual case
 	outBytes    int
 	partialHead bool  // out[0] is the unwritten tail of a frame already started

@@ -244,37 +244,7 @@ func TestStandardWebhooksNPMReachesProviderByShippedRules(t *testing.T) {
 // TestBinaryRunsExampleAndStopsOnSIGTERM builds the real binary, runs it as
 // the README says, and stops it: clients get 1001 and the exit status is 0.
 func TestBinaryRunsExampleAndStopsOnSIGTERM(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	bin := filepath.Join(t.TempDir(), "sidecar")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	dir := t.TempDir()
-	cmd := exec.Command(bin, "serve", "--config", "../../config.example.yaml")
-	cmd.Env = append(os.Environ(), "SIDECAR_LISTEN=127.0.0.1:0", "SIDECAR_STORE__PATH="+filepath.Join(dir, "s.db"))
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill() })
-	addrRe := regexp.MustCompile(`msg=listening .*addr=(\S+)`)
-	addrc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := addrRe.FindStringSubmatch(sc.Text()); m != nil {
-				addrc <- m[1]
-			}
-		}
-	}()
-	var addr string
-	select {
-	case addr = <-addrc:
-	case <-time.After(20 * time.Second):
-		t.Fatal("the binary never logged its address")
-	}
+	bin, cmd, addr := startBinary(t, "", "SIDECAR_STORE__PATH="+filepath.Join(t.TempDir(), "s.db"))
 	tokOut, err := exec.Command(bin, "token", "--config", "../../config.example.yaml", "--sub", "u1").Output()
 	if err != nil {
 		t.Fatalf("sidecar token: %v", err)
@@ -535,36 +505,7 @@ func TestClientEventIsForwardedSignedToTheApp(t *testing.T) {
 // limit new connections are refused, the server does not spin, and once
 // descriptors free up it accepts again.
 func TestDescriptorExhaustion(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	bin := filepath.Join(t.TempDir(), "sidecar")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	cmd := exec.Command("sh", "-c", "ulimit -n 64 && exec \"$0\" serve --config ../../config.example.yaml", bin)
-	cmd.Env = append(os.Environ(), "SIDECAR_LISTEN=127.0.0.1:0", "SIDECAR_STORE__PATH=:memory:")
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	addrRe := regexp.MustCompile(`msg=listening .*addr=(\S+)`)
-	addrc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := addrRe.FindStringSubmatch(sc.Text()); m != nil {
-				addrc <- m[1]
-			}
-		}
-	}()
-	var addr string
-	select {
-	case addr = <-addrc:
-	case <-time.After(20 * time.Second):
-		t.Fatal("the binary never logged its address")
-	}
+	_, cmd, addr := startBinary(t, "ulimit -n 64", "SIDECAR_STORE__PATH=:memory:")
 	cfg, _, err := loadConfig("../../config.example.yaml", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -625,4 +566,47 @@ func procCPU(t *testing.T, pid int) time.Duration {
 	fmt.Sscan(fields[11], &utime)
 	fmt.Sscan(fields[12], &stime)
 	return time.Duration(utime+stime) * 10 * time.Millisecond // USER_HZ = 100
+}
+
+// startBinary builds the sidecar, runs `sidecar serve --config
+// config.example.yaml` on 127.0.0.1:0 (after the shell command prefix, if
+// any, e.g. a ulimit) with env added, and returns the binary, the process
+// and the address it logged. The process is killed at cleanup.
+func startBinary(t *testing.T, prefix string, env ...string) (bin string, cmd *exec.Cmd, addr string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin = filepath.Join(t.TempDir(), "sidecar")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	script := `exec "$0" serve --config ../../config.example.yaml`
+	if prefix != "" {
+		script = prefix + " && " + script
+	}
+	cmd = exec.Command("sh", "-c", script, bin)
+	cmd.Env = append(append(os.Environ(), "SIDECAR_LISTEN=127.0.0.1:0"), env...)
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	addrRe := regexp.MustCompile(`msg=listening .*addr=(\S+)`)
+	addrc := make(chan string, 1)
+	// Reads the log until the process exits and closes the pipe.
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if m := addrRe.FindStringSubmatch(sc.Text()); m != nil {
+				addrc <- m[1]
+			}
+		}
+	}()
+	select {
+	case addr = <-addrc:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the binary never logged its address")
+	}
+	return bin, cmd, addr
 }
