@@ -322,11 +322,6 @@ func (p *partition) flushDirty() {
 
 // flush writes as much of c's queue as the socket takes, without blocking.
 func (p *partition) flush(c *conn) {
-	// Ask for a writable edge before a write can fail with EAGAIN: the
-	// poller drops an edge that comes while wantOut is false, so one that
-	// came between the failure and a later store would be lost, and the
-	// backlog would sit until the write timeout closed a healthy conn.
-	c.wantOut.Store(true)
 	progressed := false
 	for len(c.out) > 0 {
 		n, err := send(c.fd, c.out, &p.iov)
@@ -335,7 +330,17 @@ func (p *partition) flush(c *conn) {
 				continue
 			}
 			if err == unix.EAGAIN {
-				break
+				if c.wantOut.Load() {
+					break // the poller will ask for a flush at the next edge
+				}
+				// Ask for writable edges, then try once more: the poller
+				// drops an edge that comes while wantOut is false, so one
+				// that came between the failed send and this store would
+				// be lost, and the backlog would sit until the write
+				// timeout closed a healthy conn. Stores happen only here,
+				// not on every flush.
+				c.wantOut.Store(true)
+				continue
 			}
 			// The peer is gone (EPIPE, ECONNRESET): nothing more can be sent.
 			c.out = c.out[:0]
@@ -364,7 +369,9 @@ func (p *partition) flush(c *conn) {
 		return // wantOut stays set: the poller asks for a flush when writable
 	}
 	c.blockedAt = 0
-	c.wantOut.Store(false)
+	if c.wantOut.Load() {
+		c.wantOut.Store(false)
+	}
 	if cap(c.out) > 8 { // do not keep a big backlog array on an idle conn
 		c.out = c.outInline[:0]
 	}
