@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -297,10 +298,13 @@ func parseRates(s string) ([]float64, error) {
 			continue
 		}
 		r, err := strconv.ParseFloat(f, 64)
-		if err != nil || r <= 0 {
+		if err != nil || !(r > 0) || math.IsInf(r, 0) { // !(r > 0) also refuses NaN
 			return nil, fmt.Errorf("--rates: bad rate %q", f)
 		}
 		out = append(out, r)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("--rates: no rate in %q", s)
 	}
 	return out, nil
 }

@@ -15,7 +15,10 @@ func TestParseRates(t *testing.T) {
 		{" 1.5 , 2 ,", []float64{1.5, 2}, false},
 		{"1,,2", []float64{1, 2}, false},
 		{"1e3", []float64{1000}, false},
-		{"", nil, false}, // no rates: the sweep is empty
+		{"", nil, true}, // no rates: an error, not an empty sweep
+		{"NaN", nil, true},
+		{"Inf", nil, true},
+		{" , ", nil, true},
 		{"0", nil, true},
 		{"-1", nil, true},
 		{"10/s", nil, true},

@@ -53,8 +53,8 @@ func (t *target) register(fs *flag.FlagSet) {
 
 func (t *target) validate() error {
 	u, err := url.Parse(t.URL)
-	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") {
-		return fmt.Errorf("--url %q: want ws://host:port/path", t.URL)
+	if err != nil || u.Scheme != "ws" {
+		return fmt.Errorf("--url %q: want ws://host:port/path (wss is not supported)", t.URL)
 	}
 	if t.API == "" {
 		t.API = "http://" + u.Host

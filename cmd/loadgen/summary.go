@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -91,8 +93,8 @@ func errList(m map[string]int) string {
 		return ""
 	}
 	var parts []string
-	for k, v := range m {
-		parts = append(parts, fmt.Sprintf("%s: %d", k, v))
+	for _, k := range slices.Sorted(maps.Keys(m)) { // stable output
+		parts = append(parts, fmt.Sprintf("%s: %d", k, m[k]))
 	}
 	return " (" + strings.Join(parts, ", ") + ")"
 }
