@@ -610,3 +610,42 @@ func startBinary(t *testing.T, prefix string, env ...string) (bin string, cmd *e
 	}
 	return bin, cmd, addr
 }
+
+// TestDryRunShowsWhatTheShippedRulesWouldDo: matched rules and their
+// commands, and nothing sent.
+func TestDryRunShowsWhatTheShippedRulesWouldDo(t *testing.T) {
+	n := startExample(t)
+	admin := n.token(map[string]any{"sub": "ops", "role": "admin"})
+	c, _, _, err := ws.Dial(context.Background(), "ws://"+n.addr+"/ws?token="+n.token(map[string]any{"sub": "c1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	status, resp := n.post("/api/rules/dry-run", admin, map[string]any{
+		"type": "booking.status_changed",
+		"data": map[string]any{"id": "b1", "status": "confirmed", "customerId": "c1", "providerId": "p1"},
+	})
+	if status != http.StatusOK {
+		t.Fatalf("dry-run: %d %v", status, resp)
+	}
+	matched := fmt.Sprint(resp["matched"])
+	if !strings.Contains(matched, "booking-status-changed") || !strings.Contains(matched, "booking-status-notify-customer") {
+		t.Fatalf("matched %v", resp["matched"])
+	}
+	cmds, _ := resp["commands"].([]any)
+	if len(cmds) != 2 || cmds[0].(map[string]any)["event"] != "bookingUpdated" {
+		t.Fatalf("commands %v", resp["commands"])
+	}
+	// Nothing was sent to c1.
+	c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if msg, _, err := wsutil.ReadServerData(c); err == nil {
+		t.Fatalf("dry run delivered %s", msg)
+	}
+	// A plain user may not dry-run, and a body without a type is refused.
+	if status, _ := n.post("/api/rules/dry-run", n.token(map[string]any{"sub": "c1"}), map[string]any{"type": "x"}); status != http.StatusForbidden {
+		t.Fatalf("user dry-run: %d, want 403", status)
+	}
+	if status, _ := n.post("/api/rules/dry-run", admin, map[string]any{"data": 1}); status != http.StatusBadRequest {
+		t.Fatalf("no type: %d, want 400", status)
+	}
+}
