@@ -104,6 +104,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	for _, w := range warnings {
 		logger.Warn(w)
 	}
+	if cfg.Broker.RedisURL != "" {
+		// The key is part of the contract; the Redis broker is not built
+		// yet. Say so rather than let ops believe the nodes share events.
+		logger.Warn("broker.redis_url is set, but this version runs as a single node: events are not shared with other nodes")
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
