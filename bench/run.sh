@@ -40,6 +40,8 @@ if [[ $# -eq 0 ]]; then
 fi
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$root/bench/lib.sh"
 export SIDECAR_LISTEN=${SIDECAR_LISTEN:-127.0.0.1:8080}
 export SIDECAR_AUTH__JWT_SECRET=${SIDECAR_AUTH__JWT_SECRET:-bench-secret-0123456789abcdef0123456789}
 export SIDECAR_API__KEYS=${SIDECAR_API__KEYS:-bench-key-0123456789}
@@ -71,24 +73,8 @@ trap 'cleanup; rm -rf "$tmp"' EXIT
 trap 'exit 130' INT TERM
 
 for n in $counts; do
-	if ss -Hltn "( sport = :$port )" | grep -q .; then
-		echo "run.sh: something already listens on :$port" >&2
-		exit 1
-	fi
-	echo "run.sh: N=$n: starting: $*" >&2
-	"$@" >"$out/server-$n.log" 2>&1 &
-	spid=$!
-	up=""
-	for _ in $(seq 150); do
-		kill -0 "$spid" 2>/dev/null || { echo "run.sh: server exited; see $out/server-$n.log" >&2; tail -5 "$out/server-$n.log" >&2; exit 1; }
-		if ss -Hltn "( sport = :$port )" | grep -q .; then up=1; break; fi
-		sleep 0.2
-	done
-	[[ -n $up ]] || { echo "run.sh: server not listening on :$port after 30 s" >&2; exit 1; }
-	# The process that owns the listening socket is the one to measure.
-	pid=$(ss -Hltnp "( sport = :$port )" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
-	pid=${pid:-$spid}
-	[[ $pid == "$spid" ]] || echo "run.sh: note: measuring pid $pid, not the started pid $spid" >&2
+	echo "run.sh: N=$n" >&2
+	start_server run.sh "$out/server-$n.log" "$@"
 
 	# shellcheck disable=SC2086 # lflags is a list of flags
 	timeout -k 10 "${RUN_TIMEOUT:-1500}" "$LOADGEN" run \

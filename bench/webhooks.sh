@@ -39,6 +39,8 @@ shift $((OPTIND - 1))
 [[ ${1:-} == -- ]] && shift
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$root/bench/lib.sh"
 out=${out:-$root/bench/results/tmp/webhooks-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -79,23 +81,8 @@ cleanup() {
 trap 'cleanup; rm -rf "$tmp"' EXIT
 trap 'exit 130' INT TERM
 
-if ss -Hltn "( sport = :$port )" | grep -q .; then
-	echo "webhooks.sh: something already listens on :$port" >&2
-	exit 1
-fi
 rm -f "$SIDECAR_STORE__PATH"
-echo "webhooks.sh: starting: $*" >&2
-"$@" >"$out/server.log" 2>&1 &
-spid=$!
-up=""
-for _ in $(seq 150); do
-	kill -0 "$spid" 2>/dev/null || { echo "webhooks.sh: server exited; see $out/server.log" >&2; tail -5 "$out/server.log" >&2; exit 1; }
-	if ss -Hltn "( sport = :$port )" | grep -q .; then up=1; break; fi
-	sleep 0.2
-done
-[[ -n $up ]] || { echo "webhooks.sh: server not listening on :$port after 30 s" >&2; exit 1; }
-pid=$(ss -Hltnp "( sport = :$port )" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
-pid=${pid:-$spid}
+start_server webhooks.sh "$out/server.log" "$@"
 
 # shellcheck disable=SC2086 # lflags is a list of flags
 timeout -k 10 "${RUN_TIMEOUT:-900}" "$LOADGEN" webhooks \

@@ -106,9 +106,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	ctx, cancel := context.WithTimeout(ctx, t.Timeout)
 	defer cancel()
 	start := time.Now()
-	logf := func(format string, a ...any) {
-		fmt.Fprintf(stderr, "loadgen %s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, a...)...)
-	}
+	logf := newLogf(stderr)
 	res := benchResult{Machine: describeMachine(), ServerCmd: *label, ServerGo: *serverGo, ServerPID: *pid, N: *n}
 	if fl, err := writeFloor(1000, 30, 3, 160); err == nil {
 		res.WriteFloor = round3(float64(fl) / float64(time.Microsecond))

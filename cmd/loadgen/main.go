@@ -34,6 +34,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 )
 
 func main() {
@@ -82,4 +83,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	return fmt.Errorf("unknown subcommand %q\n%s", cmd, usage)
+}
+
+// newLogf returns a progress logger: "loadgen HH:MM:SS message" lines on w.
+func newLogf(w io.Writer) func(format string, a ...any) {
+	return func(format string, a ...any) {
+		fmt.Fprintf(w, "loadgen %s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, a...)...)
+	}
 }

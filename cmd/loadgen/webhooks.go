@@ -146,9 +146,7 @@ func runWebhooks(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	ctx, cancel := context.WithTimeout(ctx, t.Timeout)
 	defer cancel()
 	start := time.Now()
-	logf := func(format string, a ...any) {
-		fmt.Fprintf(stderr, "loadgen %s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, a...)...)
-	}
+	logf := newLogf(stderr)
 	res := webhooksResult{Kind: "webhooks", Machine: describeMachine(), ServerCmd: *label, ServerGo: *serverGo,
 		ServerPID: *pid, Store: *store, N: *n, HTTPConns: *conns, BatchUs: float64(t.Batch) / 1e3}
 
