@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"sync"
 	"testing"
@@ -32,7 +33,7 @@ func benchEngine(tb testing.TB, users, connsPerUser int) (*Engine, func()) {
 	}
 	fd, closeSink := sinkSocket(tb)
 	var running sync.WaitGroup
-	for _, p := range e.parts {
+	for _, p := range e.hub.parts {
 		running.Add(1)
 		go func() { defer running.Done(); p.run(time.Hour) }()
 	}
@@ -40,14 +41,14 @@ func benchEngine(tb testing.TB, users, connsPerUser int) (*Engine, func()) {
 	for u := 0; u < users; u++ {
 		ident := &auth.Identity{UserID: fmt.Sprintf("user-%d", u)}
 		for i := 0; i < connsPerUser; i++ {
-			c := newConn(fd, e.nextConn.Add(1), ident, now)
-			c.part = e.partFor(c.user)
+			c := newConn(fd, e.nextConn.Add(1), ident, 0, now)
+			c.part = e.hub.partFor(c.user)
 			c.part.jobs <- job{kind: jobAdd, c: c}
 		}
 	}
 	waitFor(tb, 10*time.Second, "conns indexed", func() bool { return e.Stats().Connections == int64(users*connsPerUser) })
 	return e, func() {
-		for _, p := range e.parts {
+		for _, p := range e.hub.parts {
 			p.jobs <- job{kind: jobStop}
 		}
 		running.Wait() // the sink must outlive every flush
@@ -112,20 +113,36 @@ func BenchmarkPartitionDeliver(b *testing.B) {
 // sink socket, and a delivery to all of them.
 func soloPartition(tb testing.TB, n int) (*partition, *delivery, func()) {
 	tb.Helper()
-	e := &Engine{limits: Limits{OutboundQueueBytes: 1 << 20}}
-	e.metrics = newMetrics(e)
-	e.life.init(1024, func() {})
+	e := bareEngine(Limits{OutboundQueueBytes: 1 << 20})
 	p := newPartition(e, 0, 1)
-	e.parts = []*partition{p}
+	e.hub.parts = []*partition{p}
 	fd, closeSink := sinkSocket(tb)
 	now := time.Now()
 	for i := 0; i < n; i++ {
-		c := newConn(fd, uint64(i), &auth.Identity{UserID: fmt.Sprintf("u%d", i)}, now)
+		c := newConn(fd, uint64(i), &auth.Identity{UserID: fmt.Sprintf("u%d", i)}, 0, now)
 		c.part = p
-		p.add(c)
+		p.add(c, nil, nil)
 	}
-	d := &delivery{frame: nativeFrame("newNotification", []byte(`{"title":"New booking","bookingId":"b1"}`), "1-1"), to: Target{All: true}}
+	d := testDelivery(e, Target{All: true})
 	return p, d, closeSink
+}
+
+// bareEngine is an engine with what a partition run by hand needs: no
+// goroutines, no listener.
+func bareEngine(l Limits) *Engine {
+	e := &Engine{limits: l}
+	e.hub.codecs[protoNative] = nativeCodec{}
+	e.metrics = newMetrics(e)
+	e.ruleLog = ruleLog{log: slog.New(slog.DiscardHandler), errors: e.metrics.ruleErrors}
+	e.pool.init()
+	e.ready.init()
+	return e
+}
+
+// testDelivery is the seed's newNotification to to, not yet framed.
+func testDelivery(e *Engine, to Target) *delivery {
+	m := &Message{ID: "1-1", Event: "newNotification", Data: []byte(`{"title":"New booking","bookingId":"b1"}`), To: to}
+	return &delivery{msg: m, codecs: &e.hub.codecs}
 }
 
 // TestDeliveryAllocatesNothingPerRecipient holds the hot path to zero
@@ -141,7 +158,7 @@ func TestDeliveryAllocatesNothingPerRecipient(t *testing.T) {
 	for i := 0; i < 200; i++ {
 		users = append(users, fmt.Sprintf("u%d", i))
 	}
-	mixed := &delivery{frame: all.frame, to: Target{Users: users, Rooms: []string{"room-a"}, Except: []string{"u3"}}}
+	mixed := testDelivery(p.e, Target{Users: users, Rooms: []string{"room-a"}, Except: []string{"u3"}})
 	for name, d := range map[string]*delivery{"broadcast": all, "users+room+except": mixed} {
 		var got int
 		allocs := testing.AllocsPerRun(50, func() {
@@ -159,9 +176,10 @@ func TestDeliveryAllocatesNothingPerRecipient(t *testing.T) {
 
 func BenchmarkNativeFrame(b *testing.B) {
 	data := []byte(`{"title":"New booking","message":"Ana booked Haircut","bookingId":"b1"}`)
+	var codec nativeCodec
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		nativeFrame("newNotification", data, "1795639498789-2")
+		codec.encodeEvent("newNotification", data, "1795639498789-2")
 	}
 }
 
@@ -170,12 +188,12 @@ func BenchmarkHubAddRemove(b *testing.B) {
 	p, _, stop := soloPartition(b, 10000)
 	defer stop()
 	ident := &auth.Identity{UserID: "u-new"}
-	c := newConn(0, 1, ident, time.Now())
+	c := newConn(0, 1, ident, 0, time.Now())
 	c.part = p
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		p.add(c)
+		p.add(c, nil, nil)
 		p.unindex(c)
 	}
 }

@@ -1,14 +1,20 @@
 // Package engine is the sidecar's runtime: the HTTP surface, the WebSocket
 // connections on an epoll loop, the hub that indexes them by user and room,
-// and delivery. It asks for decisions through Router and applies them.
+// and delivery. It asks for decisions through Router and carries them out.
+//
+// One webhook, end to end: serveWebhook (webhooks.go) verifies it and calls
+// process (pipeline.go), which asks the Router, queues forwards, and hands
+// each emit to the Broker (broker.go); the local broker gives it to the hub
+// (hub.go), which sends it to the partitions owning a recipient
+// (partition.go); each one frames it once per protocol (codec.go,
+// native.go), appends the same bytes to every recipient's queue and writes
+// each queue with one system call (outq.go, transport.go).
 package engine
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"net"
 	"net/http"
@@ -17,64 +23,23 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sys/unix"
 
 	"github.com/sidecar/sidecar/engine/auth"
 	"github.com/sidecar/sidecar/engine/forward"
 	"github.com/sidecar/sidecar/engine/netpoll"
-	"github.com/sidecar/sidecar/engine/store"
 	"github.com/sidecar/sidecar/engine/webhook"
 )
 
-// Close codes of the native protocol beyond RFC 6455's (DESIGN.md section 4).
+// Close codes of the native protocol beyond RFC 6455's (the contract,
+// docs/DESIGN.md section 4).
 const (
 	CloseTokenExpired ws.StatusCode = 4001
 	CloseSlowConsumer ws.StatusCode = 4008
 	CloseRateLimited  ws.StatusCode = 4029
-	CloseOverloaded   ws.StatusCode = 1013
 )
-
-// Limits bound what one node accepts. Zero values take the defaults of
-// DESIGN.md section 5.
-type Limits struct {
-	MaxConnections            int
-	MaxMessageBytes           int
-	OutboundQueueBytes        int
-	WriteTimeout              time.Duration
-	HandshakeTimeout          time.Duration
-	PingInterval              time.Duration
-	IdleTimeout               time.Duration
-	ClientEventsPerSecond     int // 0: unlimited
-	ConnectionsPerIPPerSecond int // 0: unlimited
-	Workers                   int // read workers; 0: 4 × GOMAXPROCS
-	MaxHeaderBytes            int // HTTP request headers; over it: 431
-}
-
-func (l *Limits) setDefaults() {
-	def := func(v *int, d int) {
-		if *v <= 0 {
-			*v = d
-		}
-	}
-	defd := func(v *time.Duration, d time.Duration) {
-		if *v <= 0 {
-			*v = d
-		}
-	}
-	def(&l.MaxConnections, 100000)
-	def(&l.MaxMessageBytes, 65536)
-	def(&l.OutboundQueueBytes, 1<<20)
-	def(&l.Workers, 4*runtime.GOMAXPROCS(0))
-	def(&l.MaxHeaderBytes, 16<<10)
-	defd(&l.WriteTimeout, 5*time.Second)
-	defd(&l.HandshakeTimeout, 10*time.Second)
-	defd(&l.PingInterval, 25*time.Second)
-	defd(&l.IdleTimeout, 60*time.Second)
-}
 
 // WebhookLimits bound the webhook endpoint.
 type WebhookLimits struct {
@@ -87,14 +52,33 @@ type WebhookLimits struct {
 // serve, and a human-readable detail (shown even when ready).
 type Check func() (ready bool, detail string)
 
+// Store is what the engine keeps in the node's store: webhook ids, for
+// idempotency, and the store's health for /readyz.
+type Store interface {
+	MarkSeen(id string, ttl time.Duration) (first bool, err error)
+	Unmark(id string) error
+	Healthy() error
+}
+
+// Outbox queues requests to the app durably and delivers them while Run
+// runs (engine/forward).
+type Outbox interface {
+	Enqueue(ctx context.Context, it forward.Item) error
+	Run(ctx context.Context) error
+	Stats() forward.Stats
+}
+
 // Config is everything the engine needs; main builds it from the file.
 type Config struct {
 	Logger    *slog.Logger
 	Auth      *auth.Verifier
 	Router    Router
-	Store     *store.Store
-	Forwarder *forward.Forwarder
+	Store     Store
+	Forwarder Outbox // nil: a forward is an error
 	Webhooks  *webhook.Verifier
+	// NewBroker builds the broker between the pipeline and the hubs, given
+	// this node's hub. Nil: the local broker (one node).
+	NewBroker func(local Hub) (Broker, error)
 	// Metrics is where the engine registers its collectors; /metrics
 	// serves it. Nil: a private registry.
 	Metrics *prometheus.Registry
@@ -106,6 +90,7 @@ type Config struct {
 	Webhook      WebhookLimits
 	Checks       map[string]Check
 	DrainTimeout time.Duration // graceful shutdown budget; default 10s
+	Partitions   int           // hub partitions; 0: GOMAXPROCS, at most 64
 }
 
 // Engine is one sidecar node. Build it with New, run it with Serve.
@@ -114,27 +99,33 @@ type Engine struct {
 	log     *slog.Logger
 	limits  Limits
 	router  Router
+	broker  Broker
 	metrics *metrics
+	ruleLog ruleLog
 	started time.Time
+	// runCtx is the context of work that is not a request's: client and
+	// lifecycle events, forwards. It ends when Serve has drained them.
+	runCtx  context.Context
+	stopRun context.CancelFunc
 
 	poller  *netpoll.Poller
-	parts   []*partition
-	readq   chan *conn
+	hub     hub
+	ready   readyQueue
+	pool    rulePool
 	fds     fdTable
-	life    eventQueue
 	ipRate  ipLimiter
 	readers sync.Pool // *reader for handshake leftovers
 
-	openFDs   atomic.Int64 // conns whose descriptor is still open
+	openFDs atomic.Int64 // conns whose descriptor is still open
+	// slots counts the connections admitted whose close event has not run
+	// yet; limits.max_connections bounds it.
+	slots     atomic.Int64
 	nextConn  atomic.Uint64
 	nextEvent atomic.Uint64
 	stopping  atomic.Bool
 	// upgradeMu: upgrades hold it for reading; shutdown takes it for
 	// writing, so it waits for those in flight and none starts after.
 	upgradeMu sync.RWMutex
-	// stopped is closed when the partitions stop: whoever would still send
-	// them a job, or wait on one, gives up instead of blocking forever.
-	stopped chan struct{}
 
 	webhookSlots chan struct{}
 	events       eventCounts
@@ -173,6 +164,11 @@ func New(cfg Config) (*Engine, error) {
 		cfg.DrainTimeout = 10 * time.Second
 	}
 	cfg.Limits.setDefaults()
+	parts := cfg.Partitions
+	if parts <= 0 {
+		parts = runtime.GOMAXPROCS(0)
+	}
+	parts = min(parts, 64)
 	poller, err := netpoll.New()
 	if err != nil {
 		return nil, err
@@ -184,25 +180,31 @@ func New(cfg Config) (*Engine, error) {
 		router:       cfg.Router,
 		started:      time.Now(),
 		poller:       poller,
-		readq:        make(chan *conn, 4096),
-		stopped:      make(chan struct{}),
 		webhookSlots: make(chan struct{}, cfg.Webhook.Concurrency),
 	}
-	e.life.init(2*cfg.Limits.MaxConnections+1024, func() { e.metrics.lifecycleDropped.Inc() })
+	e.runCtx, e.stopRun = context.WithCancel(context.Background())
+	e.hub.stopped = make(chan struct{})
+	e.hub.codecs[protoNative] = nativeCodec{}
+	for i := 0; i < parts; i++ {
+		e.hub.parts = append(e.hub.parts, newPartition(e, i, 8192))
+	}
+	e.ready.init()
+	e.pool.init()
 	e.events.init()
 	e.ipRate.init(cfg.Limits.ConnectionsPerIPPerSecond)
-	n := runtime.GOMAXPROCS(0)
-	if n > 64 {
-		n = 64
-	}
-	for i := 0; i < n; i++ {
-		e.parts = append(e.parts, newPartition(e, i, 8192))
-	}
 	e.readers.New = func() any { return e.newReader() }
 	e.metrics = newMetrics(e)
+	e.ruleLog = ruleLog{log: e.log, errors: e.metrics.ruleErrors}
 	if err := e.metrics.register(cfg.Metrics); err != nil {
 		poller.Release()
 		return nil, err
+	}
+	e.broker = localBroker{hub: &e.hub}
+	if cfg.NewBroker != nil {
+		if e.broker, err = cfg.NewBroker(&e.hub); err != nil {
+			poller.Release()
+			return nil, fmt.Errorf("engine: broker: %w", err)
+		}
 	}
 	return e, nil
 }
@@ -211,11 +213,15 @@ func (e *Engine) newReader() *reader {
 	return &reader{e: e, buf: make([]byte, 16<<10)}
 }
 
-// Serve runs the node on ln until ctx is done, then shuts down gracefully:
-// stop accepting, close every connection with 1001 after flushing what was
-// queued for it, within DrainTimeout. It returns nil after a clean
-// shutdown.
+// Serve runs the node on ln until ctx is done, then shuts down gracefully
+// within DrainTimeout, in this order: stop accepting and finish the HTTP
+// requests in flight; close every connection with 1001 after flushing what
+// was queued for it; stop reading; run every client and connection.close
+// event still queued through the rules; stop the forwarder (what it has not
+// delivered stays queued in the store); stop the partitions. It returns nil
+// after a clean shutdown.
 func (e *Engine) Serve(ctx context.Context, ln net.Listener) error {
+	defer e.stopRun()
 	// net/http reads up to MaxHeaderBytes + 4096 bytes of request head
 	// before it answers 431; take the slack off so the limit is the limit.
 	maxHeader := max(e.limits.MaxHeaderBytes-4096, 1)
@@ -227,43 +233,38 @@ func (e *Engine) Serve(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    maxHeader,
 		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
 	}
-	var wg sync.WaitGroup
-	// Each goroutine below is stopped by the shutdown sequence at the end.
-	for _, p := range e.parts {
-		wg.Add(1)
-		go func() { defer wg.Done(); p.run(time.Second) }()
+	// Every goroutine below is stopped by the shutdown sequence at the end.
+	var parts, readers, rulers sync.WaitGroup
+	for _, p := range e.hub.parts {
+		parts.Go(func() { p.run(time.Second) })
 	}
-	var readers sync.WaitGroup
-	for i := 0; i < e.limits.Workers; i++ {
-		readers.Add(1)
-		go func() {
-			defer readers.Done()
+	for range e.limits.Workers {
+		readers.Go(func() {
 			r := e.newReader()
-			for c := range e.readq {
-				if c == nil { // Serve's stop signal
-					return
-				}
+			for c := e.ready.pop(); c != nil; c = e.ready.pop() {
 				r.readTurn(c)
 			}
-		}()
+		})
+	}
+	for range e.limits.RuleWorkers {
+		rulers.Go(e.ruleWorker)
 	}
 	pollDone := make(chan error, 1)
 	go func() { pollDone <- e.poller.Wait(e.onEvent) }()
-	lifeCtx, stopLife := context.WithCancel(context.WithoutCancel(ctx))
-	wg.Add(1)
-	go func() { defer wg.Done(); e.life.run(lifeCtx, e.processLifecycle) }()
+	fwdCtx, stopFwd := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopFwd()
+	var fwd sync.WaitGroup
 	if e.cfg.Forwarder != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := e.cfg.Forwarder.Run(lifeCtx); err != nil && !errors.Is(err, context.Canceled) {
+		fwd.Go(func() {
+			if err := e.cfg.Forwarder.Run(fwdCtx); err != nil && !errors.Is(err, context.Canceled) {
 				e.log.Error("forwarder stopped", "err", err)
 			}
-		}()
+		})
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	e.log.Info("listening", "addr", ln.Addr().String(), "partitions", len(e.parts), "workers", e.limits.Workers)
+	e.log.Info("listening", "addr", ln.Addr().String(), "partitions", len(e.hub.parts),
+		"read_workers", e.limits.Workers, "rule_workers", e.limits.RuleWorkers)
 
 	var err error
 	pollStopped := false
@@ -276,7 +277,7 @@ func (e *Engine) Serve(ctx context.Context, ln net.Listener) error {
 		pollStopped = true
 	}
 
-	// Shutdown: stop accepting and let HTTP requests in flight finish.
+	// 1. Stop accepting, and let HTTP requests in flight finish.
 	e.upgradeMu.Lock()
 	e.stopping.Store(true)
 	e.upgradeMu.Unlock()
@@ -285,47 +286,87 @@ func (e *Engine) Serve(ctx context.Context, ln net.Listener) error {
 	if serr := srv.Shutdown(drainCtx); serr != nil {
 		srv.Close()
 	}
-	// Close every connection with 1001; their queues flush first.
+	// 2. Close every connection with 1001; their queues flush first.
 	open := e.drain(drainCtx)
 	e.log.Info("connections closed", "left_open", open)
-	stopLife()
 	if !pollStopped {
 		e.poller.Close()
 		if perr := <-pollDone; err == nil && perr != nil && !errors.Is(perr, netpoll.ErrClosed) {
 			err = perr
 		}
 	}
-	// Stop the read workers with one nil each. The queue is never closed:
-	// a worker still in a turn may pass it on with requeue, and a send on a
-	// closed channel panics.
-	for i := 0; i < e.limits.Workers; i++ {
-		e.readq <- nil
+	// 3. Stop reading. Turns still queued end here.
+	for _, c := range e.ready.close() {
+		e.endReader(c, 0, "")
 	}
 	readers.Wait()
-	close(e.stopped)
-	for _, p := range e.parts {
+	// 4. Run what is queued for the rules: client events and every close
+	// event, with a live context, so their forwards are kept. They get
+	// what is left of the drain budget, and at least a short grace.
+	lifeCtx, cancelLife := context.WithDeadline(context.WithoutCancel(ctx),
+		latest(drainCtx, time.Now().Add(lifecycleGrace)))
+	left, parked := e.pool.drain(lifeCtx)
+	cancelLife()
+	rulers.Wait()
+	if n := e.abandon(left, parked); n > 0 {
+		e.log.Error("lifecycle events not run before the drain deadline", "count", n)
+	}
+	// 5. The forwarder: what it has not delivered stays in the store.
+	stopFwd()
+	fwd.Wait()
+	// 6. The partitions.
+	close(e.hub.stopped)
+	for _, p := range e.hub.parts {
 		p.jobs <- job{kind: jobStop}
 	}
-	wg.Wait()
+	parts.Wait()
 	// Nothing runs now. Conns still open past the drain deadline (a peer
 	// that never answered, a reader that never finished) are torn down here
-	// so that an embedding program does not leak their descriptors.
-	if n := e.fds.closeAll(); n > 0 {
-		e.openFDs.Add(-int64(n))
-		e.log.Warn("descriptors closed after the drain deadline", "count", n)
+	// so that an embedding program does not leak their descriptors. Their
+	// close events ran in step 4: each left the index in step 2.
+	if left := e.fds.closeAll(); len(left) > 0 {
+		e.openFDs.Add(-int64(len(left)))
+		e.log.Warn("descriptors closed after the drain deadline", "count", len(left))
 	}
 	e.poller.Release()
 	return err
 }
 
+// lifecycleGrace is the least time shutdown gives queued lifecycle events.
+const lifecycleGrace = 2 * time.Second
+
+func latest(ctx context.Context, t time.Time) time.Time {
+	if d, ok := ctx.Deadline(); ok && d.After(t) {
+		return d
+	}
+	return t
+}
+
+// abandon ends what the rule pool could not run before its deadline: the
+// read turns it held, and counts the lifecycle events left.
+func (e *Engine) abandon(left []ruleTask, parked []*conn) int {
+	lifecycle := 0
+	for _, t := range left {
+		if t.ev != nil {
+			lifecycle++
+			continue
+		}
+		e.endReader(t.c, 0, "")
+	}
+	for _, c := range parked {
+		e.endReader(c, 0, "")
+	}
+	return lifecycle
+}
+
 // drain closes every connection with 1001 and waits, until ctx is done, for
 // their descriptors to close. It returns how many were still open.
 func (e *Engine) drain(ctx context.Context) int64 {
-	done := make(chan int, len(e.parts))
-	for _, p := range e.parts {
+	done := make(chan int, len(e.hub.parts))
+	for _, p := range e.hub.parts {
 		p.jobs <- job{kind: jobDrain, done: done}
 	}
-	for range e.parts {
+	for range e.hub.parts {
 		<-done
 	}
 	t := time.NewTicker(10 * time.Millisecond)
@@ -340,7 +381,9 @@ func (e *Engine) drain(ctx context.Context) int64 {
 	return 0
 }
 
-// onEvent runs on the poller goroutine for every readiness event.
+// onEvent runs on the poller goroutine for every readiness event. It never
+// blocks: a readable conn joins the ready queue (unbounded, one entry per
+// conn at most), a writable one posts to its owner's mailbox.
 func (e *Engine) onEvent(fd int, ev netpoll.Event) {
 	c := e.fds.get(fd)
 	if c == nil {
@@ -350,59 +393,14 @@ func (e *Engine) onEvent(fd int, ev netpoll.Event) {
 		c.hup.Store(true) // before the turn: the reader must read to EOF
 	}
 	if ev&(netpoll.Readable|netpoll.Hangup) != 0 && c.schedule() {
-		e.readq <- c
+		c.readyAt = time.Now().UnixNano()
+		if !e.ready.push(c) {
+			e.endReader(c, 0, "")
+		}
 	}
 	if ev&netpoll.Writable != 0 && c.wantOut.Load() {
-		c.part.jobs <- job{kind: jobFlush, c: c}
+		c.post(mailFlush)
 	}
-}
-
-// requeue passes c's read turn to the back of the queue, if there is room.
-func (e *Engine) requeue(c *conn) bool {
-	select {
-	case e.readq <- c:
-		return true
-	default:
-		return false
-	}
-}
-
-// sendTo queues frame for c alone, through its owner.
-func (e *Engine) sendTo(c *conn, frame []byte) {
-	c.part.jobs <- job{kind: jobSend, c: c, frame: frame}
-}
-
-// closeConn asks c's owner to close it with code.
-func (e *Engine) closeConn(c *conn, code ws.StatusCode, reason string) {
-	c.part.jobs <- job{kind: jobClose, c: c, code: code, reason: reason}
-}
-
-// readerGone tells c's owner that the reader side ended.
-func (e *Engine) readerGone(c *conn, code ws.StatusCode, reason string) {
-	c.part.jobs <- job{kind: jobReaderGone, c: c, code: code, reason: reason}
-}
-
-// connClosed runs on the owner when c leaves the index.
-func (e *Engine) connClosed(c *conn, code ws.StatusCode) {
-	e.metrics.closed(code)
-	e.life.push(&Event{
-		ID:     e.newEventID(),
-		Type:   "connection.close",
-		Source: SourceLifecycle,
-		Time:   time.Now(),
-		Sender: c.identity(),
-		Data:   map[string]any{"code": float64(code)},
-	})
-}
-
-// partFor is the partition that owns user's connections.
-func (e *Engine) partFor(user string) *partition {
-	if len(e.parts) == 1 {
-		return e.parts[0]
-	}
-	h := fnv.New32a()
-	h.Write([]byte(user))
-	return e.parts[h.Sum32()%uint32(len(e.parts))]
 }
 
 // newEventID returns a node-unique, increasing id: unix millis and a
@@ -417,191 +415,26 @@ func (e *Engine) newEventID() string {
 }
 
 // Publish sends event name with data (any JSON-able value, or
-// json.RawMessage) to the targets. The frame is encoded once. With wait, it
-// returns after every partition has queued it, with the number of
-// connections it reached; without, delivered is 0.
+// json.RawMessage) to the targets, without rules. The data is encoded once
+// here and framed once per protocol by the hub. With wait, it returns after
+// this node's hub has queued it, with the number of connections it reached;
+// without, delivered is 0.
 func (e *Engine) Publish(name string, data any, to Target, wait bool) (id string, delivered int, err error) {
-	var payload []byte
-	switch d := data.(type) {
-	case json.RawMessage:
-		payload = d
-	case nil:
-		payload = []byte("null")
-	default:
-		if payload, err = json.Marshal(d); err != nil {
-			return "", 0, fmt.Errorf("encode %s data: %w", name, err)
-		}
+	p, err := encodeData(data)
+	if err != nil {
+		return "", 0, fmt.Errorf("encode %s data: %w", name, err)
 	}
-	if !utf8.Valid(payload) {
-		return "", 0, fmt.Errorf("%s data is not valid UTF-8", name)
-	}
-	id = e.newEventID()
-	d := &delivery{frame: nativeFrame(name, payload, id), to: to}
-	e.events.add(name)
+	m := &Message{ID: e.newEventID(), Event: name, Data: p, To: to}
+	delivered, err = e.publish(context.Background(), m, wait)
+	return m.ID, delivered, err
+}
+
+// publish counts m and hands it to the broker.
+func (e *Engine) publish(ctx context.Context, m *Message, wait bool) (int, error) {
+	e.events.add(m.Event)
 	e.metrics.published.Inc()
-	if to.Empty() {
-		return id, 0, nil
-	}
-	var mask uint64
-	if to.All || len(to.Rooms) > 0 {
-		mask = 1<<uint(len(e.parts)) - 1
-	} else {
-		for _, u := range to.Users {
-			mask |= 1 << uint(e.partFor(u).id)
-		}
-	}
-	if wait {
-		d.done = make(chan struct{})
-		for i := range e.parts {
-			if mask&(1<<uint(i)) != 0 {
-				d.pending.Add(1)
-			}
-		}
-	}
-	for i, p := range e.parts {
-		if mask&(1<<uint(i)) != 0 && !e.send(p, job{kind: jobDeliver, d: d}) {
-			return id, 0, ErrStopped
-		}
-	}
-	if wait {
-		select {
-		case <-d.done:
-		case <-e.stopped:
-			return id, 0, ErrStopped
-		}
-		return id, int(d.delivered.Load()), nil
-	}
-	return id, 0, nil
+	return e.broker.Publish(ctx, m, wait)
 }
 
 // ErrStopped is returned by Publish once the node has stopped.
 var ErrStopped = errors.New("engine: stopped")
-
-// send hands j to p, or gives up if the partitions have stopped. Paths that
-// may run after shutdown began (HTTP handlers, the pipeline) use it; the
-// poller and the read workers stop before the partitions and send directly.
-func (e *Engine) send(p *partition, j job) bool {
-	select {
-	case p.jobs <- j:
-		return true
-	case <-e.stopped:
-		return false
-	}
-}
-
-// Stats is the node's state for /api/socket-test/stats.
-type Stats struct {
-	Connections   int64            `json:"connections"`
-	Users         int64            `json:"users"`
-	UptimeSeconds int64            `json:"uptime_seconds"`
-	Events        map[string]int64 `json:"events"`
-	Delivered     int64            `json:"delivered"`
-	SlowConsumers int64            `json:"slow_consumers"`
-	Forward       *forward.Stats   `json:"forward,omitempty"`
-}
-
-// Stats returns the node's counters now.
-func (e *Engine) Stats() Stats {
-	s := Stats{
-		UptimeSeconds: int64(time.Since(e.started).Seconds()),
-		Events:        e.events.snapshot(),
-		SlowConsumers: int64(counterValue(e.metrics.slowConsumers)),
-	}
-	for _, p := range e.parts {
-		s.Connections += p.nConns.Load()
-		s.Users += p.nUsers.Load()
-		s.Delivered += p.delivered.Load()
-	}
-	if e.cfg.Forwarder != nil {
-		fs := e.cfg.Forwarder.Stats()
-		s.Forward = &fs
-	}
-	return s
-}
-
-// fdTable maps a descriptor to its conn for the poller.
-type fdTable struct {
-	mu    sync.RWMutex
-	conns []*conn // guarded by mu
-}
-
-func (t *fdTable) get(fd int) *conn {
-	t.mu.RLock()
-	var c *conn
-	if fd < len(t.conns) {
-		c = t.conns[fd]
-	}
-	t.mu.RUnlock()
-	return c
-}
-
-func (t *fdTable) set(fd int, c *conn) {
-	t.mu.Lock()
-	if fd >= len(t.conns) {
-		n := 2 * len(t.conns)
-		if n <= fd {
-			n = fd + 1024
-		}
-		grown := make([]*conn, n)
-		copy(grown, t.conns)
-		t.conns = grown
-	}
-	t.conns[fd] = c
-	t.mu.Unlock()
-}
-
-// closeAll closes every descriptor still in the table and returns how
-// many; only for the end of Serve, when nothing else runs.
-func (t *fdTable) closeAll() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	n := 0
-	for fd, c := range t.conns {
-		if c != nil {
-			unix.Close(fd)
-			t.conns[fd] = nil
-			n++
-		}
-	}
-	return n
-}
-
-// remove clears fd's slot if it still holds c; the descriptor is closed
-// right after, and only then may the number be reused.
-func (t *fdTable) remove(fd int, c *conn) {
-	t.mu.Lock()
-	if fd < len(t.conns) && t.conns[fd] == c {
-		t.conns[fd] = nil
-	}
-	t.mu.Unlock()
-}
-
-// eventCounts counts published events by name, for stats. Names come from
-// rules and API callers; past maxEventNames the rest count as "other".
-type eventCounts struct {
-	mu sync.Mutex
-	m  map[string]int64 // guarded by mu
-}
-
-const maxEventNames = 1000
-
-func (c *eventCounts) init() { c.m = make(map[string]int64) }
-
-func (c *eventCounts) add(name string) {
-	c.mu.Lock()
-	if _, ok := c.m[name]; !ok && len(c.m) >= maxEventNames {
-		name = "other"
-	}
-	c.m[name]++
-	c.mu.Unlock()
-}
-
-func (c *eventCounts) snapshot() map[string]int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	m := make(map[string]int64, len(c.m))
-	for k, v := range c.m {
-		m[k] = v
-	}
-	return m
-}

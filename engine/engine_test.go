@@ -424,7 +424,7 @@ func TestSlowConsumerIsClosedAndOthersGetEverything(t *testing.T) {
 }
 
 func TestTokenExpiryCloses4001AndRefreshExtends(t *testing.T) {
-	n := startNode(t)
+	n := startNode(t, withLeeway(time.Second))
 	short := func(user string) string {
 		return token(t, map[string]any{"sub": user, "exp": time.Now().Add(2 * time.Second).Unix()})
 	}
@@ -438,7 +438,7 @@ func TestTokenExpiryCloses4001AndRefreshExtends(t *testing.T) {
 	if m, _ := refreshed.event(5 * time.Second); m["error"].(map[string]any)["code"] != "forbidden" {
 		t.Fatalf("refresh for another user = %v", m)
 	}
-	if code := expiring.closeCode(6 * time.Second); code != CloseTokenExpired {
+	if code := expiring.closeCode(8 * time.Second); code != CloseTokenExpired { // exp + leeway
 		t.Fatalf("close code %d, want 4001", code)
 	}
 	refreshed.noEvent(1500 * time.Millisecond)

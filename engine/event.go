@@ -22,7 +22,10 @@ type Event struct {
 	// event's "data". It is read-only once the event enters the pipeline.
 	Data any
 
-	conn *conn // the connection a client or lifecycle event came from, if any
+	conn *conn // the connection a client event came from, if any
+	// opening collects the rooms that connection.open rules join the
+	// connection being opened to: they are joined when it is indexed.
+	opening *[]string
 }
 
 // Event sources.
@@ -87,9 +90,12 @@ type Command struct {
 }
 
 // Router decides what an event causes. The compiled rules satisfy it
-// through a small adapter in main; tests use fakes. Route appends to out
-// and returns it. A non-nil error with commands means some rules failed at
-// run time and were skipped; the commands of the others are still valid.
+// through a small adapter (rules/live); tests use fakes. Route appends to
+// out and returns it. A non-nil error with commands means some rules failed
+// at run time and were skipped; the commands of the others are still
+// valid. Each failure, joined in the error, should say which rule and what
+// kind of failure it was (RuleName() string and Kind() string methods), so
+// that it is counted per rule and kind.
 type Router interface {
 	Route(ctx context.Context, ev *Event, out []Command) ([]Command, error)
 }

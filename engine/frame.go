@@ -2,16 +2,19 @@ package engine
 
 import (
 	"encoding/json"
-	"strconv"
 	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 )
 
-// Frames the server sends, compiled once (unmasked, server to client).
-var (
-	framePing = ws.MustCompileFrame(ws.NewPingFrame(nil))
-)
+// WebSocket frames as the server sends them: unmasked and final. The
+// codecs build their frames with these; control frames are compiled once.
+
+// framePing is the server's ping, compiled once.
+var framePing = ws.MustCompileFrame(ws.NewPingFrame(nil))
+
+// maxHeader is the largest server frame header: no mask, 64-bit length.
+const maxHeader = 10
 
 // appendServerHeader appends the header of an unmasked, final server frame
 // of the given opcode and payload length.
@@ -29,9 +32,9 @@ func appendServerHeader(dst []byte, op ws.OpCode, n int) []byte {
 	}
 }
 
-// serverFrame returns a complete text or control frame carrying payload.
+// serverFrame returns a complete frame of opcode op carrying payload.
 func serverFrame(op ws.OpCode, payload []byte) []byte {
-	f := make([]byte, 0, 10+len(payload))
+	f := make([]byte, 0, maxHeader+len(payload))
 	f = appendServerHeader(f, op, len(payload))
 	return append(f, payload...)
 }
@@ -47,25 +50,9 @@ func closeFrame(code ws.StatusCode, reason string) []byte {
 	return serverFrame(ws.OpClose, p[:n])
 }
 
-// nativeFrame encodes one event for the native protocol, once, for every
-// recipient: {"event":name,"data":data,"id":id}. data must be valid JSON.
-func nativeFrame(name string, data []byte, id string) []byte {
-	f := make([]byte, maxHeader, maxHeader+len(`{"event":"","data":,"id":""}`)+len(name)+len(data)+len(id)+8)
-	f = append(f, `{"event":`...)
-	f = appendJSONString(f, name)
-	f = append(f, `,"data":`...)
-	f = append(f, data...)
-	f = append(f, `,"id":`...)
-	f = appendJSONString(f, id)
-	f = append(f, '}')
-	return prependHeader(f, ws.OpText)
-}
-
-// maxHeader is the largest server frame header: no mask, 64-bit length.
-const maxHeader = 10
-
 // prependHeader writes the frame header into the maxHeader bytes reserved at
-// the front of f, right before the payload, and returns the frame.
+// the front of f, right before the payload, and returns the frame: a codec
+// builds the payload once, after a reserved gap, and never copies it.
 func prependHeader(f []byte, op ws.OpCode) []byte {
 	n := len(f) - maxHeader
 	var h [maxHeader]byte
@@ -92,21 +79,4 @@ func appendJSONString(dst []byte, s string) []byte {
 	}
 	b, _ := json.Marshal(s) // a string always marshals
 	return append(dst, b...)
-}
-
-// ackFrame encodes {"ack":n,"ok":true} or {"ack":n,"error":{"code":..,"message":..}}.
-func ackFrame(ack int64, code, message string) []byte {
-	p := make([]byte, 0, 64+len(message))
-	p = append(p, `{"ack":`...)
-	p = strconv.AppendInt(p, ack, 10)
-	if code == "" {
-		p = append(p, `,"ok":true}`...)
-	} else {
-		p = append(p, `,"error":{"code":`...)
-		p = appendJSONString(p, code)
-		p = append(p, `,"message":`...)
-		p = appendJSONString(p, message)
-		p = append(p, `}}`...)
-	}
-	return serverFrame(ws.OpText, p)
 }

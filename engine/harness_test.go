@@ -33,15 +33,26 @@ type fakeRouter struct {
 	mu     sync.Mutex
 	events []*Event
 	route  func(ev *Event) []Command
+	// fail, when set, is the error Route returns with the commands: rules
+	// that failed at run time.
+	fail func(ev *Event) error
+	// onCtx, when set, sees the context of every Route call.
+	onCtx func(ctx context.Context, ev *Event)
 }
 
 func (f *fakeRouter) Route(ctx context.Context, ev *Event, out []Command) ([]Command, error) {
 	f.mu.Lock()
 	f.events = append(f.events, ev)
-	route := f.route
+	route, fail, onCtx := f.route, f.fail, f.onCtx
 	f.mu.Unlock()
+	if onCtx != nil {
+		onCtx(ctx, ev)
+	}
 	if route != nil {
 		out = append(out, route(ev)...)
+	}
+	if fail != nil {
+		return out, fail(ev)
 	}
 	return out, nil
 }
@@ -78,6 +89,17 @@ func (n *node) closeClients() {
 }
 
 type nodeOption func(*Config)
+
+// withLeeway verifies tokens with a leeway other than the default 5 s.
+func withLeeway(d time.Duration) nodeOption {
+	return func(c *Config) {
+		v, err := auth.New(auth.Config{Secret: []byte(testSecret), Leeway: d})
+		if err != nil {
+			panic(err)
+		}
+		c.Auth = v
+	}
+}
 
 func startNode(t *testing.T, opts ...nodeOption) *node {
 	t.Helper()

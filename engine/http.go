@@ -196,11 +196,22 @@ func (e *Engine) serveDryRun(w http.ResponseWriter, r *http.Request) {
 		ev.Sender = &auth.Identity{UserID: idString(req.Sender["id"]), Claims: req.Sender}
 	}
 	cmds, err := e.router.Route(r.Context(), ev, nil)
-	out := map[string]any{"matched": matchedRules(cmds), "commands": commandsJSON(cmds)}
+	out := map[string]any{"matched": ruleNames(cmds), "commands": commandsJSON(cmds)}
 	if err != nil {
 		out["errors"] = err.Error()
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// ruleNames lists the rules that produced cmds, each once.
+func ruleNames(cmds []Command) []string {
+	names := []string{}
+	for i := range cmds {
+		if !containsString(names, cmds[i].Rule) {
+			names = append(names, cmds[i].Rule)
+		}
+	}
+	return names
 }
 
 func commandsJSON(cmds []Command) []map[string]any {

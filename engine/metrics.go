@@ -2,6 +2,7 @@ package engine
 
 import (
 	"strconv"
+	"sync/atomic"
 
 	"github.com/gobwas/ws"
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,18 +13,18 @@ import (
 // path are per partition and summed when scraped, so the hot path never
 // contends on a shared cache line.
 type metrics struct {
-	accepted         prometheus.Counter
-	refused          prometheus.Counter
-	authFailures     prometheus.Counter
-	slowConsumers    prometheus.Counter
-	rateLimited      prometheus.Counter
-	clientEvents     prometheus.Counter
-	published        prometheus.Counter
-	ruleErrors       prometheus.Counter
-	lifecycleDropped prometheus.Counter
-	closes           *prometheus.CounterVec
-	webhooks         *prometheus.CounterVec
-	collectors       []prometheus.Collector
+	accepted        prometheus.Counter
+	refused         prometheus.Counter
+	authFailures    prometheus.Counter
+	slowConsumers   prometheus.Counter
+	rateLimited     prometheus.Counter
+	clientEvents    prometheus.Counter
+	published       prometheus.Counter
+	ruleErrors      *prometheus.CounterVec
+	lifecycleFailed prometheus.Counter
+	closes          *prometheus.CounterVec
+	webhooks        *prometheus.CounterVec
+	collectors      []prometheus.Collector
 }
 
 func newMetrics(e *Engine) *metrics {
@@ -31,40 +32,36 @@ func newMetrics(e *Engine) *metrics {
 		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sidecar", Name: name, Help: help})
 	}
 	m := &metrics{
-		accepted:         counter("connections_accepted_total", "WebSocket connections upgraded."),
-		refused:          counter("connections_refused_total", "Handshakes refused by the connection limit or the per-IP rate."),
-		authFailures:     counter("auth_failures_total", "Handshakes refused for a missing or invalid token."),
-		slowConsumers:    counter("slow_consumers_total", "Connections closed with 4008 for a full queue or a write timeout."),
-		rateLimited:      counter("client_rate_limited_total", "Connections closed with 4029 for sending too many events."),
-		clientEvents:     counter("client_events_total", "Events received from clients."),
-		published:        counter("events_published_total", "Events encoded and handed to the hub."),
-		ruleErrors:       counter("rule_runtime_errors_total", "Events on which at least one rule failed at run time and was skipped."),
-		lifecycleDropped: counter("lifecycle_dropped_total", "Lifecycle events dropped because the rules fell behind a connection storm."),
+		accepted:      counter("connections_accepted_total", "WebSocket connections upgraded."),
+		refused:       counter("connections_refused_total", "Handshakes refused by the connection limit or the per-IP rate."),
+		authFailures:  counter("auth_failures_total", "Handshakes refused for a missing or invalid token."),
+		slowConsumers: counter("slow_consumers_total", "Connections closed with 4008 for a full queue or a write timeout."),
+		rateLimited:   counter("client_rate_limited_total", "Connections closed with 4029 for sending too many events."),
+		clientEvents:  counter("client_events_total", "Events received from clients."),
+		published:     counter("events_published_total", "Events encoded and handed to the hub."),
+		ruleErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "sidecar", Name: "rule_errors_total",
+			Help: "Rule evaluations that failed at run time and were skipped for that event, by rule and kind (nil, type, budget, timeout, encode, panic, other)."},
+			[]string{"rule", "kind"}),
+		lifecycleFailed: counter("lifecycle_failed_total", "Lifecycle events whose decisions could not all be kept (a forward that could not be queued)."),
 		closes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "sidecar", Name: "connections_closed_total",
 			Help: "Connections closed, by close code (0: the peer vanished)."}, []string{"code"}),
 		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "sidecar", Name: "webhooks_total",
 			Help: "Webhook requests, by answer status."}, []string{"status"}),
 	}
-	sum := func(f func(p *partition) int64) func() float64 {
-		return func() float64 {
-			var n int64
-			for _, p := range e.parts {
-				n += f(p)
-			}
-			return float64(n)
-		}
+	sum := func(f func(p *partition) *atomic.Int64) func() float64 {
+		return func() float64 { return float64(e.hub.sum(f)) }
 	}
 	m.collectors = []prometheus.Collector{
 		m.accepted, m.refused, m.authFailures, m.slowConsumers, m.rateLimited,
-		m.clientEvents, m.published, m.ruleErrors, m.lifecycleDropped, m.closes, m.webhooks,
+		m.clientEvents, m.published, m.ruleErrors, m.lifecycleFailed, m.closes, m.webhooks,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "sidecar", Name: "connections", Help: "Open WebSocket connections."},
-			sum(func(p *partition) int64 { return p.nConns.Load() })),
+			sum(func(p *partition) *atomic.Int64 { return &p.nConns })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "sidecar", Name: "users", Help: "Users with at least one connection on this node."},
-			sum(func(p *partition) int64 { return p.nUsers.Load() })),
+			sum(func(p *partition) *atomic.Int64 { return &p.nUsers })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "sidecar", Name: "deliveries_total", Help: "Frames queued to connections."},
-			sum(func(p *partition) int64 { return p.delivered.Load() })),
+			sum(func(p *partition) *atomic.Int64 { return &p.delivered })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "sidecar", Name: "bytes_written_total", Help: "Bytes written to WebSocket connections."},
-			sum(func(p *partition) int64 { return p.bytesOut.Load() })),
+			sum(func(p *partition) *atomic.Int64 { return &p.bytesOut })),
 	}
 	return m
 }

@@ -8,18 +8,22 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// A partition owns the connections of the users that hash to it: their
-// index (by user and by room), their outbound queues, their timers and the
-// way they close. One goroutine runs it and is the only one to touch that
-// state, so the hub needs no locks, and every connection receives its
-// frames in the order its partition handled them.
+// A partition is one shard of the hub: it owns the connections of the users
+// that hash to it, their index (by user and by room), their outbound
+// queues, their timers and the way they close (outq.go). One goroutine runs
+// it and is the only one to touch that state, so the hub needs no locks,
+// and every connection receives its frames in the order its partition
+// handled them.
 //
-// Jobs come in through one bounded channel. A full channel makes publishers
-// wait: backpressure, never unbounded memory.
+// Work comes in two ways. Publishers and the pipeline send jobs through one
+// bounded channel: a full channel makes them wait, backpressure, never
+// unbounded memory. The poller and the read workers, which must never wait
+// on a partition, post to a conn's mailbox (mailbox.go) instead.
 type partition struct {
 	e    *Engine
 	id   int
 	jobs chan job
+	wake wakeList
 
 	conns []*conn            // every indexed conn; conn.idx is its position
 	users map[string][]*conn // by user id
@@ -41,43 +45,40 @@ type partition struct {
 type jobKind uint8
 
 const (
-	jobAdd        jobKind = iota + 1 // index c and start its timers
-	jobDeliver                       // d to its targets in this partition
-	jobSend                          // frame to c alone (pong, ack)
-	jobFlush                         // c's socket became writable
-	jobClose                         // close c with code and reason
-	jobReaderGone                    // c's reader ended; close with code unless closing already
-	jobJoin                          // c, or user's conns, join rooms
-	jobLeave                         // c, or user's conns, leave rooms
-	jobCount                         // report user's connection count on done
-	jobDrain                         // close every conn with 1001; report on done
-	jobStop                          // return
+	jobAdd     jobKind = iota + 1 // index c with rooms, queue frame (its 101) first, start its timers
+	jobDeliver                    // d to its targets in this partition
+	jobRooms                      // c, or user's conns, join (or leave) rooms
+	jobCall                       // run fn on the partition's goroutine
+	jobDrain                      // close every conn with 1001; report on done
+	jobStop                       // return
 )
 
 // job is passed by value through the channel: sending one allocates nothing.
 type job struct {
-	kind   jobKind
-	code   ws.StatusCode
-	c      *conn
-	d      *delivery
-	frame  []byte
-	reason string
-	user   string
-	rooms  []string
-	done   chan<- int
+	kind  jobKind
+	leave bool // jobRooms: leave instead of join
+	c     *conn
+	d     *delivery
+	frame []byte
+	user  string
+	rooms []string
+	fn    func()
+	done  chan<- int
 }
 
 func newPartition(e *Engine, id, queue int) *partition {
-	return &partition{
+	p := &partition{
 		e:     e,
 		id:    id,
 		jobs:  make(chan job, queue),
 		users: make(map[string][]*conn),
 		rooms: make(map[string][]*conn),
 	}
+	p.wake.init()
+	return p
 }
 
-// run handles jobs until jobStop. After each batch of jobs it flushes every
+// run handles jobs and mail until jobStop. After each batch it flushes every
 // conn that got frames, so under load one write carries several frames.
 // Engine.Serve starts it and stops it with jobStop.
 func (p *partition) run(tick time.Duration) {
@@ -94,9 +95,11 @@ func (p *partition) run(tick time.Duration) {
 					return
 				}
 			}
+		case <-p.wake.ch:
 		case now := <-t.C:
 			p.tick(now)
 		}
+		p.handleMail()
 		p.flushDirty()
 	}
 }
@@ -104,10 +107,7 @@ func (p *partition) run(tick time.Duration) {
 func (p *partition) handle(j job) bool {
 	switch j.kind {
 	case jobAdd:
-		p.add(j.c)
-		if j.frame != nil {
-			p.enqueue(j.c, j.frame) // the 101 answer: first on the wire
-		}
+		p.add(j.c, j.rooms, j.frame)
 	case jobDeliver:
 		n := p.deliver(j.d)
 		j.d.delivered.Add(int64(n))
@@ -115,54 +115,54 @@ func (p *partition) handle(j job) bool {
 		if j.d.done != nil && j.d.pending.Add(-1) == 0 {
 			close(j.d.done)
 		}
-	case jobSend:
-		p.enqueue(j.c, j.frame)
-	case jobFlush:
-		if len(j.c.out) > 0 {
-			p.flush(j.c)
-		}
-	case jobClose:
-		p.close(j.c, j.code, j.reason)
-	case jobReaderGone:
-		p.readerGone(j.c, j.code, j.reason)
-	case jobJoin:
-		p.forConns(j.c, j.user, func(c *conn) { p.join(c, j.rooms) })
+	case jobRooms:
+		p.forConns(j.c, j.user, func(c *conn) {
+			if j.leave {
+				p.leave(c, j.rooms)
+			} else {
+				p.join(c, j.rooms)
+			}
+		})
 		if j.done != nil {
 			j.done <- 0
 		}
-	case jobLeave:
-		p.forConns(j.c, j.user, func(c *conn) { p.leave(c, j.rooms) })
-		if j.done != nil {
-			j.done <- 0
-		}
-	case jobCount:
-		j.done <- len(p.users[j.user])
+	case jobCall:
+		j.fn()
 	case jobDrain:
 		for len(p.conns) > 0 {
 			p.close(p.conns[len(p.conns)-1], ws.StatusGoingAway, "server shutting down")
 		}
 		j.done <- len(p.closing)
 	case jobStop:
+		p.handleMail()
 		p.flushDirty()
 		return false
 	}
 	return true
 }
 
-// add indexes c. Its reader may already be running; the first frame for c
-// can only come after this job, so nothing is delivered before it is known.
-func (p *partition) add(c *conn) {
-	if c.closed {
-		return
+// add indexes c in its rooms and queues response (the 101 answer) first.
+// Its reader may already be running: mail that came before is handled now,
+// after the 101, and no frame for c can come before this job.
+func (p *partition) add(c *conn, rooms []string, response []byte) {
+	c.added = true
+	if !c.closed {
+		c.idx = int32(len(p.conns))
+		p.conns = append(p.conns, c)
+		list := p.users[c.user]
+		if list == nil {
+			p.nUsers.Add(1)
+		}
+		p.users[c.user] = append(list, c)
+		p.nConns.Add(1)
+		p.join(c, rooms)
+		if response != nil {
+			p.enqueue(c, response)
+		}
 	}
-	c.idx = int32(len(p.conns))
-	p.conns = append(p.conns, c)
-	list := p.users[c.user]
-	if list == nil {
-		p.nUsers.Add(1)
+	if c.mail.Load() != 0 {
+		p.readMail(c)
 	}
-	p.users[c.user] = append(list, c)
-	p.nConns.Add(1)
 }
 
 // unindex removes c from the index; frames for it are no longer accepted.
@@ -242,17 +242,25 @@ func (p *partition) leave(c *conn, rooms []string) {
 }
 
 // deliver queues d's frame for every conn here that d targets, once each,
-// and returns how many. It allocates nothing per recipient.
+// and returns how many. Each protocol's frame is encoded at most once (the
+// first partition to need it does) and the same bytes go to every
+// recipient: nothing is allocated per recipient.
 func (p *partition) deliver(d *delivery) int {
 	p.seq++
 	seq, n := p.seq, 0
-	to := &d.to
+	to := &d.msg.To
+	var frames [numProtocols][]byte
 	send := func(c *conn) {
 		if c.lastSeq == seq || (len(to.Except) > 0 && containsString(to.Except, c.user)) {
 			return
 		}
 		c.lastSeq = seq
-		if p.enqueue(c, d.frame) {
+		f := frames[c.proto]
+		if f == nil {
+			f = d.frame(c.proto)
+			frames[c.proto] = f
+		}
+		if p.enqueue(c, f) {
 			n++
 		}
 	}
@@ -285,253 +293,6 @@ func (p *partition) deliver(d *delivery) int {
 	return n
 }
 
-// enqueue adds frame to c's queue and marks c for the batch's flush. Over
-// the queue limit, c is a slow consumer: it is closed, never allowed to
-// hold the memory or the broadcast.
-func (p *partition) enqueue(c *conn, frame []byte) bool {
-	if c.closed {
-		return false
-	}
-	// A frame larger than the whole queue still goes to a conn with nothing
-	// queued: memory stays bounded by the cap plus one frame, and one big
-	// event does not close every recipient.
-	if c.outBytes > 0 && c.outBytes+len(frame) > p.e.limits.OutboundQueueBytes {
-		p.e.metrics.slowConsumers.Inc()
-		p.close(c, CloseSlowConsumer, "slow consumer")
-		return false
-	}
-	c.out = append(c.out, frame)
-	c.outBytes += len(frame)
-	if !c.dirty {
-		c.dirty = true
-		p.dirty = append(p.dirty, c)
-	}
-	return true
-}
-
-func (p *partition) flushDirty() {
-	for i, c := range p.dirty {
-		c.dirty = false
-		if len(c.out) > 0 {
-			p.flush(c)
-		}
-		p.dirty[i] = nil
-	}
-	p.dirty = p.dirty[:0]
-}
-
-// flush writes as much of c's queue as the socket takes, without blocking.
-func (p *partition) flush(c *conn) {
-	progressed := false
-	for len(c.out) > 0 {
-		n, err := send(c.fd, c.out, &p.iov)
-		if err != nil {
-			if err == unix.EINTR {
-				continue
-			}
-			if err == unix.EAGAIN {
-				if c.wantOut.Load() {
-					break // the poller will ask for a flush at the next edge
-				}
-				// Ask for writable edges, then try once more: the poller
-				// drops an edge that comes while wantOut is false, so one
-				// that came between the failed send and this store would
-				// be lost, and the backlog would sit until the write
-				// timeout closed a healthy conn. Stores happen only here,
-				// not on every flush.
-				c.wantOut.Store(true)
-				continue
-			}
-			// The peer is gone (EPIPE, ECONNRESET): nothing more can be sent.
-			c.out = c.out[:0]
-			c.outBytes = 0
-			c.partialHead = false
-			c.wantOut.Store(false)
-			c.finOnFlush = false
-			if !c.closed {
-				p.close(c, 0, "")
-			} else {
-				p.finishClose(c)
-			}
-			return
-		}
-		p.bytesOut.Add(int64(n))
-		p.advance(c, n)
-		progressed = true
-	}
-	if len(c.out) > 0 {
-		// The write timeout is time without progress: a client reading
-		// slowly through a backlog is not stalled (the byte cap bounds its
-		// memory); one that takes nothing for write_timeout is.
-		if c.blockedAt == 0 || progressed {
-			c.blockedAt = time.Now().UnixNano()
-		}
-		return // wantOut stays set: the poller asks for a flush when writable
-	}
-	c.blockedAt = 0
-	if c.wantOut.Load() {
-		c.wantOut.Store(false)
-	}
-	if cap(c.out) > 8 { // do not keep a big backlog array on an idle conn
-		c.out = c.outInline[:0]
-	}
-	if c.finOnFlush {
-		c.finOnFlush = false
-		p.finishClose(c)
-	}
-}
-
-// advance drops n written bytes from the front of c's queue.
-func (p *partition) advance(c *conn, n int) {
-	c.outBytes -= n
-	i := 0
-	for i < len(c.out) && n >= len(c.out[i]) {
-		n -= len(c.out[i])
-		c.out[i] = nil
-		i++
-	}
-	c.partialHead = n > 0
-	if i > 0 {
-		rest := copy(c.out, c.out[i:])
-		for j := rest; j < len(c.out); j++ {
-			c.out[j] = nil
-		}
-		c.out = c.out[:rest]
-	}
-	if n > 0 {
-		c.out[0] = c.out[0][n:] // a partly written frame: its tail must go first
-	}
-}
-
-// dropQueue forgets every queued frame except the unwritten tail of a frame
-// already started, which must be finished for the stream to stay valid.
-func (p *partition) dropQueue(c *conn) {
-	keep := 0
-	if len(c.out) > 0 && c.partialHead {
-		keep = 1
-	}
-	for i := keep; i < len(c.out); i++ {
-		c.outBytes -= len(c.out[i])
-		c.out[i] = nil
-	}
-	c.out = c.out[:keep]
-}
-
-// close takes c out of the index and starts its close: a close frame with
-// code (none when code is 0, the peer being gone), flushed after what was
-// already started, then the write side shut. The descriptor is released
-// when the peer has gone too, or after a short linger.
-func (p *partition) close(c *conn, code ws.StatusCode, reason string) {
-	if c.closed {
-		return
-	}
-	c.closed = true
-	c.closing.Store(true)
-	p.unindex(c)
-	p.e.connClosed(c, code)
-	if code == 0 { // the peer is gone: nothing can reach it
-		c.out = c.out[:0]
-		c.outBytes = 0
-		c.wantOut.Store(false)
-		p.finishClose(c)
-		return
-	}
-	if code == CloseSlowConsumer {
-		p.dropQueue(c) // what it could not take is dropped; the rest flushes first
-	}
-	c.out = append(c.out, closeFrame(code, reason))
-	c.outBytes += len(c.out[len(c.out)-1])
-	c.finOnFlush = true
-	// Give the close frame the write timeout to leave; then give up.
-	c.lingerUntil = time.Now().Add(p.e.limits.WriteTimeout).UnixNano()
-	p.addClosing(c)
-	p.flush(c)
-}
-
-// finishClose runs once c's close frame is written (or cannot be): shut the
-// write side, then wait for the peer to answer, briefly.
-func (p *partition) finishClose(c *conn) {
-	if c.readerGone {
-		p.release(c)
-		return
-	}
-	unix.Shutdown(c.fd, unix.SHUT_WR)
-	c.lingerUntil = time.Now().Add(closeLinger).UnixNano()
-	p.addClosing(c)
-}
-
-// closeLinger is how long a closed conn waits for the peer's close frame or
-// FIN before the socket is torn down.
-const closeLinger = 2 * time.Second
-
-// release drops the owner's reference. If the reader is still there, shut
-// the socket down so that it wakes, reads EOF and drops its own.
-func (p *partition) release(c *conn) {
-	if c.lingerUntil == -1 {
-		return // released already
-	}
-	if !c.readerGone {
-		unix.Shutdown(c.fd, unix.SHUT_RDWR)
-	}
-	c.lingerUntil = -1
-	c.out = nil
-	c.outBytes = 0
-	p.removeClosing(c)
-	c.release(p.e)
-}
-
-// readerGone: the reader side of c ended with code (0: the peer vanished;
-// otherwise the code to answer with).
-func (p *partition) readerGone(c *conn, code ws.StatusCode, reason string) {
-	c.readerGone = true
-	if !c.closed {
-		p.close(c, code, reason)
-		return
-	}
-	if c.lingerUntil != -1 && !c.finOnFlush {
-		p.release(c) // the close frame is out and the peer has answered
-	}
-}
-
-// tick runs the timers of every conn here: ping, idle, token expiry,
-// write timeout, and lingering closes.
-func (p *partition) tick(now time.Time) {
-	l := &p.e.limits
-	sec, nano := now.Unix(), now.UnixNano()
-	ping := int64(l.PingInterval / time.Second)
-	idle := int64(l.IdleTimeout / time.Second)
-	for i := 0; i < len(p.conns); i++ {
-		c := p.conns[i]
-		var code ws.StatusCode
-		var reason string
-		switch {
-		case c.blockedAt != 0 && nano-c.blockedAt > int64(l.WriteTimeout):
-			p.e.metrics.slowConsumers.Inc()
-			code, reason = CloseSlowConsumer, "slow consumer"
-		case sec-c.lastRead.Load() > idle:
-			code, reason = ws.StatusGoingAway, "idle timeout"
-		case c.expires.Load() != 0 && sec > c.expires.Load():
-			code, reason = CloseTokenExpired, "token expired"
-		case sec-c.lastPing >= ping:
-			c.lastPing = sec
-			if !p.enqueue(c, framePing) && c.idx < 0 {
-				i-- // closed as a slow consumer: its slot holds another conn
-			}
-		}
-		if code != 0 {
-			p.close(c, code, reason)
-			i-- // c's slot now holds another conn
-		}
-	}
-	for i := 0; i < len(p.closing); i++ {
-		c := p.closing[i]
-		if c.lingerUntil > 0 && nano > c.lingerUntil {
-			p.release(c) // swaps the last closing conn into slot i
-			i--
-		}
-	}
-}
-
 func containsString(list []string, s string) bool {
 	for _, x := range list {
 		if x == s {
@@ -548,40 +309,4 @@ func removeString(list []string, s string) []string {
 		}
 	}
 	return list
-}
-
-// addClosing puts c in p.closing unless it is there; c.cidx is its place.
-func (p *partition) addClosing(c *conn) {
-	if c.cidx >= 0 {
-		return
-	}
-	c.cidx = int32(len(p.closing))
-	p.closing = append(p.closing, c)
-}
-
-// removeClosing takes c out of p.closing in constant time: a drain of a
-// whole partition is linear, not quadratic.
-func (p *partition) removeClosing(c *conn) {
-	i := c.cidx
-	if i < 0 {
-		return
-	}
-	last := p.closing[len(p.closing)-1]
-	p.closing[i] = last
-	last.cidx = i
-	p.closing[len(p.closing)-1] = nil
-	p.closing = p.closing[:len(p.closing)-1]
-	c.cidx = -1
-}
-
-// delivery is one event's frame on its way to its targets, shared by the
-// partitions that handle it.
-type delivery struct {
-	frame     []byte
-	to        Target
-	delivered atomic.Int64
-	// Set when the publisher waits for the count: the partitions still to
-	// handle it, and closed when the last one has.
-	pending atomic.Int32
-	done    chan struct{}
 }

@@ -18,20 +18,18 @@ import (
 // pairs whose peers the test holds.
 func socketPart(t *testing.T, queue int) (*partition, func(user string) *conn) {
 	t.Helper()
-	e := &Engine{limits: Limits{OutboundQueueBytes: queue, WriteTimeout: time.Second}}
-	e.metrics = newMetrics(e)
-	e.life.init(1024, func() {})
+	e := bareEngine(Limits{OutboundQueueBytes: queue, WriteTimeout: time.Second, CloseTimeout: time.Second})
 	p := newPartition(e, 0, 16)
-	e.parts = []*partition{p}
+	e.hub.parts = []*partition{p}
 	newConnFor := func(user string) *conn {
 		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { unix.Close(fds[0]); unix.Close(fds[1]) })
-		c := newConn(fds[0], e.nextConn.Add(1), &auth.Identity{UserID: user}, time.Now())
+		c := newConn(fds[0], e.nextConn.Add(1), &auth.Identity{UserID: user}, 0, time.Now())
 		c.part = p
-		p.add(c)
+		p.add(c, nil, nil)
 		return c
 	}
 	return p, newConnFor
@@ -57,8 +55,7 @@ func TestDeliverSurvivesSlowConsumerClosedMidList(t *testing.T) {
 			}
 			// The first in the lists has a backlog near the cap.
 			p.enqueue(cs[0], make([]byte, 1000))
-			frame := serverFrame(ws.OpText, make([]byte, 100))
-			n := p.deliver(&delivery{frame: frame, to: tc.to})
+			n := p.deliver(testDelivery(p.e, tc.to))
 			if n != 2 {
 				t.Errorf("deliver reached %d conns, want 2", n)
 			}
@@ -74,11 +71,11 @@ func TestDeliverSurvivesSlowConsumerClosedMidList(t *testing.T) {
 	}
 }
 
-// A reader still in its turn when Serve stops the read workers must not
-// pass the turn on through a closed read queue. The drain deadline passes
-// while a rule holds the reader; the client has a long backlog queued, so
-// the turn, once released, is requeued. Found by reading Serve's sequence
-// against requeue.
+// A read turn still held by a rule when Serve stops the read workers must
+// not be handed back to them through the closed ready queue. The drain
+// deadline passes while a rule holds the turn; the client has a long
+// backlog queued, so the turn, once released, would be read again. Found
+// by reading Serve's sequence against requeue.
 func TestShutdownWithReaderMidTurn(t *testing.T) {
 	entered, release := make(chan struct{}), make(chan struct{})
 	n := startNode(t, func(c *Config) { c.DrainTimeout = 200 * time.Millisecond })
@@ -118,18 +115,11 @@ func TestShutdownWithReaderMidTurn(t *testing.T) {
 		}
 	}()
 	n.cancel()
-	// Release the reader once Serve stops the read workers: the only turn
-	// is held by the blocked reader, so anything in the queue is a stop.
+	// Release the rule once Serve has stopped the read workers.
 	waitFor(t, 10*time.Second, "read workers stopping", func() bool {
-		select {
-		case c, ok := <-n.e.readq:
-			if ok {
-				n.e.readq <- c // put the stop signal back
-			}
-			return true
-		default:
-			return false
-		}
+		n.e.ready.mu.Lock()
+		defer n.e.ready.mu.Unlock()
+		return n.e.ready.closed
 	})
 	close(release)
 	select {
@@ -143,7 +133,7 @@ func TestShutdownWithReaderMidTurn(t *testing.T) {
 	}
 }
 
-// RELIABILITY.md B.17: request headers over 16 KiB get 431. net/http lets
+// RELIABILITY.md (docs/) B.17: request headers over 16 KiB get 431. net/http lets
 // MaxHeaderBytes + 4096 through, so 17 KiB of headers used to be upgraded.
 func TestHeadersOver16KiBAre431(t *testing.T) {
 	n := startNode(t)

@@ -41,12 +41,18 @@ func (e *Engine) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Cheap refusals first: a flood of connections costs no signature checks.
-	if e.openFDs.Load() >= int64(e.limits.MaxConnections) {
+	if !e.admit() {
 		e.metrics.refused.Inc()
 		w.Header().Set("Retry-After", retryAfterSec)
 		httpError(w, http.StatusServiceUnavailable, "overloaded", "connection limit reached")
 		return
 	}
+	admitted := true // this handshake holds a place until its connection takes it
+	defer func() {
+		if admitted {
+			e.slots.Add(-1)
+		}
+	}()
 	if !e.ipRate.allow(remoteIP(r.RemoteAddr), time.Now().Unix()) {
 		e.metrics.refused.Inc()
 		w.Header().Set("Retry-After", retryAfterSec)
@@ -75,8 +81,13 @@ func (e *Engine) serveWS(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusServiceUnavailable, "shutting_down", "the server is shutting down")
 		return
 	}
+	// connection.open, before the 101: from here on the place is freed by
+	// the connection's close event, which follows whatever happens next.
+	rooms := e.runOpen(r.Context(), &ident, time.Now())
+	admitted = false
 	nc, rw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
+		e.closeEvent(&ident, ws.StatusAbnormalClosure)
 		httpError(w, http.StatusInternalServerError, "internal", "connection cannot be upgraded")
 		return
 	}
@@ -87,6 +98,7 @@ func (e *Engine) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	fd, err := detach(nc)
 	if err != nil {
+		e.closeEvent(&ident, ws.StatusAbnormalClosure)
 		e.log.Error("detach socket", "err", err)
 		return
 	}
@@ -94,7 +106,17 @@ func (e *Engine) serveWS(w http.ResponseWriter, r *http.Request) {
 	if offersProtocol(r, subprotocol) {
 		proto = subprotocol
 	}
-	e.attach(fd, &ident, switchingProtocols(r.Header.Get("Sec-WebSocket-Key"), proto), leftover)
+	e.attach(fd, &ident, rooms, switchingProtocols(r.Header.Get("Sec-WebSocket-Key"), proto), leftover)
+}
+
+// admit takes a connection's place under limits.max_connections, or
+// reports that none is free.
+func (e *Engine) admit() bool {
+	if e.slots.Add(1) > int64(e.limits.MaxConnections) {
+		e.slots.Add(-1)
+		return false
+	}
+	return true
 }
 
 // switchingProtocols is the 101 answer to a handshake checkHandshake has
@@ -119,47 +141,50 @@ func switchingProtocols(key, proto string) []byte {
 	return append(b, "\r\n\r\n"...)
 }
 
-// attach makes the descriptor a conn: indexed by its owner with the 101
-// answer queued first, registered with the poller, announced to the rules
-// as connection.open.
-func (e *Engine) attach(fd int, ident *auth.Identity, response, leftover []byte) {
+// attach makes the descriptor a conn: indexed by its owner in rooms with
+// the 101 answer queued first, and registered with the poller. Bytes that
+// came with the handshake are read here; the rest of the turn goes to the
+// read workers.
+func (e *Engine) attach(fd int, ident *auth.Identity, rooms []string, response, leftover []byte) {
 	now := time.Now()
-	c := newConn(fd, e.nextConn.Add(1), ident, now)
-	c.part = e.partFor(c.user)
+	c := newConn(fd, e.nextConn.Add(1), ident, e.cfg.Auth.Leeway(), now)
+	c.part = e.hub.partFor(c.user)
 	c.rd.MaxMessage = e.limits.MaxMessageBytes
+	c.bucket.fill(now.UnixNano(), e.limits.ClientEventsBurst)
+	if n := e.limits.SendBufferBytes; n > 0 {
+		// What a slow consumer holds in the kernel (Linux doubles it).
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, n)
+	}
 	e.openFDs.Add(1)
 	e.metrics.accepted.Inc()
 	// The handshake holds the read turn until the leftover bytes are read,
 	// so the poller's first edge only marks the turn "again". Take it before
 	// the conn is visible: a stale edge for a previous conn on the same fd
-	// number would otherwise hand c to a worker while we read it here.
+	// number would otherwise queue c while we read it here.
 	c.sched.Store(schedRunning)
 	e.fds.set(fd, c)
-	c.part.jobs <- job{kind: jobAdd, c: c, frame: response}
-	e.life.push(&Event{ID: e.newEventID(), Type: "connection.open", Source: SourceLifecycle, Time: now, Sender: ident, conn: c})
+	c.part.jobs <- job{kind: jobAdd, c: c, rooms: rooms, frame: response}
 	if err := e.poller.Add(fd); err != nil {
 		e.log.Error("register connection", "err", err)
-		c.sched.Store(schedDead)
-		e.readerGone(c, ws.StatusInternalServerError, "internal error")
-		c.release(e)
+		e.endReader(c, ws.StatusInternalServerError, "internal error")
 		return
 	}
-	if e.stopping.Load() {
-		e.closeConn(c, ws.StatusGoingAway, "server shutting down")
-	}
-	r := e.readers.Get().(*reader)
-	defer e.readers.Put(r)
 	if len(leftover) > 0 {
-		r.c = c
-		r.now = now.Unix()
+		r := e.readers.Get().(*reader)
+		r.begin(c)
 		r.feed(c, leftover)
-		if r.stop {
-			r.finish(c)
+		handed := r.handOff(c)
+		r.reset()
+		e.readers.Put(r)
+		if handed {
 			return
 		}
 	}
-	// Whatever arrived since the upgrade: read it now, or hand the turn back.
-	r.readTurn(c)
+	// Whatever arrived since the upgrade: the read workers take it.
+	c.readyAt = now.UnixNano()
+	if !e.ready.push(c) {
+		e.endReader(c, 0, "")
+	}
 }
 
 // detach takes the socket away from Go's network poller: it duplicates the

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"time"
 
@@ -24,10 +25,15 @@ type webhookBody struct {
 //  4. a pipeline slot (429 with Retry-After: nothing is remembered, so the
 //     retry goes through);
 //  5. the webhook-id, atomically (a retry is answered 200 and does nothing);
-//  6. the rules, and 202 with the names of the rules that matched.
+//  6. the rules, and 202 with the names of the rules whose decisions were
+//     carried out ("matched") and of those that failed at run time or whose
+//     output could not be encoded ("failed": a rule bug that a retry would
+//     not fix, so it is counted and logged, not retried).
 //
-// If what the rules decided cannot be kept (a forward cannot be queued),
-// the id is forgotten again and the answer is 503, so the sender retries.
+// If what the rules decided cannot be kept (a forward cannot be queued: 503
+// "overloaded" when the outbox is full; or the node is stopping), the id is
+// forgotten again and the answer is 503 with Retry-After, so the sender
+// retries.
 func (e *Engine) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	if e.cfg.Webhooks == nil {
 		httpError(w, http.StatusNotFound, "not_configured", "no webhook secrets are configured (webhooks.secrets)")
@@ -79,17 +85,24 @@ func (e *Engine) serveWebhook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ev := &Event{ID: id, Type: wb.Type, Source: SourceWebhook, Time: time.Now(), Data: wb.Data}
-	matched, err := e.process(r.Context(), ev)
+	out, err := e.process(r.Context(), ev)
 	if err != nil {
+		// Nothing was sent (forwards go first, and a failed publish means
+		// the node is stopping): forget the id so the sender's retry, here
+		// or on another node, delivers everything once.
 		if uerr := e.cfg.Store.Unmark("wh:" + id); uerr != nil {
 			e.log.Error("forget webhook id", "id", id, "err", uerr)
 		}
 		e.metrics.webhook(http.StatusServiceUnavailable)
-		e.log.Error("webhook not processed", "id", id, "type", wb.Type, "err", err)
 		w.Header().Set("Retry-After", retryAfterSec)
+		if errors.Is(err, ErrOverloaded) {
+			httpError(w, http.StatusServiceUnavailable, "overloaded", "the event cannot be kept now (the outbox to the app is full); retry later")
+			return
+		}
+		e.log.Error("webhook not processed", "id", id, "type", wb.Type, "err", err)
 		httpError(w, http.StatusServiceUnavailable, "unavailable", "the event could not be kept; retry later")
 		return
 	}
 	e.metrics.webhook(http.StatusAccepted)
-	writeJSON(w, http.StatusAccepted, map[string]any{"id": id, "type": wb.Type, "matched": matched})
+	writeJSON(w, http.StatusAccepted, map[string]any{"id": id, "type": wb.Type, "matched": out.matched, "failed": out.failed})
 }

@@ -200,7 +200,7 @@ func TestWebhookOverloadIs429AndRetryable(t *testing.T) {
 
 func TestWebhookWithBrokenStoreIs503AndNothingDelivered(t *testing.T) {
 	var st *store.Store
-	n := startNode(t, func(c *Config) { st = c.Store })
+	n := startNode(t, func(c *Config) { st = c.Store.(*store.Store) })
 	var calls atomic.Int64
 	n.router.route = bookingRouter(&calls)
 	st.Close() // every write now fails

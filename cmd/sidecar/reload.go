@@ -53,8 +53,8 @@ type reloader struct {
 }
 
 // newReloader returns a reloader of the rules file at path into r. It
-// registers its metrics, and r's per-rule error counts, with reg (if not
-// nil). It loads nothing: call Reload.
+// registers its metrics with reg (if not nil); the engine counts rule
+// failures per rule and kind. It loads nothing: call Reload.
 func newReloader(path string, opt rules.Options, r *ruleRouter, logger *slog.Logger, reg prometheus.Registerer) *reloader {
 	l := &reloader{
 		path:         path,
@@ -77,7 +77,7 @@ func newReloader(path string, opt rules.Options, r *ruleRouter, logger *slog.Log
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(l.failures, l.lastSuccess, l.lastTime, r,
+		reg.MustRegister(l.failures, l.lastSuccess, l.lastTime,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "sidecar_rules_loaded",
 				Help: "Rules in the set in use.",

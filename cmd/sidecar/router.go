@@ -7,8 +7,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/sidecar/sidecar/engine"
 	"github.com/sidecar/sidecar/engine/auth"
 	"github.com/sidecar/sidecar/rules"
@@ -101,24 +99,4 @@ func sender(id *auth.Identity) map[string]any {
 	}
 	m["id"] = id.UserID
 	return m
-}
-
-// ruleErrorsDesc describes the per-rule run-time error counts the router
-// exports; they restart from zero when a reload swaps the set.
-var ruleErrorsDesc = prometheus.NewDesc("sidecar_rule_errors_total",
-	"Events on which a rule failed at run time and was skipped, per rule, since the rules were last loaded.",
-	[]string{"rule"}, nil)
-
-// Describe and Collect make the router a prometheus.Collector of
-// sidecar_rule_errors_total{rule}, read from the set in use at scrape time.
-func (r *ruleRouter) Describe(ch chan<- *prometheus.Desc) { ch <- ruleErrorsDesc }
-
-func (r *ruleRouter) Collect(ch chan<- prometheus.Metric) {
-	s := r.set.Load()
-	if s == nil {
-		return
-	}
-	for name, n := range s.Errors() {
-		ch <- prometheus.MustNewConstMetric(ruleErrorsDesc, prometheus.CounterValue, float64(n), name)
-	}
 }

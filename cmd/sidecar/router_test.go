@@ -117,20 +117,6 @@ func TestRouterReportsFailures(t *testing.T) {
 	}
 }
 
-func TestRouterCollectsRuleErrors(t *testing.T) {
-	var r ruleRouter
-	r.store(parseRules(t, "rules:\n- {name: broken, on: x, emit: {event: e, to: user(data.nope)}}\n- {name: fine, on: x, join: '[\"r\"]'}\n", nil))
-	for range 3 {
-		_, _ = r.Route(context.Background(), &engine.Event{Type: "x"}, nil)
-	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(&r)
-	got := gatherValues(t, reg, "sidecar_rule_errors_total")
-	if got[`rule="broken"`] != 3 || got[`rule="fine"`] != 0 || len(got) != 2 {
-		t.Errorf("sidecar_rule_errors_total = %v", got)
-	}
-}
-
 // gatherValues returns the values of metric name by label pairs
 // (`k="v"`, comma-joined; "" for no labels).
 func gatherValues(t *testing.T, g prometheus.Gatherer, name string) map[string]float64 {

@@ -75,6 +75,7 @@ type Verifier struct {
 	pubFam   family      // family of pubKey
 	claims   []string    // user claim names, tried in order
 	maxBytes int
+	leeway   time.Duration
 }
 
 // New validates cfg and builds a Verifier. It reads PublicKeyFile when an
@@ -104,7 +105,7 @@ func New(cfg Config) (*Verifier, error) {
 		maxBytes = DefaultMaxTokenBytes
 	}
 
-	v := &Verifier{maxBytes: maxBytes}
+	v := &Verifier{maxBytes: maxBytes, leeway: leeway}
 	var asymmetric []string
 	for _, alg := range algs {
 		if err := checkAlgorithm(alg); err != nil {
@@ -197,6 +198,26 @@ func (v *Verifier) Authenticate(token string) (Identity, error) {
 		return Identity{}, err
 	}
 	return Identity{UserID: id, Claims: claims, Expires: exp.Time}, nil
+}
+
+// Leeway is how long after its exp a token is still accepted: a
+// connection authenticated with it is closed (4001) only once exp plus the
+// leeway has passed, so a token is never accepted and then refused.
+func (v *Verifier) Leeway() time.Duration { return v.leeway }
+
+// Sender is the identity as rules and the app see it: a copy of the
+// token's claims (shared and read-only) with "id" set to the user id. No
+// identity (a webhook) is an empty map, so sender.x reads nil everywhere.
+func (id *Identity) Sender() map[string]any {
+	if id == nil {
+		return map[string]any{}
+	}
+	m := make(map[string]any, len(id.Claims)+1)
+	for k, v := range id.Claims {
+		m[k] = v
+	}
+	m["id"] = id.UserID
+	return m
 }
 
 // key is the jwt.Keyfunc. The parser has already checked the algorithm

@@ -1,0 +1,47 @@
+package engine
+
+import "github.com/gobwas/ws"
+
+// protocol is a wire protocol a connection speaks. It indexes the codecs
+// and a delivery's frames.
+type protocol uint8
+
+const (
+	protoNative protocol = iota // /ws, section 4 of the contract
+	numProtocols
+)
+
+// A codec is one wire protocol: how an event leaves as bytes, and how a
+// client's message comes in. The engine holds one per protocol; each conn
+// names its own. A publish is encoded at most once per protocol, lazily, by
+// the first partition with a recipient that speaks it, and the same bytes go
+// to every such recipient.
+type codec interface {
+	// encodeEvent returns the complete server frame carrying event name with
+	// data (valid JSON) and stream id.
+	encodeEvent(name string, data []byte, id string) []byte
+	// encodeAck returns the frame answering a client message's ack: ok when
+	// code is "", else an error with code and message.
+	encodeAck(ack int64, code, message string) []byte
+	// decode parses one complete client message. An error is a
+	// *wsframe.CloseError giving the close code to answer with.
+	decode(op ws.OpCode, p []byte) (clientEvent, error)
+}
+
+// clientEvent is one decoded client message.
+type clientEvent struct {
+	name   string
+	data   any // decoded JSON; read-only once decoded
+	ack    int64
+	hasAck bool
+	size   int // bytes on the wire, for the rule pool's byte cap
+}
+
+// Ack error codes, shared by every protocol.
+const (
+	ackBadRequest   = "bad_request"
+	ackForbidden    = "forbidden"
+	ackUnauthorized = "unauthorized"
+	ackOverloaded   = "overloaded"
+	ackInternal     = "internal"
+)

@@ -1,0 +1,81 @@
+package engine
+
+import (
+	"context"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/sidecar/sidecar/engine/auth"
+)
+
+// Lifecycle events, connection.open and connection.close, go through the
+// rules like any other event, and neither is ever dropped: presence is
+// built on them.
+//
+//   - connection.open runs on the handshake's goroutine, after every check
+//     and before the 101 is queued. The rooms its rules join are joined when
+//     the connection is indexed, before the 101 leaves, so an event for such
+//     a room sent after the client sees its connection open reaches it.
+//   - connection.close runs on the rule pool once the owner has taken the
+//     connection out of the index. The pool holds at most one per
+//     connection: a connection's place (limits.max_connections) is freed
+//     only once its close event has run, so a connect storm that outruns
+//     the rules is refused at the handshake (503), not forgotten.
+const (
+	eventOpen  = "connection.open"
+	eventClose = "connection.close"
+)
+
+// runOpen runs connection.open for the user of a connection about to be
+// indexed and returns the rooms its rules join it to. What else the rules
+// decided (emits, forwards, other users' rooms) is carried out here; if it
+// cannot be kept, that is logged and counted and the connection opens all
+// the same.
+func (e *Engine) runOpen(ctx context.Context, ident *auth.Identity, now time.Time) []string {
+	var rooms []string
+	ev := &Event{ID: e.newEventID(), Type: eventOpen, Source: SourceLifecycle, Time: now, Sender: ident, opening: &rooms}
+	if _, err := e.process(ctx, ev); err != nil {
+		e.lifecycleFailed(ev, err)
+	}
+	return rooms
+}
+
+// connClosed runs on the owner when c leaves the index.
+func (e *Engine) connClosed(c *conn, code ws.StatusCode) {
+	e.metrics.closed(code)
+	e.closeEvent(c.identity(), code)
+}
+
+// closeEvent queues the connection.close event of a connection that had
+// its open event: one closed by its owner, or an upgrade that failed after
+// its open rules ran.
+func (e *Engine) closeEvent(ident *auth.Identity, code ws.StatusCode) {
+	e.pool.submit(ruleTask{ev: &Event{
+		ID:     e.newEventID(),
+		Type:   eventClose,
+		Source: SourceLifecycle,
+		Time:   time.Now(),
+		Sender: ident,
+		Data:   map[string]any{"code": float64(code)},
+	}})
+}
+
+// runLifecycle runs a queued lifecycle event on the rule pool. A
+// connection's place is freed once its close event has run.
+func (e *Engine) runLifecycle(ev *Event) {
+	if _, err := e.process(e.runCtx, ev); err != nil {
+		e.lifecycleFailed(ev, err)
+	}
+	if ev.Type == eventClose {
+		e.slots.Add(-1)
+	}
+}
+
+func (e *Engine) lifecycleFailed(ev *Event, err error) {
+	e.metrics.lifecycleFailed.Inc()
+	e.ruleLog.limited.log("lifecycle:"+ev.Type, func(suppressed int) {
+		e.log.Error("lifecycle event not fully processed", "event", ev.Type, "user", ev.Sender.UserID,
+			"err", err, "suppressed", suppressed)
+	})
+}

@@ -1,0 +1,267 @@
+package engine
+
+import (
+	"time"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
+
+	"github.com/sidecar/sidecar/engine/wsframe"
+)
+
+// maxBatchBytes bounds the client messages one read turn collects before it
+// hands them to the rule pool; a bigger message goes alone.
+const maxBatchBytes = 64 << 10
+
+// reader is a read worker's state: a scratch buffer, the frame handler and
+// the batch of client messages being collected. One per worker, reused for
+// every conn it reads.
+//
+// A read turn reads a conn until the socket is drained, then ends (the conn
+// is idle until the next readable edge). When the turn found client
+// messages, it hands them with the turn itself to the rule pool: the conn
+// is not read again until its messages have been through the rules, so
+// they run in order, one connection cannot queue more than a batch, and a
+// slow rule holds up only its own connection's reads while the kernel's
+// buffer and TCP push back on the client. The pool gives the turn back.
+type reader struct {
+	e       *Engine
+	buf     []byte
+	c       *conn
+	now     int64 // unix seconds of the last read
+	nowNano int64
+
+	batch      []clientEvent
+	batchBytes int
+	full       bool // the batch reached maxBatchBytes: read no more this turn
+
+	// Outcome of the current Feed, set by the handler callbacks.
+	stop      bool
+	closeCode ws.StatusCode // what the owner should send; 0: nothing (peer gone)
+	reason    string
+}
+
+// readTurn reads c for the turn the caller holds. It ends the turn, passes
+// it on through the ready queue or to the rule pool, or, when the
+// connection is finished, ends the reader side.
+func (r *reader) readTurn(c *conn) {
+	r.begin(c)
+	defer r.reset()
+	if r.e.pool.park(c, r.nowNano) {
+		return // the rule pool is over its byte cap: read nothing until it drains
+	}
+	for {
+		more := r.drain(c)
+		if r.handOff(c) {
+			return
+		}
+		if more { // still more after a full round: let other conns have the worker
+			c.readyAt = r.nowNano
+			if !r.e.ready.push(c) {
+				r.finishWith(c, 0, "")
+			}
+			return
+		}
+		if c.endTurn() {
+			c.bucket.extra = 0
+			return
+		}
+	}
+}
+
+// begin starts a turn on c: input that waited on the server (since the
+// readable edge, or since its last messages went to the rules) is forgiven
+// by the rate limit.
+func (r *reader) begin(c *conn) {
+	r.c = c
+	now := time.Now()
+	r.now, r.nowNano = now.Unix(), now.UnixNano()
+	if c.readyAt != 0 {
+		c.bucket.forgive(r.nowNano-c.readyAt, r.e.limits.ClientEventsPerSecond)
+	}
+}
+
+func (r *reader) reset() {
+	r.c = nil
+	r.batch, r.batchBytes, r.full = nil, 0, false
+	r.stop, r.closeCode, r.reason = false, 0, ""
+}
+
+// drain reads until the socket has nothing more (false), the connection
+// ends or the batch is full, or a round of reads is used up with data left
+// (true).
+func (r *reader) drain(c *conn) bool {
+	for i := 0; i < 16; i++ {
+		n, err := unix.Read(c.fd, r.buf)
+		if n > 0 {
+			now := time.Now()
+			r.now, r.nowNano = now.Unix(), now.UnixNano()
+			c.lastRead.Store(r.now)
+			r.feed(c, r.buf[:n])
+			// A short read drained the socket: any later byte raises a new
+			// edge, which marks the turn "again". Not so a FIN or reset that
+			// came with the last bytes: it raised no edge of its own, so
+			// after a hang-up, read on until EOF.
+			if r.stop || r.full || (n < len(r.buf) && !c.hup.Load()) {
+				return false
+			}
+			continue
+		}
+		if err == unix.EAGAIN || err == unix.EINTR {
+			return false
+		}
+		// 0 bytes is EOF; any other error is a dead socket. Either way the
+		// peer is gone and there is nobody to send a close frame to.
+		r.stopWith(0, "")
+		return false
+	}
+	return true
+}
+
+// handOff gives the turn away if the batch holds messages or the reader
+// side ended, and reports whether it did.
+func (r *reader) handOff(c *conn) bool {
+	switch {
+	case len(r.batch) > 0:
+		c.readyAt = r.nowNano
+		r.e.pool.submit(ruleTask{c: c, events: r.batch, bytes: int64(r.batchBytes),
+			stop: r.stop, code: r.closeCode, reason: r.reason})
+		r.batch = nil
+		return true
+	case r.stop:
+		r.finishWith(c, r.closeCode, r.reason)
+		return true
+	}
+	return false
+}
+
+func (r *reader) feed(c *conn, p []byte) {
+	if err := c.rd.Feed(p, r); err != nil {
+		if ce, ok := err.(*wsframe.CloseError); ok {
+			r.stopWith(ce.Code, ce.Reason)
+		} else {
+			r.stopWith(ws.StatusProtocolError, "protocol error")
+		}
+	}
+}
+
+func (r *reader) stopWith(code ws.StatusCode, reason string) {
+	if r.stop {
+		return
+	}
+	r.stop, r.closeCode, r.reason = true, code, reason
+}
+
+// finishWith ends c's reader side: the owner learns why and closes, and
+// the reader's reference is dropped. The caller holds the turn.
+func (r *reader) finishWith(c *conn, code ws.StatusCode, reason string) {
+	r.e.endReader(c, code, reason)
+}
+
+// endReader ends c's reader side for whoever holds its turn.
+func (e *Engine) endReader(c *conn, code ws.StatusCode, reason string) {
+	c.sched.Store(schedDead)
+	c.postReaderGone(code, reason)
+	c.release(e)
+}
+
+// OnMessage implements wsframe.Handler: rate-limit, decode and collect one
+// client message.
+func (r *reader) OnMessage(op ws.OpCode, p []byte) {
+	c := r.c
+	if r.stop || c.closing.Load() {
+		return
+	}
+	if lim := r.e.limits.ClientEventsPerSecond; lim > 0 && !c.bucket.allow(r.nowNano, lim, r.e.limits.ClientEventsBurst) {
+		r.e.metrics.rateLimited.Inc()
+		r.stopWith(CloseRateLimited, "rate limited")
+		return
+	}
+	ev, err := r.e.hub.codecs[c.proto].decode(op, p)
+	if err != nil {
+		if ce, ok := err.(*wsframe.CloseError); ok {
+			r.stopWith(ce.Code, ce.Reason)
+		} else {
+			r.stopWith(ws.StatusInvalidFramePayloadData, "invalid message")
+		}
+		return
+	}
+	r.e.metrics.clientEvents.Inc()
+	r.batch = append(r.batch, ev)
+	r.batchBytes += ev.size
+	if r.batchBytes >= maxBatchBytes {
+		r.full = true
+	}
+}
+
+// OnPing implements wsframe.Handler: answer with a pong carrying p.
+func (r *reader) OnPing(p []byte) {
+	if r.stop {
+		return
+	}
+	if !r.c.postFrame(serverFrame(ws.OpPong, p), r.e.limits.OutboundQueueBytes) {
+		r.e.metrics.slowConsumers.Inc()
+		r.stopWith(CloseSlowConsumer, "slow consumer")
+	}
+}
+
+// OnPong implements wsframe.Handler. Any byte received already counts as
+// liveness, so there is nothing more to do.
+func (r *reader) OnPong(p []byte) {}
+
+// OnClose implements wsframe.Handler: the peer closes; echo its code.
+func (r *reader) OnClose(code ws.StatusCode, reason []byte) {
+	if r.stop {
+		return
+	}
+	if code == 0 || code == ws.StatusNoStatusRcvd {
+		code = ws.StatusNormalClosure
+	}
+	r.stopWith(code, "")
+}
+
+// bucket is a connection's client event rate: a token bucket of burst
+// events, refilled at the configured rate. Owned by the reader side.
+type bucket struct {
+	tokens int64 // thousandths of an event
+	at     int64 // unix nanos of the last refill
+	// extra raises the cap for the current turn by what the client could
+	// have sent, at the rate, while its input waited on the server: events
+	// that queued in the kernel while the server was busy arrive bunched,
+	// and are not the client's fault.
+	extra int64
+}
+
+// maxForgive bounds how much server delay one turn forgives.
+const maxForgive = 60 * time.Second
+
+func (b *bucket) fill(now int64, burst int) {
+	b.tokens, b.at = int64(burst)*1000, now
+}
+
+// forgive raises this turn's cap by lag's worth of events at rate.
+func (b *bucket) forgive(lag int64, rate int) {
+	if lag <= 0 || rate <= 0 {
+		return
+	}
+	lag = min(lag, int64(maxForgive))
+	b.extra = lag / 1000 * int64(rate) / 1000 // thousandths of events: lag/1e9 s × rate × 1000
+}
+
+// allow takes one event's token at now, refilling first.
+func (b *bucket) allow(now int64, rate, burst int) bool {
+	limit := int64(burst)*1000 + b.extra
+	if d := now - b.at; d > 0 {
+		d = min(d, int64(maxForgive))
+		b.tokens += d / 1000 * int64(rate) / 1000
+		b.at = now
+	}
+	if b.tokens > limit {
+		b.tokens = limit
+	}
+	if b.tokens < 1000 {
+		return false
+	}
+	b.tokens -= 1000
+	return true
+}

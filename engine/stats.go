@@ -1,0 +1,126 @@
+package engine
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sidecar/sidecar/engine/forward"
+)
+
+// Stats is the node's state for /api/socket-test/stats.
+type Stats struct {
+	Connections   int64            `json:"connections"`
+	Users         int64            `json:"users"`
+	UptimeSeconds int64            `json:"uptime_seconds"`
+	Events        map[string]int64 `json:"events"`
+	Delivered     int64            `json:"delivered"`
+	SlowConsumers int64            `json:"slow_consumers"`
+	Forward       *forward.Stats   `json:"forward,omitempty"`
+}
+
+// Stats returns the node's counters now.
+func (e *Engine) Stats() Stats {
+	s := Stats{
+		UptimeSeconds: int64(time.Since(e.started).Seconds()),
+		Events:        e.events.snapshot(),
+		SlowConsumers: int64(counterValue(e.metrics.slowConsumers)),
+		Connections:   e.hub.sum(func(p *partition) *atomic.Int64 { return &p.nConns }),
+		Users:         e.hub.sum(func(p *partition) *atomic.Int64 { return &p.nUsers }),
+		Delivered:     e.hub.sum(func(p *partition) *atomic.Int64 { return &p.delivered }),
+	}
+	if e.cfg.Forwarder != nil {
+		fs := e.cfg.Forwarder.Stats()
+		s.Forward = &fs
+	}
+	return s
+}
+
+// fdTable maps a descriptor to its conn for the poller.
+type fdTable struct {
+	mu    sync.RWMutex
+	conns []*conn // guarded by mu
+}
+
+func (t *fdTable) get(fd int) *conn {
+	t.mu.RLock()
+	var c *conn
+	if fd < len(t.conns) {
+		c = t.conns[fd]
+	}
+	t.mu.RUnlock()
+	return c
+}
+
+func (t *fdTable) set(fd int, c *conn) {
+	t.mu.Lock()
+	if fd >= len(t.conns) {
+		n := 2 * len(t.conns)
+		if n <= fd {
+			n = fd + 1024
+		}
+		grown := make([]*conn, n)
+		copy(grown, t.conns)
+		t.conns = grown
+	}
+	t.conns[fd] = c
+	t.mu.Unlock()
+}
+
+// closeAll closes every descriptor still in the table and returns the
+// conns they were; only for the end of Serve, when nothing else runs.
+func (t *fdTable) closeAll() []*conn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var left []*conn
+	for fd, c := range t.conns {
+		if c != nil {
+			unix.Close(fd)
+			t.conns[fd] = nil
+			left = append(left, c)
+		}
+	}
+	return left
+}
+
+// remove clears fd's slot if it still holds c; the descriptor is closed
+// right after, and only then may the number be reused.
+func (t *fdTable) remove(fd int, c *conn) {
+	t.mu.Lock()
+	if fd < len(t.conns) && t.conns[fd] == c {
+		t.conns[fd] = nil
+	}
+	t.mu.Unlock()
+}
+
+// eventCounts counts published events by name, for stats. Names come from
+// rules and API callers; past maxEventNames the rest count as "other".
+type eventCounts struct {
+	mu sync.Mutex
+	m  map[string]int64 // guarded by mu
+}
+
+const maxEventNames = 1000
+
+func (c *eventCounts) init() { c.m = make(map[string]int64) }
+
+func (c *eventCounts) add(name string) {
+	c.mu.Lock()
+	if _, ok := c.m[name]; !ok && len(c.m) >= maxEventNames {
+		name = "other"
+	}
+	c.m[name]++
+	c.mu.Unlock()
+}
+
+func (c *eventCounts) snapshot() map[string]int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := make(map[string]int64, len(c.m))
+	for k, v := range c.m {
+		m[k] = v
+	}
+	return m
+}
