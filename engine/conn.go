@@ -31,12 +31,11 @@ import (
 // The descriptor is closed when the last of refs is released: one ref for
 // the reader side, one for the owner side. Nobody else touches fd.
 type conn struct {
-	fd    int
-	tr    transport // where the owner writes: fd itself, as an fdTransport
-	id    uint64
-	user  string
-	proto protocol
-	part  *partition
+	fd   int
+	tr   transport // where the owner writes: fd itself, as an fdTransport
+	id   uint64
+	user string
+	part *partition
 	// claims is the token's claims as compact JSON, swapped by a token
 	// refresh. A decoded map costs several times more and is only needed
 	// when a client or lifecycle event goes to the rules; identity()
@@ -69,22 +68,23 @@ type conn struct {
 	goneCode   ws.StatusCode
 	goneReason string // goneCode and goneReason are written before mailReaderGone is posted
 
-	// Owner side.
-	out         [][]byte  // queued frames, shared and immutable; out[0] may be a partly written tail
-	outInline   [1][]byte // the queue's storage while it holds one frame, the usual case
-	outBytes    int
-	partialHead bool  // out[0] is the unwritten tail of a frame already started
-	blockedAt   int64 // unix nanos when a write first fell behind; 0: not behind
-	lastPing    int64 // unix seconds
-	idx         int32 // position in part.conns; -1 when not indexed
-	cidx        int32 // position in part.closing; -1 when not there
-	added       bool  // the owner has indexed it (jobAdd handled)
-	dirty       bool  // in part.dirty, waiting for a flush
-	closed      bool  // removed from the index; a close may still be in flight
-	finOnFlush  bool  // shut down writing once the queue is empty
-	lingerUntil int64 // unix nanos; 0: not lingering; -1: released
-	readerGone  bool  // the owner learned that the reader side ended
+	// Owner side. The fields a delivery touches come first, together.
 	lastSeq     uint64
+	out         [][]byte // queued frames, shared and immutable; out[0] may be a partly written tail
+	outBytes    int
+	proto       protocol  // set before the conn is visible; read-only after
+	dirty       bool      // in part.dirty, waiting for a flush
+	closed      bool      // removed from the index; a close may still be in flight
+	partialHead bool      // out[0] is the unwritten tail of a frame already started
+	outInline   [1][]byte // the queue's storage while it holds one frame, the usual case
+	blockedAt   int64     // unix nanos when a write first fell behind; 0: not behind
+	lastPing    int64     // unix seconds
+	idx         int32     // position in part.conns; -1 when not indexed
+	cidx        int32     // position in part.closing; -1 when not there
+	added       bool      // the owner has indexed it (jobAdd handled)
+	finOnFlush  bool      // shut down writing once the queue is empty
+	lingerUntil int64     // unix nanos; 0: not lingering; -1: released
+	readerGone  bool      // the owner learned that the reader side ended
 	rooms       []string
 }
 

@@ -1,10 +1,12 @@
 package engine
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -92,4 +94,92 @@ func openFDCount(t *testing.T) int {
 		t.Skip("no /proc/self/fd")
 	}
 	return len(ents)
+}
+
+// Rooms that connection.open rules join are joined before the client sees
+// its 101, even while another connection's open rule is slow: an event for
+// the room posted right after the open reaches the new connection.
+func TestRoomsFromOpenRulesAreJoinedBeforeTheAnswer(t *testing.T) {
+	n := startNode(t)
+	n.router.route = func(ev *Event) []Command {
+		if ev.Type != "connection.open" {
+			return nil
+		}
+		if ev.Sender.UserID == "slowpoke" {
+			time.Sleep(300 * time.Millisecond)
+		}
+		return []Command{{Op: OpJoin, Rule: "own-room", Rooms: []string{"room:" + ev.Sender.UserID}}}
+	}
+	for i := 0; i < 20; i++ {
+		go func() {
+			if d, err := dialWS("ws://"+n.addr+"/ws?token="+userToken(t, "slowpoke"), nil); err == nil {
+				t.Cleanup(func() { d.conn.Close() })
+			}
+		}()
+		user := fmt.Sprintf("fresh-%d", i)
+		c := n.dial(user)
+		status, resp := n.api("POST", "/api/events", map[string]any{"event": "welcome", "to": map[string]any{"rooms": []string{"room:" + user}}})
+		if status != http.StatusAccepted || resp["delivered"] != float64(1) {
+			t.Fatalf("connection %d: room event = %d %v, want delivered 1", i, status, resp)
+		}
+		c.mustEvent("welcome")
+	}
+}
+
+// Shutdown runs every connection.close event through the rules with a live
+// context, after the connections are closed and before Serve returns.
+func TestShutdownRunsEveryCloseEventWithALiveContext(t *testing.T) {
+	n := startNode(t)
+	var closes, cancelled atomic.Int64
+	n.router.route = func(ev *Event) []Command {
+		if ev.Type == "connection.close" {
+			time.Sleep(20 * time.Millisecond) // rules that take a while
+		}
+		return nil
+	}
+	n.router.onCtx = func(ctx context.Context, ev *Event) {
+		if ev.Type == "connection.close" {
+			closes.Add(1)
+			if ctx.Err() != nil {
+				cancelled.Add(1)
+			}
+		}
+	}
+	for i := 0; i < 30; i++ {
+		c := n.dial(fmt.Sprintf("u%d", i))
+		go func() { c.closeCode(10 * time.Second); c.conn.Close() }()
+	}
+	waitFor(t, 2*time.Second, "30 connections", func() bool { return n.e.Stats().Connections == 30 })
+	if err := n.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if closes.Load() != 30 || cancelled.Load() != 0 {
+		t.Fatalf("%d close events ran, %d with a cancelled context; want 30 and 0", closes.Load(), cancelled.Load())
+	}
+}
+
+// A token that expired less than the leeway ago is accepted and stays
+// accepted for the leeway: it is not closed 4001 right after its 101.
+func TestTokenWithinLeewayIsNotClosedAtOnce(t *testing.T) {
+	n := startNode(t)
+	tok := token(t, map[string]any{"sub": "late", "exp": time.Now().Add(-time.Second).Unix()})
+	c := n.dialURL("ws://" + n.addr + "/ws?token=" + tok)
+	c.noEvent(2 * time.Second) // the default leeway is 5 s
+	if code := c.closeCode(8 * time.Second); code != CloseTokenExpired {
+		t.Fatalf("close code %d, want 4001 once the leeway has passed", code)
+	}
+}
+
+func TestRefreshWithExpiredTokenSaysExpired(t *testing.T) {
+	n := startNode(t)
+	c := n.dial("r1")
+	old := token(t, map[string]any{"sub": "r1", "exp": time.Now().Add(-time.Hour).Unix()})
+	c.send(map[string]any{"event": "refresh", "data": map[string]any{"token": old}, "ack": 1})
+	m, err := c.event(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := m["error"].(map[string]any); e["code"] != "unauthorized" || e["message"] != "token expired" {
+		t.Fatalf("refresh with an expired token = %v, want unauthorized/token expired", m)
+	}
 }

@@ -1,75 +1,16 @@
 package engine
 
 import (
-	"bufio"
+	"fmt"
 	"net"
-	"net/http"
-	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
 	"golang.org/x/sys/unix"
-
-	"github.com/sidecar/sidecar/engine/auth"
 )
-
-// socketPart is a partition not run by a goroutine, with conns on socket
-// pairs whose peers the test holds.
-func socketPart(t *testing.T, queue int) (*partition, func(user string) *conn) {
-	t.Helper()
-	e := bareEngine(Limits{OutboundQueueBytes: queue, WriteTimeout: time.Second, CloseTimeout: time.Second})
-	p := newPartition(e, 0, 16)
-	e.hub.parts = []*partition{p}
-	newConnFor := func(user string) *conn {
-		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { unix.Close(fds[0]); unix.Close(fds[1]) })
-		c := newConn(fds[0], e.nextConn.Add(1), &auth.Identity{UserID: user}, 0, time.Now())
-		c.part = p
-		p.add(c, nil, nil)
-		return c
-	}
-	return p, newConnFor
-}
-
-// A slow consumer closed while deliver walks a user's or a room's list is
-// swapped out of that list: the walk must neither skip the conn moved into
-// its slot nor reach the nil left at the end. Found by reading deliver
-// against unindex/removeConn.
-func TestDeliverSurvivesSlowConsumerClosedMidList(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		to   Target
-	}{
-		{"user", Target{Users: []string{"u"}}},
-		{"room", Target{Rooms: []string{"r"}}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			p, connFor := socketPart(t, 1024)
-			cs := []*conn{connFor("u"), connFor("u"), connFor("u")}
-			for _, c := range cs {
-				p.join(c, []string{"r"})
-			}
-			// The first in the lists has a backlog near the cap.
-			p.enqueue(cs[0], make([]byte, 1000))
-			n := p.deliver(testDelivery(p.e, tc.to))
-			if n != 2 {
-				t.Errorf("deliver reached %d conns, want 2", n)
-			}
-			if !cs[0].closed {
-				t.Errorf("slow consumer not closed")
-			}
-			for i, c := range cs[1:] {
-				if len(c.out) != 1 {
-					t.Errorf("conn %d has %d frames queued, want 1", i+1, len(c.out))
-				}
-			}
-		})
-	}
-}
 
 // A read turn still held by a rule when Serve stops the read workers must
 // not be handed back to them through the closed ready queue. The drain
@@ -133,32 +74,6 @@ func TestShutdownWithReaderMidTurn(t *testing.T) {
 	}
 }
 
-// RELIABILITY.md (docs/) B.17: request headers over 16 KiB get 431. net/http lets
-// MaxHeaderBytes + 4096 through, so 17 KiB of headers used to be upgraded.
-func TestHeadersOver16KiBAre431(t *testing.T) {
-	n := startNode(t)
-	for _, size := range []int{17 << 10, 19 << 10} {
-		conn, err := net.Dial("tcp", n.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		conn.SetDeadline(time.Now().Add(5 * time.Second))
-		req := "GET /ws?token=" + userToken(t, "u") + " HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", size) +
-			"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-		if _, err := conn.Write([]byte(req)); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
-			t.Errorf("%d bytes of headers: status %d, want 431", size, resp.StatusCode)
-		}
-	}
-}
-
 // A client that sends its last message and its FIN in one segment raises
 // one edge: the worker's short read returns the message, and the EOF behind
 // it must still be read, or the conn stays open (and its user online) until
@@ -185,4 +100,35 @@ func TestFINBehindDataIsSeen(t *testing.T) {
 	waitFor(t, 5*time.Second, "the conn closed after the peer's FIN", func() bool {
 		return n.e.Stats().Connections == 0 && n.e.openFDs.Load() == 0
 	})
+}
+
+// A client pacing itself under the rate limit is not closed 4029 because
+// the server fell behind and then read its queued events all at once.
+func TestServerStallDoesNotCountAgainstTheRateLimit(t *testing.T) {
+	n := startNode(t, func(c *Config) { c.Limits.ClientEventsPerSecond = 50 })
+	var once sync.Once
+	n.router.route = func(ev *Event) []Command {
+		if ev.Type == "client.tick" {
+			once.Do(func() { time.Sleep(3 * time.Second) }) // the server is slow once
+		}
+		return nil
+	}
+	c := n.dial("pacer")
+	go func() {
+		t := time.NewTicker(25 * time.Millisecond) // 40 a second
+		defer t.Stop()
+		for i := 0; i < 200; i++ {
+			<-t.C
+			b := []byte(fmt.Sprintf(`{"event":"tick","ack":%d}`, i))
+			if wsutil.WriteClientMessage(c.conn, ws.OpText, b) != nil {
+				return
+			}
+		}
+	}()
+	for i := 0; i < 200; i++ {
+		m, err := c.event(10 * time.Second)
+		if err != nil || m["ok"] != true {
+			t.Fatalf("ack %d = %v %v", i, m, err)
+		}
+	}
 }

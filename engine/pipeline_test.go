@@ -1,0 +1,113 @@
+package engine
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// An emit whose data cannot be encoded (+Inf has no JSON form) is a rule
+// failure, counted and reported, not a silent loss behind a 202 that names
+// the rule as matched.
+func TestEmitThatCannotBeEncodedIsARuleError(t *testing.T) {
+	n := startNode(t)
+	n.router.route = func(ev *Event) []Command {
+		if ev.Type != "calc" {
+			return nil
+		}
+		return []Command{
+			{Op: OpEmit, Rule: "bad-division", Event: "x", To: Target{All: true}, Data: map[string]any{"r": math.Inf(1)}},
+			{Op: OpEmit, Rule: "fine", Event: "y", To: Target{Users: []string{"u1"}}, Data: map[string]any{"ok": true}},
+		}
+	}
+	c := n.dial("u1")
+	waitFor(t, 2*time.Second, "connection", func() bool { return n.e.Stats().Connections == 1 })
+	status, resp := n.postWebhook("msg_inf", time.Now(), []byte(`{"type":"calc","data":{"a":1,"b":0}}`), nil)
+	if status != http.StatusAccepted {
+		t.Fatalf("webhook = %d %v", status, resp)
+	}
+	if fmt.Sprint(resp["matched"]) != "[fine]" || fmt.Sprint(resp["failed"]) != "[bad-division]" {
+		t.Fatalf("answer = %v, want matched [fine] and failed [bad-division]", resp)
+	}
+	c.mustEvent("y")
+	if got := scrape(t, n, `sidecar_rule_errors_total{kind="encode",rule="bad-division"}`); got != "1" {
+		t.Fatalf("rule error counter = %q, want 1", got)
+	}
+}
+
+// A rule that fails on every client event is counted every time but logged
+// at most once per interval, not once per event.
+func TestRuleErrorsAreCountedAndLoggedRateLimited(t *testing.T) {
+	var logs lockedBuffer
+	n := startNode(t, func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		c.Limits.ClientEventsPerSecond = 1000
+	})
+	n.router.fail = func(ev *Event) error {
+		if ev.Type == "client.typing" {
+			return testRuleError{rule: "typing", kind: "nil", msg: "user(): id is nil"}
+		}
+		return nil
+	}
+	c := n.dial("typist")
+	for i := 0; i < 100; i++ {
+		c.send(map[string]any{"event": "typing", "data": map[string]any{}, "ack": i})
+		if m, err := c.event(5 * time.Second); err != nil || m["ok"] != true {
+			t.Fatalf("ack %d = %v %v", i, m, err)
+		}
+	}
+	if got := scrape(t, n, `sidecar_rule_errors_total{kind="nil",rule="typing"}`); got != "100" {
+		t.Fatalf("rule error counter = %q, want 100", got)
+	}
+	if lines := strings.Count(logs.String(), "id is nil"); lines < 1 || lines > 2 {
+		t.Fatalf("%d log lines for 100 failures, want 1 or 2:\n%s", lines, logs.String())
+	}
+}
+
+// scrape returns the value of one sample line of /metrics, or "".
+func scrape(t *testing.T, n *node, series string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + n.addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// testRuleError is a rule failure as the engine sees it through Router.
+type testRuleError struct{ rule, kind, msg string }
+
+func (e testRuleError) Error() string    { return fmt.Sprintf("rule %q: %s", e.rule, e.msg) }
+func (e testRuleError) RuleName() string { return e.rule }
+func (e testRuleError) Kind() string     { return e.kind }
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
