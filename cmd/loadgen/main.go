@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command loadgen opens many authenticated WebSocket connections to a sidecar
 // (or to the gorilla baseline in bench/gorilla) and measures the broadcast path.
 //
