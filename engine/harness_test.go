@@ -38,11 +38,15 @@ type fakeRouter struct {
 	fail func(ev *Event) error
 	// onCtx, when set, sees the context of every Route call.
 	onCtx func(ctx context.Context, ev *Event)
+	// forget keeps no events: for soak tests.
+	forget bool
 }
 
 func (f *fakeRouter) Route(ctx context.Context, ev *Event, out []Command) ([]Command, error) {
 	f.mu.Lock()
-	f.events = append(f.events, ev)
+	if !f.forget {
+		f.events = append(f.events, ev)
+	}
 	route, fail, onCtx := f.route, f.fail, f.onCtx
 	f.mu.Unlock()
 	if onCtx != nil {
