@@ -183,34 +183,6 @@ func TestLoadCollectsEveryError(t *testing.T) {
 	}
 }
 
-func TestExpand(t *testing.T) {
-	lookup := lookupFrom(map[string]string{"A": "1", "EMPTY": "", "URL": "http://x"})
-	for _, tc := range []struct{ in, want, err string }{
-		{in: "plain", want: "plain"},
-		{in: "${A}", want: "1"},
-		{in: "${URL}/api/${A}", want: "http://x/api/1"},
-		{in: "${B:-two}", want: "two"},
-		{in: "${EMPTY:-d}", want: "d"},
-		{in: "${EMPTY}", want: ""},
-		{in: "$${A}", want: "${A}"},
-		{in: "$env.x", want: "$env.x"},
-		{in: "${B}", err: "environment variable B is not set"},
-		{in: "${A", err: "unclosed ${"},
-		{in: "${1A}", err: "bad variable name"},
-	} {
-		got, err := expand(tc.in, lookup)
-		if tc.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.err) {
-				t.Errorf("expand(%q) = %q, %v, want error %q", tc.in, got, err, tc.err)
-			}
-			continue
-		}
-		if err != nil || got != tc.want {
-			t.Errorf("expand(%q) = %q, %v, want %q", tc.in, got, err, tc.want)
-		}
-	}
-}
-
 func TestRegistryRegisterPanics(t *testing.T) {
 	f := func(*yaml.Node, *Compiler) (Action, error) { return nil, nil }
 	for _, tc := range []struct {
