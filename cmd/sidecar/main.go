@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/sidecar/sidecar/config"
 	"github.com/sidecar/sidecar/engine"
 	"github.com/sidecar/sidecar/engine/auth"
 	"github.com/sidecar/sidecar/engine/forward"
@@ -93,7 +94,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := fs.Parse(args); err != nil {
 		return errReported
 	}
-	cfg, warnings, err := loadConfig(*path, os.Environ())
+	cfg, warnings, err := config.Load(*path, os.Environ())
 	if err != nil {
 		return err
 	}
@@ -120,12 +121,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 // serve runs a node with cfg on ln until ctx is done. It owns ln.
-func serve(ctx context.Context, cfg *Config, ln net.Listener, logger *slog.Logger, hup <-chan os.Signal) error {
+func serve(ctx context.Context, cfg *config.Config, ln net.Listener, logger *slog.Logger, hup <-chan os.Signal) error {
 	defer ln.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	verifier, err := auth.New(cfg.Auth.verifierConfig())
+	verifier, err := auth.New(cfg.Auth.VerifierConfig())
 	if err != nil {
 		return fmt.Errorf("auth: %w", err)
 	}
@@ -241,7 +242,7 @@ func compileAdminIf(src string) (func(map[string]any) bool, error) {
 	}, nil
 }
 
-func newLogger(c LogConfig, w io.Writer) (*slog.Logger, error) {
+func newLogger(c config.Log, w io.Writer) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
 		return nil, fmt.Errorf("log.level: %w", err)
@@ -272,7 +273,7 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintln(stderr, "sidecar token: --sub is required")
 		return errReported
 	}
-	cfg, _, err := loadConfig(*path, os.Environ())
+	cfg, _, err := config.Load(*path, os.Environ())
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/sidecar/sidecar/config"
 	"github.com/sidecar/sidecar/rules"
 )
 
@@ -37,7 +38,7 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return errReported
 	}
 	environ := os.Environ()
-	cfg, warnings, err := loadConfig(*path, environ)
+	cfg, warnings, err := config.Load(*path, environ)
 	for _, w := range warnings {
 		fmt.Fprintln(stderr, "warning:", w)
 	}

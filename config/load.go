@@ -1,176 +1,28 @@
-package main
+package config
 
 import (
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"math"
-	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/knadh/koanf/parsers/yaml"
 	"github.com/knadh/koanf/providers/env/v2"
 	"github.com/knadh/koanf/providers/rawbytes"
 	"github.com/knadh/koanf/v2"
-
-	"github.com/sidecar/sidecar/engine/auth"
 )
 
-// Config is the whole configuration file. Field names and koanf tags are the
-// contract of DESIGN.md section 5; config.example.yaml documents every key and
-// a test keeps the two in step.
-type Config struct {
-	Listen   string         `koanf:"listen"`
-	Log      LogConfig      `koanf:"log"`
-	Auth     AuthConfig     `koanf:"auth"`
-	API      APIConfig      `koanf:"api"`
-	Webhooks WebhooksConfig `koanf:"webhooks"`
-	Forward  ForwardConfig  `koanf:"forward"`
-	Rules    RulesConfig    `koanf:"rules"`
-	Store    StoreConfig    `koanf:"store"`
-	Presence PresenceConfig `koanf:"presence"`
-	Broker   BrokerConfig   `koanf:"broker"`
-	Limits   LimitsConfig   `koanf:"limits"`
-}
-
-type LogConfig struct {
-	Level  string `koanf:"level"`  // debug, info, warn, error
-	Format string `koanf:"format"` // text or json
-}
-
-type AuthConfig struct {
-	JWTSecret     string        `koanf:"jwt_secret"`
-	Algorithms    []string      `koanf:"algorithms"`
-	PublicKeyFile string        `koanf:"public_key_file"`
-	UserClaim     string        `koanf:"user_claim"` // empty: sub, then id, then userId
-	Issuer        string        `koanf:"issuer"`
-	Audience      string        `koanf:"audience"`
-	Leeway        time.Duration `koanf:"leeway"`
-	Origins       []string      `koanf:"origins"`
-	MaxTokenBytes int           `koanf:"max_token_bytes"`
-}
-
-type APIConfig struct {
-	AdminIf string   `koanf:"admin_if"`
-	Keys    []string `koanf:"keys"`
-}
-
-type WebhooksConfig struct {
-	Secrets      []string      `koanf:"secrets"`
-	MaxBodyBytes int64         `koanf:"max_body_bytes"`
-	Tolerance    time.Duration `koanf:"tolerance"`
-	DedupTTL     time.Duration `koanf:"dedup_ttl"`
-	Concurrency  int           `koanf:"concurrency"` // webhooks in the pipeline at once; beyond it: 429
-}
-
-// ForwardConfig is outbound delivery to the app (the forward action).
-type ForwardConfig struct {
-	Secret         string        `koanf:"secret"` // whsec_ secret that signs outbound requests
-	Timeout        time.Duration `koanf:"timeout"`
-	RetryHorizon   time.Duration `koanf:"retry_horizon"`
-	InitialBackoff time.Duration `koanf:"initial_backoff"`
-	MaxBackoff     time.Duration `koanf:"max_backoff"`
-	Concurrency    int           `koanf:"concurrency"`
-}
-
-type RulesConfig struct {
-	File  string `koanf:"file"`  // relative paths are relative to the config file
-	Watch bool   `koanf:"watch"` // reload when the file changes (SIGHUP always reloads)
-}
-
-type StoreConfig struct {
-	Path string `koanf:"path"` // ":memory:" keeps nothing; relative to the config file
-	Sync string `koanf:"sync"` // always, everysecond, never
-}
-
-type PresenceConfig struct {
-	Grace time.Duration `koanf:"grace"`
-}
-
-type BrokerConfig struct {
-	RedisURL string `koanf:"redis_url"`
-}
-
-type LimitsConfig struct {
-	MaxConnections            int           `koanf:"max_connections"`
-	MaxMessageBytes           int           `koanf:"max_message_bytes"`
-	OutboundQueueBytes        int           `koanf:"outbound_queue_bytes"`
-	WriteTimeout              time.Duration `koanf:"write_timeout"`
-	HandshakeTimeout          time.Duration `koanf:"handshake_timeout"`
-	PingInterval              time.Duration `koanf:"ping_interval"`
-	IdleTimeout               time.Duration `koanf:"idle_timeout"`
-	ClientEventsPerSecond     int           `koanf:"client_events_per_second"`
-	ConnectionsPerIPPerSecond int           `koanf:"connections_per_ip_per_second"`
-	Workers                   int           `koanf:"workers"` // read workers; 0: 4 × GOMAXPROCS
-}
-
-// defaultConfig is the configuration with every default filled in. The
-// config file and the environment override it.
-func defaultConfig() Config {
-	return Config{
-		Listen: ":8080",
-		Log:    LogConfig{Level: "info", Format: "text"},
-		Auth: AuthConfig{
-			Algorithms:    []string{"HS256"},
-			Leeway:        5 * time.Second,
-			MaxTokenBytes: 8192,
-		},
-		API: APIConfig{AdminIf: `claims.role == "admin"`},
-		Webhooks: WebhooksConfig{
-			MaxBodyBytes: 1 << 20,
-			Tolerance:    5 * time.Minute,
-			DedupTTL:     24 * time.Hour,
-			Concurrency:  256,
-		},
-		Forward: ForwardConfig{
-			Timeout:        10 * time.Second,
-			RetryHorizon:   24 * time.Hour,
-			InitialBackoff: time.Second,
-			MaxBackoff:     10 * time.Minute,
-			Concurrency:    4,
-		},
-		Rules:    RulesConfig{File: "rules.yaml", Watch: true},
-		Store:    StoreConfig{Path: "sidecar.db", Sync: "everysecond"},
-		Presence: PresenceConfig{Grace: 3 * time.Second},
-		Limits: LimitsConfig{
-			MaxConnections:            100000,
-			MaxMessageBytes:           65536,
-			OutboundQueueBytes:        1 << 20,
-			WriteTimeout:              5 * time.Second,
-			HandshakeTimeout:          10 * time.Second,
-			PingInterval:              25 * time.Second,
-			IdleTimeout:               60 * time.Second,
-			ClientEventsPerSecond:     50,
-			ConnectionsPerIPPerSecond: 0,
-		},
-	}
-}
-
-// Development secrets. config.example.yaml falls back to them so that it
-// runs as-is; loadConfig warns when one is in use.
-const (
-	devJWTSecret     = "sidecar-dev-secret-change-me"
-	devWebhookSecret = "whsec_fVAXsbyPsUMoThNjlKTAnZ8Wir0pRw7lAb4Z0hedzoo="
-)
-
-// envPrefix starts every environment variable that overrides a config key:
-// SIDECAR_ + the key in capitals, "__" between levels.
-const envPrefix = "SIDECAR_"
-
-// loadConfig reads the YAML file at path (may be "" for defaults only), expands ${VAR} and ${VAR:-default}
+// Load reads the YAML file at path (may be "" for defaults only), expands ${VAR} and ${VAR:-default}
 // from environ inside the file, applies SIDECAR_ environment overrides, and validates.
 // It returns warnings (e.g. unknown SIDECAR_ variables, dev secret in use) for the caller to log.
 //
-// Layers, each overriding the one before: defaultConfig(), the file, the
+// Layers, each overriding the one before: Default(), the file, the
 // environment (SIDECAR_AUTH__JWT_SECRET sets auth.jwt_secret).
 //
 //   - File: an unknown key is an error naming it, a value of the wrong type
@@ -190,7 +42,7 @@ const envPrefix = "SIDECAR_"
 //
 // Warnings are returned with the error too: an unknown SIDECAR_ variable
 // often explains why validation failed.
-func loadConfig(path string, environ []string) (*Config, []string, error) {
+func Load(path string, environ []string) (*Config, []string, error) {
 	var data []byte
 	if path != "" {
 		var err error
@@ -198,13 +50,13 @@ func loadConfig(path string, environ []string) (*Config, []string, error) {
 			return nil, nil, fmt.Errorf("read config: %w", err)
 		}
 	}
-	return parseConfig(path, data, environ)
+	return Parse(path, data, environ)
 }
 
-// parseConfig is loadConfig on the file's contents, data, read from path.
+// Parse is Load on the file's contents, data, read from path.
 // With path "" there is no file layer and relative paths stay relative to
 // the working directory.
-func parseConfig(path string, data []byte, environ []string) (*Config, []string, error) {
+func Parse(path string, data []byte, environ []string) (*Config, []string, error) {
 	fields, err := configFields()
 	if err != nil {
 		return nil, nil, err
@@ -236,10 +88,10 @@ func parseConfig(path string, data []byte, environ []string) (*Config, []string,
 	fromEnv := map[string]bool{}
 	var envErr error
 	ep := env.Provider(".", env.Opt{
-		Prefix:      envPrefix,
+		Prefix:      EnvPrefix,
 		EnvironFunc: func() []string { return environ },
 		TransformFunc: func(name, value string) (string, any) {
-			key := strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(name, envPrefix)), "__", ".")
+			key := strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(name, EnvPrefix)), "__", ".")
 			t, ok := fields[key]
 			if !ok {
 				warnings = append(warnings, unknownEnvWarning(name, key, fields))
@@ -263,7 +115,7 @@ func parseConfig(path string, data []byte, environ []string) (*Config, []string,
 		return nil, warnings, envErr
 	}
 
-	cfg := defaultConfig()
+	cfg := Default()
 	if err := k.UnmarshalWithConf("", &cfg, koanf.UnmarshalConf{
 		Tag: "koanf",
 		// Values are already of their field's exact type (fileValue,
@@ -647,191 +499,5 @@ func unknownEnvWarning(name, key string, fields map[string]reflect.Type) string 
 
 // envName is the environment variable that overrides key.
 func envName(key string) string {
-	return envPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "__"))
-}
-
-// secretWarnings reports secrets that work but should not go to production.
-func (c *Config) secretWarnings() []string {
-	var w []string
-	switch {
-	case c.Auth.JWTSecret == devJWTSecret:
-		w = append(w, "using the development secret; set JWT_SECRET")
-	case c.Auth.JWTSecret != "" && len(c.Auth.JWTSecret) < 32 && c.usesHMAC():
-		w = append(w, "auth.jwt_secret is shorter than 32 bytes; HS256 wants a random secret of at least 32 bytes")
-	}
-	if slices.Contains(c.Webhooks.Secrets, devWebhookSecret) {
-		w = append(w, "using the development webhook secret; set WEBHOOK_SECRET")
-	}
-	if len(c.Webhooks.Secrets) == 0 {
-		w = append(w, "webhooks.secrets is empty: every webhook will be rejected")
-	}
-	return w
-}
-
-func (c *Config) usesHMAC() bool {
-	algs := c.Auth.Algorithms
-	if len(algs) == 0 {
-		algs = []string{"HS256"}
-	}
-	for _, a := range algs {
-		if strings.HasPrefix(a, "HS") {
-			return true
-		}
-	}
-	return false
-}
-
-// verifierConfig is the auth.Config for these settings.
-func (c AuthConfig) verifierConfig() auth.Config {
-	var secret []byte
-	if c.JWTSecret != "" {
-		secret = []byte(c.JWTSecret)
-	}
-	return auth.Config{
-		Secret:        secret,
-		Algorithms:    c.Algorithms,
-		PublicKeyFile: c.PublicKeyFile,
-		UserClaim:     c.UserClaim,
-		Issuer:        c.Issuer,
-		Audience:      c.Audience,
-		Leeway:        c.Leeway,
-		MaxTokenBytes: c.MaxTokenBytes,
-	}
-}
-
-// Validate checks every setting and returns all problems at once, each
-// naming its key. It builds an auth verifier to check the algorithms and
-// read the public key file, so a bad key fails here and not at the first
-// connection. Secret values never appear in its errors.
-func (c *Config) Validate() error {
-	var errs []error
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
-	}
-	positive := func(key string, n int64) {
-		if n <= 0 {
-			bad(key, "must be positive, got %d", n)
-		}
-	}
-	positiveDur := func(key string, d time.Duration) {
-		if d <= 0 {
-			bad(key, "must be positive, got %s", d)
-		}
-	}
-	oneOf := func(key, val string, allowed ...string) {
-		if !slices.Contains(allowed, val) {
-			bad(key, "must be one of %s, got %q", strings.Join(allowed, ", "), val)
-		}
-	}
-
-	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		bad("listen", "%q is not host:port (e.g. \":8080\")", c.Listen)
-	}
-	oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
-	oneOf("log.format", c.Log.Format, "text", "json")
-
-	nAuth := len(errs)
-	if c.Auth.JWTSecret == "" && c.usesHMAC() {
-		bad("auth.jwt_secret", "required when auth.algorithms allows HS256/HS384/HS512; set JWT_SECRET or %s", envName("auth.jwt_secret"))
-	}
-	if c.Auth.Leeway < 0 || c.Auth.Leeway > auth.MaxLeeway {
-		bad("auth.leeway", "must be between 0s and %s, got %s", auth.MaxLeeway, c.Auth.Leeway)
-	}
-	positive("auth.max_token_bytes", int64(c.Auth.MaxTokenBytes))
-	for i, o := range c.Auth.Origins {
-		if strings.TrimSpace(o) == "" {
-			bad(fmt.Sprintf("auth.origins[%d]", i), "is empty")
-		}
-	}
-	if len(errs) == nAuth {
-		if _, err := auth.New(c.Auth.verifierConfig()); err != nil {
-			errs = append(errs, err)
-		}
-	}
-
-	if strings.TrimSpace(c.API.AdminIf) == "" {
-		bad("api.admin_if", "must not be empty (default: %s)", defaultConfig().API.AdminIf)
-	}
-	for i, key := range c.API.Keys {
-		if key == "" || strings.ContainsFunc(key, unicode.IsSpace) {
-			bad(fmt.Sprintf("api.keys[%d]", i), "must be non-empty with no spaces")
-		}
-	}
-
-	for i, s := range c.Webhooks.Secrets {
-		if err := checkWebhookSecret(s); err != nil {
-			bad(fmt.Sprintf("webhooks.secrets[%d]", i), "%v", err)
-		}
-	}
-	positive("webhooks.max_body_bytes", c.Webhooks.MaxBodyBytes)
-	positiveDur("webhooks.tolerance", c.Webhooks.Tolerance)
-	positiveDur("webhooks.dedup_ttl", c.Webhooks.DedupTTL)
-	positive("webhooks.concurrency", int64(c.Webhooks.Concurrency))
-
-	if c.Forward.Secret != "" {
-		if err := checkWebhookSecret(c.Forward.Secret); err != nil {
-			bad("forward.secret", "%v", err)
-		}
-	}
-	positiveDur("forward.timeout", c.Forward.Timeout)
-	positiveDur("forward.retry_horizon", c.Forward.RetryHorizon)
-	positiveDur("forward.initial_backoff", c.Forward.InitialBackoff)
-	if c.Forward.MaxBackoff < c.Forward.InitialBackoff {
-		bad("forward.max_backoff", "%s is less than forward.initial_backoff %s", c.Forward.MaxBackoff, c.Forward.InitialBackoff)
-	}
-	positive("forward.concurrency", int64(c.Forward.Concurrency))
-
-	if c.Rules.File == "" {
-		bad("rules.file", "must not be empty")
-	}
-	if c.Store.Path == "" {
-		bad("store.path", `must not be empty (":memory:" keeps nothing)`)
-	}
-	oneOf("store.sync", c.Store.Sync, "always", "everysecond", "never")
-	if c.Presence.Grace < 0 {
-		bad("presence.grace", "must not be negative, got %s", c.Presence.Grace)
-	}
-	if c.Broker.RedisURL != "" {
-		// The URL may hold a password: never print it.
-		if u, err := url.Parse(c.Broker.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
-			bad("broker.redis_url", "must be redis://host:port or rediss://host:port")
-		}
-	}
-
-	l := c.Limits
-	positive("limits.max_connections", int64(l.MaxConnections))
-	positive("limits.max_message_bytes", int64(l.MaxMessageBytes))
-	positive("limits.outbound_queue_bytes", int64(l.OutboundQueueBytes))
-	positiveDur("limits.write_timeout", l.WriteTimeout)
-	positiveDur("limits.handshake_timeout", l.HandshakeTimeout)
-	positiveDur("limits.ping_interval", l.PingInterval)
-	if l.IdleTimeout <= l.PingInterval {
-		bad("limits.idle_timeout", "%s must be longer than limits.ping_interval %s", l.IdleTimeout, l.PingInterval)
-	}
-	positive("limits.client_events_per_second", int64(l.ClientEventsPerSecond))
-	if l.ConnectionsPerIPPerSecond < 0 {
-		bad("limits.connections_per_ip_per_second", "must not be negative (0: no limit), got %d", l.ConnectionsPerIPPerSecond)
-	}
-	if l.Workers < 0 {
-		bad("limits.workers", "must not be negative (0: 4 × GOMAXPROCS), got %d", l.Workers)
-	}
-	return errors.Join(errs...)
-}
-
-// checkWebhookSecret checks the Standard Webhooks form whsec_<base64>.
-func checkWebhookSecret(s string) error {
-	b64, ok := strings.CutPrefix(s, "whsec_")
-	if !ok {
-		return errors.New(`must start with "whsec_"`)
-	}
-	key, err := base64.StdEncoding.DecodeString(b64)
-	if err != nil {
-		if key, err = base64.RawStdEncoding.DecodeString(b64); err != nil {
-			return errors.New(`must be "whsec_" followed by base64`)
-		}
-	}
-	if len(key) == 0 {
-		return errors.New(`has an empty key after "whsec_"`)
-	}
-	return nil
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "__"))
 }

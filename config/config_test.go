@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"crypto/ecdsa"
@@ -19,7 +19,7 @@ import (
 	"github.com/knadh/koanf/v2"
 )
 
-const examplePath = "../../config.example.yaml"
+const examplePath = "../config.example.yaml"
 
 // testSecret is a valid auth.jwt_secret for tests.
 const testSecret = "0123456789abcdef0123456789abcdef"
@@ -42,9 +42,9 @@ func writeConfig(t *testing.T, content string) string {
 }
 
 func TestExampleConfigLoads(t *testing.T) {
-	cfg, warnings, err := loadConfig(examplePath, []string{"HOME=/root"})
+	cfg, warnings, err := Load(examplePath, []string{"HOME=/root"})
 	if err != nil {
-		t.Fatalf("loadConfig(%s): %v", examplePath, err)
+		t.Fatalf("Load(%s): %v", examplePath, err)
 	}
 	for _, want := range []string{
 		"using the development secret; set JWT_SECRET",
@@ -71,8 +71,8 @@ func TestExampleConfigLoads(t *testing.T) {
 	}{
 		{"auth.jwt_secret", got.Auth.JWTSecret, devJWTSecret, func() { got.Auth.JWTSecret = "" }},
 		{"webhooks.secrets", got.Webhooks.Secrets, []string{devWebhookSecret}, func() { got.Webhooks.Secrets = nil }},
-		{"rules.file", got.Rules.File, filepath.Join(dir, "rules.yaml"), func() { got.Rules.File = defaultConfig().Rules.File }},
-		{"store.path", got.Store.Path, filepath.Join(dir, "sidecar.db"), func() { got.Store.Path = defaultConfig().Store.Path }},
+		{"rules.file", got.Rules.File, filepath.Join(dir, "rules.yaml"), func() { got.Rules.File = Default().Rules.File }},
+		{"store.path", got.Store.Path, filepath.Join(dir, "sidecar.db"), func() { got.Store.Path = Default().Store.Path }},
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {
@@ -80,12 +80,12 @@ func TestExampleConfigLoads(t *testing.T) {
 		}
 		c.reset()
 	}
-	if want := defaultConfig(); !reflect.DeepEqual(got, want) {
-		t.Errorf("config.example.yaml differs from defaultConfig():\n got %+v\nwant %+v", got, want)
+	if want := Default(); !reflect.DeepEqual(got, want) {
+		t.Errorf("config.example.yaml differs from Default():\n got %+v\nwant %+v", got, want)
 	}
 
 	// With the variables set, the file takes them.
-	cfg, warnings, err = loadConfig(examplePath, []string{"JWT_SECRET=" + testSecret, "WEBHOOK_SECRET=" + whsecA})
+	cfg, warnings, err = Load(examplePath, []string{"JWT_SECRET=" + testSecret, "WEBHOOK_SECRET=" + whsecA})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,9 +172,9 @@ func TestEnvOverrides(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg, _, err := parseConfig("config.yaml", []byte(file), tc.environ)
+			cfg, _, err := Parse("config.yaml", []byte(file), tc.environ)
 			if err != nil {
-				t.Fatalf("parseConfig: %v", err)
+				t.Fatalf("Parse: %v", err)
 			}
 			if got, want := tc.check(cfg); !reflect.DeepEqual(got, want) {
 				t.Errorf("got %#v, want %#v", got, want)
@@ -218,9 +218,9 @@ func TestExpansion(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg, warnings, err := parseConfig("config.yaml", []byte(tc.yaml), tc.environ)
+			cfg, warnings, err := Parse("config.yaml", []byte(tc.yaml), tc.environ)
 			if err != nil {
-				t.Fatalf("parseConfig: %v", err)
+				t.Fatalf("Parse: %v", err)
 			}
 			if got, want := tc.check(cfg); !reflect.DeepEqual(got, want) {
 				t.Errorf("got %#v, want %#v", got, want)
@@ -313,32 +313,32 @@ func TestLoadErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg, _, err := parseConfig("config.yaml", []byte(tc.yaml), tc.environ)
+			cfg, _, err := Parse("config.yaml", []byte(tc.yaml), tc.environ)
 			if err == nil {
-				t.Fatalf("parseConfig succeeded with %+v, want an error", cfg)
+				t.Fatalf("Parse succeeded with %+v, want an error", cfg)
 			}
 			for _, want := range tc.want {
 				if !strings.Contains(err.Error(), want) {
-					t.Errorf("parseConfig error:\n%v\nwant it to contain %q", err, want)
+					t.Errorf("Parse error:\n%v\nwant it to contain %q", err, want)
 				}
 			}
 			if strings.Contains(err.Error(), "987654321") || strings.Contains(err.Error(), testSecret) {
-				t.Errorf("parseConfig error reveals a secret: %v", err)
+				t.Errorf("Parse error reveals a secret: %v", err)
 			}
 		})
 	}
 
 	t.Run("missing file", func(t *testing.T) {
-		_, _, err := loadConfig(filepath.Join(t.TempDir(), "nope.yaml"), nil)
+		_, _, err := Load(filepath.Join(t.TempDir(), "nope.yaml"), nil)
 		if err == nil || !strings.Contains(err.Error(), "nope.yaml") {
-			t.Errorf("loadConfig(missing) = %v, want an error naming the file", err)
+			t.Errorf("Load(missing) = %v, want an error naming the file", err)
 		}
 	})
 	t.Run("unknown key names the file", func(t *testing.T) {
 		path := writeConfig(t, okAuth+"limits:\n  max_mesage_bytes: 10\n")
-		_, _, err := loadConfig(path, nil)
+		_, _, err := Load(path, nil)
 		if want := path + `: unknown key "limits.max_mesage_bytes"`; err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("loadConfig = %v, want %q", err, want)
+			t.Errorf("Load = %v, want %q", err, want)
 		}
 	})
 }
@@ -360,9 +360,9 @@ func TestUnknownEnvWarns(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			environ := append([]string{"SIDECAR_AUTH__JWT_SECRET=" + testSecret, "SIDECAR_WEBHOOKS__SECRETS=" + whsecA}, tc.environ...)
-			_, warnings, err := parseConfig("", nil, environ)
+			_, warnings, err := Parse("", nil, environ)
 			if err != nil {
-				t.Fatalf("parseConfig: %v (an unknown variable must only warn)", err)
+				t.Fatalf("Parse: %v (an unknown variable must only warn)", err)
 			}
 			var envWarnings []string
 			for _, w := range warnings {
@@ -425,9 +425,9 @@ func TestPathResolution(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			cfg, _, err := loadConfig(path, tc.environ)
+			cfg, _, err := Load(path, tc.environ)
 			if err != nil {
-				t.Fatalf("loadConfig: %v", err)
+				t.Fatalf("Load: %v", err)
 			}
 			if got, want := tc.check(cfg); got != want {
 				t.Errorf("got %q, want %q", got, want)
@@ -438,7 +438,7 @@ func TestPathResolution(t *testing.T) {
 
 func TestValidate(t *testing.T) {
 	valid := func() Config {
-		c := defaultConfig()
+		c := Default()
 		c.Auth.JWTSecret = testSecret
 		c.Webhooks.Secrets = []string{whsecA}
 		return c
@@ -556,15 +556,15 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte("presence: {grace: ${G}}"), "SIDECAR_=1")
 	f.Add([]byte("api: {admin_if: '$${x} ${'}"), "SIDECAR_API__KEYS=a,,b")
 	f.Fuzz(func(t *testing.T, data []byte, envVar string) {
-		cfg, _, err := parseConfig("fuzz.yaml", data, []string{envVar})
+		cfg, _, err := Parse("fuzz.yaml", data, []string{envVar})
 		if err != nil {
 			return
 		}
 		if cfg == nil {
-			t.Fatal("parseConfig returned neither a config nor an error")
+			t.Fatal("Parse returned neither a config nor an error")
 		}
 		if err := cfg.Validate(); err != nil {
-			t.Fatalf("parseConfig returned a config that fails Validate: %v", err)
+			t.Fatalf("Parse returned a config that fails Validate: %v", err)
 		}
 	})
 }

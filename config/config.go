@@ -1,0 +1,158 @@
+// Package config is the sidecar's configuration: the Config struct, its
+// defaults, the loader (defaults, then the YAML file, then SIDECAR_
+// environment variables) and validation. The keys are the contract
+// (docs/DESIGN.md); config.example.yaml documents every one, and a test
+// keeps the file and the struct in step.
+package config
+
+import "time"
+
+// Config is the whole configuration file. Field names and koanf tags are the
+// contract (docs/DESIGN.md); config.example.yaml documents every key and a
+// test keeps the two in step.
+type Config struct {
+	Listen   string   `koanf:"listen"`
+	Log      Log      `koanf:"log"`
+	Auth     Auth     `koanf:"auth"`
+	API      API      `koanf:"api"`
+	Webhooks Webhooks `koanf:"webhooks"`
+	Forward  Forward  `koanf:"forward"`
+	Rules    Rules    `koanf:"rules"`
+	Store    Store    `koanf:"store"`
+	Presence Presence `koanf:"presence"`
+	Broker   Broker   `koanf:"broker"`
+	Limits   Limits   `koanf:"limits"`
+}
+
+// Log is the log section: the process logger.
+type Log struct {
+	Level  string `koanf:"level"`  // debug, info, warn, error
+	Format string `koanf:"format"` // text or json
+}
+
+// Auth is the auth section: how tokens are checked.
+type Auth struct {
+	JWTSecret     string        `koanf:"jwt_secret"`
+	Algorithms    []string      `koanf:"algorithms"`
+	PublicKeyFile string        `koanf:"public_key_file"`
+	UserClaim     string        `koanf:"user_claim"` // empty: sub, then id, then userId
+	Issuer        string        `koanf:"issuer"`
+	Audience      string        `koanf:"audience"`
+	Leeway        time.Duration `koanf:"leeway"`
+	Origins       []string      `koanf:"origins"`
+	MaxTokenBytes int           `koanf:"max_token_bytes"`
+}
+
+// API is the api section: who may call /api/*.
+type API struct {
+	AdminIf string   `koanf:"admin_if"`
+	Keys    []string `koanf:"keys"`
+}
+
+// Webhooks is the webhooks section: the app's signed events in.
+type Webhooks struct {
+	Secrets      []string      `koanf:"secrets"`
+	MaxBodyBytes int64         `koanf:"max_body_bytes"`
+	Tolerance    time.Duration `koanf:"tolerance"`
+	DedupTTL     time.Duration `koanf:"dedup_ttl"`
+	Concurrency  int           `koanf:"concurrency"` // webhooks in the pipeline at once; beyond it: 429
+}
+
+// Forward is outbound delivery to the app (the forward action).
+type Forward struct {
+	Secret         string        `koanf:"secret"` // whsec_ secret that signs outbound requests
+	Timeout        time.Duration `koanf:"timeout"`
+	RetryHorizon   time.Duration `koanf:"retry_horizon"`
+	InitialBackoff time.Duration `koanf:"initial_backoff"`
+	MaxBackoff     time.Duration `koanf:"max_backoff"`
+	Concurrency    int           `koanf:"concurrency"`
+}
+
+// Rules is the rules section: the rules file and how rules run.
+type Rules struct {
+	File  string `koanf:"file"`  // relative paths are relative to the config file
+	Watch bool   `koanf:"watch"` // reload when the file changes (SIGHUP always reloads)
+}
+
+// Store is the store section: the buntdb file.
+type Store struct {
+	Path string `koanf:"path"` // ":memory:" keeps nothing; relative to the config file
+	Sync string `koanf:"sync"` // always, everysecond, never
+}
+
+// Presence is the presence section.
+type Presence struct {
+	Grace time.Duration `koanf:"grace"`
+}
+
+// Broker is the broker section: one node or several.
+type Broker struct {
+	RedisURL string `koanf:"redis_url"`
+}
+
+// Limits is the limits section: what one node and one connection may use.
+type Limits struct {
+	MaxConnections            int           `koanf:"max_connections"`
+	MaxMessageBytes           int           `koanf:"max_message_bytes"`
+	OutboundQueueBytes        int           `koanf:"outbound_queue_bytes"`
+	WriteTimeout              time.Duration `koanf:"write_timeout"`
+	HandshakeTimeout          time.Duration `koanf:"handshake_timeout"`
+	PingInterval              time.Duration `koanf:"ping_interval"`
+	IdleTimeout               time.Duration `koanf:"idle_timeout"`
+	ClientEventsPerSecond     int           `koanf:"client_events_per_second"`
+	ConnectionsPerIPPerSecond int           `koanf:"connections_per_ip_per_second"`
+	Workers                   int           `koanf:"workers"` // read workers; 0: 4 × GOMAXPROCS
+}
+
+// Default is the configuration with every default filled in. The
+// config file and the environment override it.
+func Default() Config {
+	return Config{
+		Listen: ":8080",
+		Log:    Log{Level: "info", Format: "text"},
+		Auth: Auth{
+			Algorithms:    []string{"HS256"},
+			Leeway:        5 * time.Second,
+			MaxTokenBytes: 8192,
+		},
+		API: API{AdminIf: `claims.role == "admin"`},
+		Webhooks: Webhooks{
+			MaxBodyBytes: 1 << 20,
+			Tolerance:    5 * time.Minute,
+			DedupTTL:     24 * time.Hour,
+			Concurrency:  256,
+		},
+		Forward: Forward{
+			Timeout:        10 * time.Second,
+			RetryHorizon:   24 * time.Hour,
+			InitialBackoff: time.Second,
+			MaxBackoff:     10 * time.Minute,
+			Concurrency:    4,
+		},
+		Rules:    Rules{File: "rules.yaml", Watch: true},
+		Store:    Store{Path: "sidecar.db", Sync: "everysecond"},
+		Presence: Presence{Grace: 3 * time.Second},
+		Limits: Limits{
+			MaxConnections:            100000,
+			MaxMessageBytes:           65536,
+			OutboundQueueBytes:        1 << 20,
+			WriteTimeout:              5 * time.Second,
+			HandshakeTimeout:          10 * time.Second,
+			PingInterval:              25 * time.Second,
+			IdleTimeout:               60 * time.Second,
+			ClientEventsPerSecond:     50,
+			ConnectionsPerIPPerSecond: 0,
+		},
+	}
+}
+
+// Development secrets. config.example.yaml falls back to them so that it
+// runs as-is; Load warns when one is in use.
+const (
+	devJWTSecret     = "sidecar-dev-secret-change-me"
+	devWebhookSecret = "whsec_fVAXsbyPsUMoThNjlKTAnZ8Wir0pRw7lAb4Z0hedzoo="
+)
+
+// EnvPrefix starts every environment variable that overrides a config key:
+// SIDECAR_ + the key in capitals, "__" between levels.
+const EnvPrefix = "SIDECAR_"
