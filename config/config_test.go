@@ -17,6 +17,8 @@ import (
 	"github.com/knadh/koanf/parsers/yaml"
 	"github.com/knadh/koanf/providers/rawbytes"
 	"github.com/knadh/koanf/v2"
+
+	"github.com/sidecar/sidecar/rules"
 )
 
 const examplePath = "../config.example.yaml"
@@ -82,6 +84,16 @@ func TestExampleConfigLoads(t *testing.T) {
 	}
 	if want := Default(); !reflect.DeepEqual(got, want) {
 		t.Errorf("config.example.yaml differs from Default():\n got %+v\nwant %+v", got, want)
+	}
+
+	// With no environment at all, every ${VAR} of the example config, and
+	// of the rules file it names, has a default.
+	cfg, _, err = Load(examplePath, nil)
+	if err != nil {
+		t.Fatalf("Load(%s) with no environment: %v", examplePath, err)
+	}
+	if _, err := rules.Load(cfg.Rules.File, rules.Options{}); err != nil {
+		t.Errorf("rules.Load(%s) with no environment: %v", cfg.Rules.File, err)
 	}
 
 	// With the variables set, the file takes them.
@@ -201,8 +213,8 @@ func TestExpansion(t *testing.T) {
 			func(c *Config) (any, any) { return c.Auth.JWTSecret, testSecret }, ""},
 		{"in the middle", "auth: {jwt_secret: 'pre-${S}-post'}", []string{"S=" + testSecret},
 			func(c *Config) (any, any) { return c.Auth.JWTSecret, "pre-" + testSecret + "-post" }, ""},
-		{"unset without default warns", "auth: {jwt_secret: '" + testSecret + "', issuer: '${ISS}'}", nil,
-			func(c *Config) (any, any) { return c.Auth.Issuer, "" }, `auth.issuer: ISS is not set, ${ISS} expands to ""`},
+		{"set but empty", "auth: {jwt_secret: '" + testSecret + "', issuer: '${ISS}'}", []string{"ISS="},
+			func(c *Config) (any, any) { return c.Auth.Issuer, "" }, ""},
 		{"secret with YAML specials stays whole", "auth: {jwt_secret: '${S}'}", []string{"S=" + testSecret + " #: 'x\""},
 			func(c *Config) (any, any) { return c.Auth.JWTSecret, testSecret + " #: 'x\"" }, ""},
 		{"bare $VAR untouched", "auth: {jwt_secret: '" + testSecret + "'}\napi: {admin_if: 'claims.role == \"$ADMIN\"'}", []string{"ADMIN=x"},
@@ -227,46 +239,6 @@ func TestExpansion(t *testing.T) {
 			}
 			if tc.wantWarn != "" && !slices.Contains(warnings, tc.wantWarn) {
 				t.Errorf("warnings = %q, want %q among them", warnings, tc.wantWarn)
-			}
-		})
-	}
-}
-
-func TestExpandVars(t *testing.T) {
-	vars := map[string]string{"A": "1", "EMPTY": "", "_x9": "y"}
-	tests := []struct {
-		in, want  string
-		wantUnset []string
-		wantErr   string
-	}{
-		{in: "plain $A text", want: "plain $A text"},
-		{in: "${A}", want: "1"},
-		{in: "${_x9}${A}", want: "y1"},
-		{in: "${A:-d}", want: "1"},
-		{in: "${EMPTY:-d}", want: "d"},
-		{in: "${NOPE:-d e f}", want: "d e f"},
-		{in: "${NOPE:-}", want: ""},
-		{in: "${EMPTY}", want: ""},
-		{in: "${NOPE}x", want: "x", wantUnset: []string{"NOPE"}},
-		{in: "$${A}", want: "${A}"},
-		{in: "$$A", want: "$$A"},
-		{in: "${A", wantErr: "unterminated ${"},
-		{in: "${}", wantErr: `invalid variable reference "${}"`},
-		{in: "${9A}", wantErr: `invalid variable reference "${9A}"`},
-		{in: "${A B}", wantErr: `invalid variable reference "${A B}"`},
-		{in: "${A-d}", wantErr: `invalid variable reference "${A-d}"`},
-	}
-	for _, tc := range tests {
-		t.Run(tc.in, func(t *testing.T) {
-			got, unset, err := expandVars(tc.in, vars)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("expandVars(%q) error = %v, want %q", tc.in, err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil || got != tc.want || !slices.Equal(unset, tc.wantUnset) {
-				t.Errorf("expandVars(%q) = %q, %q, %v; want %q, %q", tc.in, got, unset, err, tc.want, tc.wantUnset)
 			}
 		})
 	}
@@ -302,9 +274,17 @@ func TestLoadErrors(t *testing.T) {
 		{"map for a list", okAuth + "api: {keys: {a: b}}\n", nil, []string{"api.keys: expected a list of strings, got a mapping"}},
 		{"map for a string", okAuth + "listen: {host: x, port: 1}\n", nil, []string{"listen: expected a string, got a mapping"}},
 		{"bad YAML", "auth: [\n", nil, []string{"config.yaml: yaml:"}},
-		{"bad reference", "auth: {jwt_secret: '${JWT SECRET}'}\n", nil, []string{`config.yaml: auth.jwt_secret: invalid variable reference "${JWT SECRET}"`}},
+		{"bad reference", "auth: {jwt_secret: '${JWT SECRET}'}\n", nil, []string{`config.yaml: auth.jwt_secret: bad variable name in ${JWT SECRET}`}},
+		{"unclosed reference", "auth: {jwt_secret: '${JWT_SECRET'}\n", nil, []string{`config.yaml: auth.jwt_secret: unclosed ${`}},
 		{"missing secret", "", nil, []string{"auth.jwt_secret: required"}},
-		{"secret from an unset variable", "auth: {jwt_secret: '${JWT_SECRET}'}\n", nil, []string{"auth.jwt_secret: required"}},
+		// An unset ${VAR} without a default is an error naming the
+		// variable and the key, in the config file as in the rules file.
+		{"secret from an unset variable", "auth: {jwt_secret: '${JWT_SECRET}'}\n", nil,
+			[]string{"config.yaml: auth.jwt_secret: environment variable JWT_SECRET is not set (use ${JWT_SECRET:-default} for a default)"}},
+		{"unset variable in a string", "auth: {jwt_secret: '" + testSecret + "', issuer: 'https://${ISS}/'}\n", nil,
+			[]string{"config.yaml: auth.issuer: environment variable ISS is not set"}},
+		{"unset variable in a list", okAuth + "webhooks: {secrets: ['${WH}']}\n", []string{"SIDECAR_UNRELATED=1"},
+			[]string{"config.yaml: webhooks.secrets: environment variable WH is not set"}},
 		{"HS384 without secret", "auth: {algorithms: [HS384]}\n", nil, []string{"auth.jwt_secret: required"}},
 		{"bad webhook secret", okAuth + "webhooks: {secrets: [secret123]}\n", nil, []string{`webhooks.secrets[0]: must start with "whsec_"`}},
 		{"unknown algorithm", "auth: {jwt_secret: '" + testSecret + "', algorithms: [HS256, XS1]}\n", nil, []string{`unknown algorithm "XS1"`}},
@@ -565,23 +545,6 @@ func FuzzParseConfig(f *testing.F) {
 		}
 		if err := cfg.Validate(); err != nil {
 			t.Fatalf("Parse returned a config that fails Validate: %v", err)
-		}
-	})
-}
-
-// FuzzExpandVars checks the ${VAR} expander on arbitrary strings.
-func FuzzExpandVars(f *testing.F) {
-	for _, s := range []string{"${A}", "${A:-b}", "$${A}", "${", "${A", "x${B:-}y", "$A ${A}$"} {
-		f.Add(s)
-	}
-	vars := map[string]string{"A": "1", "B": ""}
-	f.Fuzz(func(t *testing.T, s string) {
-		out, _, err := expandVars(s, vars)
-		if err != nil {
-			return
-		}
-		if !strings.Contains(s, "${") && out != s {
-			t.Fatalf("expandVars(%q) = %q, want it unchanged: it has no ${", s, out)
 		}
 	})
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/knadh/koanf/providers/env/v2"
 	"github.com/knadh/koanf/providers/rawbytes"
 	"github.com/knadh/koanf/v2"
+
+	"github.com/sidecar/sidecar/rules"
 )
 
 // Load reads the YAML file at path (may be "" for defaults only), expands ${VAR} and ${VAR:-default}
@@ -28,9 +30,11 @@ import (
 //   - File: an unknown key is an error naming it, a value of the wrong type
 //     an error naming its key; a null value keeps the default. ${VAR} and
 //     ${VAR:-default} are expanded inside string values after the YAML is
-//     parsed, so a secret holding '#', ': ' or quotes arrives intact;
-//     ${VAR:-x} uses x when VAR is unset or empty, $${ is a literal ${, and
-//     a bare $VAR is left alone (expressions may contain '$').
+//     parsed, so a secret holding '#', ': ' or quotes arrives intact. The
+//     expansion is rules.ExpandEnv, the rules file's: ${VAR:-x} uses x when
+//     VAR is unset or empty, an unset ${VAR} without a default is an error
+//     naming VAR and the key, $${ is a literal ${, and a bare $VAR is left
+//     alone (expressions may contain '$').
 //   - Environment: a list is comma-separated; a variable naming no key is
 //     only a warning.
 //   - Strings where a list is expected are split on commas, in the file as
@@ -62,6 +66,7 @@ func Parse(path string, data []byte, environ []string) (*Config, []string, error
 		return nil, nil, err
 	}
 	vars := envMap(environ)
+	lookup := func(name string) (string, bool) { v, ok := vars[name]; return v, ok }
 	k := koanf.New(".")
 	var warnings []string
 
@@ -72,7 +77,7 @@ func Parse(path string, data []byte, environ []string) (*Config, []string, error
 		}
 		flat := fk.All()
 		for _, key := range fk.Keys() {
-			val, err := fileValue(key, flat[key], fields, vars, &warnings)
+			val, err := fileValue(key, flat[key], fields, lookup)
 			if err != nil {
 				return nil, warnings, fmt.Errorf("%s: %w", path, err)
 			}
@@ -151,7 +156,7 @@ func Parse(path string, data []byte, environ []string) (*Config, []string, error
 // fileValue checks one flattened key of the config file, expands ${VAR}
 // in its strings and converts it to its field's type. A nil result means
 // "keep the default".
-func fileValue(key string, val any, fields map[string]reflect.Type, vars map[string]string, warnings *[]string) (any, error) {
+func fileValue(key string, val any, fields map[string]reflect.Type, lookup func(string) (string, bool)) (any, error) {
 	t, ok := fields[key]
 	if !ok {
 		if isSection(key, fields) {
@@ -176,10 +181,7 @@ func fileValue(key string, val any, fields map[string]reflect.Type, vars map[str
 		return nil, nil
 	}
 	expandOne := func(s string) (string, error) {
-		out, unset, err := expandVars(s, vars)
-		for _, name := range unset {
-			*warnings = append(*warnings, fmt.Sprintf("%s: %s is not set, ${%s} expands to \"\"", key, name, name))
-		}
+		out, err := rules.ExpandEnv(s, lookup)
 		if err != nil {
 			return "", fmt.Errorf("%s: %w", key, err)
 		}
@@ -341,69 +343,6 @@ func describe(v any) string {
 		return "a list"
 	}
 	return fmt.Sprint(v)
-}
-
-// expandVars replaces ${NAME} and ${NAME:-default} in s with values from
-// vars. ${NAME:-default} takes the default when NAME is unset or empty.
-// $${ stands for a literal ${. It returns the names referenced without a
-// default that are unset.
-func expandVars(s string, vars map[string]string) (string, []string, error) {
-	if !strings.Contains(s, "${") {
-		return s, nil, nil
-	}
-	var b strings.Builder
-	var unset []string
-	for {
-		i := strings.Index(s, "${")
-		if i < 0 {
-			b.WriteString(s)
-			return b.String(), unset, nil
-		}
-		if i > 0 && s[i-1] == '$' {
-			b.WriteString(s[:i-1])
-			b.WriteString("${")
-			s = s[i+2:]
-			continue
-		}
-		b.WriteString(s[:i])
-		end := strings.IndexByte(s[i:], '}')
-		if end < 0 {
-			return "", nil, fmt.Errorf("unterminated ${ in %q", shorten(s[i:]))
-		}
-		ref := s[i+2 : i+end]
-		name, def, hasDef := strings.Cut(ref, ":-")
-		if !validVarName(name) {
-			return "", nil, fmt.Errorf("invalid variable reference %q", "${"+ref+"}")
-		}
-		val, set := vars[name]
-		switch {
-		case hasDef && val == "":
-			val = def
-		case !set && !hasDef:
-			unset = append(unset, name)
-		}
-		b.WriteString(val)
-		s = s[i+end+1:]
-	}
-}
-
-func validVarName(name string) bool {
-	if name == "" {
-		return false
-	}
-	for i, c := range name {
-		if c != '_' && !('A' <= c && c <= 'Z') && !('a' <= c && c <= 'z') && (i == 0 || !('0' <= c && c <= '9')) {
-			return false
-		}
-	}
-	return true
-}
-
-func shorten(s string) string {
-	if len(s) > 20 {
-		return s[:20] + "…"
-	}
-	return s
 }
 
 // envMap turns an environ list into a map; a later entry wins, as it does
