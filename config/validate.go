@@ -1,7 +1,6 @@
 package config
 
 import (
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +11,7 @@ import (
 	"unicode"
 
 	"github.com/sidecar/sidecar/engine/auth"
+	"github.com/sidecar/sidecar/engine/webhook"
 )
 
 // secretWarnings reports secrets that work but should not go to production.
@@ -123,7 +123,7 @@ func (c *Config) Validate() error {
 	}
 
 	for i, s := range c.Webhooks.Secrets {
-		if err := checkWebhookSecret(s); err != nil {
+		if _, err := webhook.ParseSecret(s); err != nil {
 			bad(fmt.Sprintf("webhooks.secrets[%d]", i), "%v", err)
 		}
 	}
@@ -133,7 +133,7 @@ func (c *Config) Validate() error {
 	positive("webhooks.concurrency", int64(c.Webhooks.Concurrency))
 
 	if c.Forward.Secret != "" {
-		if err := checkWebhookSecret(c.Forward.Secret); err != nil {
+		if _, err := webhook.ParseSecret(c.Forward.Secret); err != nil {
 			bad("forward.secret", "%v", err)
 		}
 	}
@@ -180,22 +180,4 @@ func (c *Config) Validate() error {
 		bad("limits.workers", "must not be negative (0: 4 × GOMAXPROCS), got %d", l.Workers)
 	}
 	return errors.Join(errs...)
-}
-
-// checkWebhookSecret checks the Standard Webhooks form whsec_<base64>.
-func checkWebhookSecret(s string) error {
-	b64, ok := strings.CutPrefix(s, "whsec_")
-	if !ok {
-		return errors.New(`must start with "whsec_"`)
-	}
-	key, err := base64.StdEncoding.DecodeString(b64)
-	if err != nil {
-		if key, err = base64.RawStdEncoding.DecodeString(b64); err != nil {
-			return errors.New(`must be "whsec_" followed by base64`)
-		}
-	}
-	if len(key) == 0 {
-		return errors.New(`has an empty key after "whsec_"`)
-	}
-	return nil
 }
