@@ -5,7 +5,13 @@
 // keeps the file and the struct in step.
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/sidecar/sidecar/engine/auth"
+	"github.com/sidecar/sidecar/engine/forward"
+	"github.com/sidecar/sidecar/engine/webhook"
+)
 
 // Config is the whole configuration file. Field names and koanf tags are the
 // contract (docs/DESIGN.md); config.example.yaml documents every key and a
@@ -105,29 +111,33 @@ type Limits struct {
 }
 
 // Default is the configuration with every default filled in. The
-// config file and the environment override it.
+// config file and the environment override it. Where a package defines
+// what its zero value means (forward.DefaultTimeout, auth.DefaultLeeway,
+// ...), the default is that constant, so the two cannot drift, and a test
+// keeps it so. The engine's Limits defaults are not exported yet, so
+// limits.* are still literals here.
 func Default() Config {
 	return Config{
 		Listen: ":8080",
 		Log:    Log{Level: "info", Format: "text"},
 		Auth: Auth{
 			Algorithms:    []string{"HS256"},
-			Leeway:        5 * time.Second,
-			MaxTokenBytes: 8192,
+			Leeway:        auth.DefaultLeeway,
+			MaxTokenBytes: auth.DefaultMaxTokenBytes,
 		},
 		API: API{AdminIf: `claims.role == "admin"`},
 		Webhooks: Webhooks{
 			MaxBodyBytes: 1 << 20,
-			Tolerance:    5 * time.Minute,
+			Tolerance:    webhook.DefaultTolerance,
 			DedupTTL:     24 * time.Hour,
 			Concurrency:  256,
 		},
 		Forward: Forward{
-			Timeout:        10 * time.Second,
-			RetryHorizon:   24 * time.Hour,
-			InitialBackoff: time.Second,
-			MaxBackoff:     10 * time.Minute,
-			Concurrency:    4,
+			Timeout:        forward.DefaultTimeout,
+			RetryHorizon:   forward.DefaultRetryHorizon,
+			InitialBackoff: forward.DefaultInitialBackoff,
+			MaxBackoff:     forward.DefaultMaxBackoff,
+			Concurrency:    forward.DefaultConcurrency,
 		},
 		Rules:    Rules{File: "rules.yaml", Watch: true},
 		Store:    Store{Path: "sidecar.db", Sync: "everysecond"},
