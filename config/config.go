@@ -105,7 +105,7 @@ type Limits struct {
 	HandshakeTimeout          time.Duration `koanf:"handshake_timeout"`
 	PingInterval              time.Duration `koanf:"ping_interval"`
 	IdleTimeout               time.Duration `koanf:"idle_timeout"`
-	ClientEventsPerSecond     int           `koanf:"client_events_per_second"`
+	ClientEventsPerSecond     int           `koanf:"client_events_per_second"` // per connection; 0: no limit
 	ConnectionsPerIPPerSecond int           `koanf:"connections_per_ip_per_second"`
 	Workers                   int           `koanf:"workers"` // read workers; 0: 4 × GOMAXPROCS
 }

@@ -455,7 +455,9 @@ func TestValidate(t *testing.T) {
 		{"outbound queue", func(c *Config) { c.Limits.OutboundQueueBytes = 0 }, "limits.outbound_queue_bytes: must be positive"},
 		{"write timeout", func(c *Config) { c.Limits.WriteTimeout = 0 }, "limits.write_timeout: must be positive, got 0s"},
 		{"idle vs ping", func(c *Config) { c.Limits.IdleTimeout = c.Limits.PingInterval }, "limits.idle_timeout: 25s must be longer than limits.ping_interval 25s"},
-		{"events per second", func(c *Config) { c.Limits.ClientEventsPerSecond = 0 }, "limits.client_events_per_second: must be positive"},
+		// 0 turns the client event limit off, as the engine reads it.
+		{"no client event limit", func(c *Config) { c.Limits.ClientEventsPerSecond = 0 }, ""},
+		{"events per second", func(c *Config) { c.Limits.ClientEventsPerSecond = -1 }, "limits.client_events_per_second: must not be negative (0: no limit), got -1"},
 		{"per-IP rate", func(c *Config) { c.Limits.ConnectionsPerIPPerSecond = -1 }, "limits.connections_per_ip_per_second: must not be negative"},
 		{"workers", func(c *Config) { c.Limits.Workers = -1 }, "limits.workers: must not be negative"},
 		{"webhook body", func(c *Config) { c.Webhooks.MaxBodyBytes = 0 }, "webhooks.max_body_bytes: must be positive"},

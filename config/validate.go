@@ -172,7 +172,9 @@ func (c *Config) Validate() error {
 	if l.IdleTimeout <= l.PingInterval {
 		bad("limits.idle_timeout", "%s must be longer than limits.ping_interval %s", l.IdleTimeout, l.PingInterval)
 	}
-	positive("limits.client_events_per_second", int64(l.ClientEventsPerSecond))
+	if l.ClientEventsPerSecond < 0 {
+		bad("limits.client_events_per_second", "must not be negative (0: no limit), got %d", l.ClientEventsPerSecond)
+	}
 	if l.ConnectionsPerIPPerSecond < 0 {
 		bad("limits.connections_per_ip_per_second", "must not be negative (0: no limit), got %d", l.ConnectionsPerIPPerSecond)
 	}
