@@ -129,7 +129,7 @@ func Default() Config {
 		Webhooks: Webhooks{
 			MaxBodyBytes: 1 << 20,
 			Tolerance:    webhook.DefaultTolerance,
-			DedupTTL:     24 * time.Hour,
+			DedupTTL:     MinDedupTTL,
 			Concurrency:  256,
 		},
 		Forward: Forward{
@@ -162,6 +162,11 @@ const (
 	devJWTSecret     = "sidecar-dev-secret-change-me"
 	devWebhookSecret = "whsec_fVAXsbyPsUMoThNjlKTAnZ8Wir0pRw7lAb4Z0hedzoo="
 )
+
+// MinDedupTTL is the shortest webhooks.dedup_ttl: the contract
+// (docs/DESIGN.md) remembers a webhook-id for at least 24 h, so a retry
+// within a day is never delivered twice.
+const MinDedupTTL = 24 * time.Hour
 
 // EnvPrefix starts every environment variable that overrides a config key:
 // SIDECAR_ + the key in capitals, "__" between levels.

@@ -129,7 +129,9 @@ func (c *Config) Validate() error {
 	}
 	positive("webhooks.max_body_bytes", c.Webhooks.MaxBodyBytes)
 	positiveDur("webhooks.tolerance", c.Webhooks.Tolerance)
-	positiveDur("webhooks.dedup_ttl", c.Webhooks.DedupTTL)
+	if c.Webhooks.DedupTTL < MinDedupTTL {
+		bad("webhooks.dedup_ttl", "must be at least 24h (the contract remembers a webhook-id at least 24 h), got %s", c.Webhooks.DedupTTL)
+	}
 	positive("webhooks.concurrency", int64(c.Webhooks.Concurrency))
 
 	if c.Forward.Secret != "" {
