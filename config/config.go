@@ -72,12 +72,20 @@ type Forward struct {
 	InitialBackoff time.Duration `koanf:"initial_backoff"`
 	MaxBackoff     time.Duration `koanf:"max_backoff"`
 	Concurrency    int           `koanf:"concurrency"`
+	// The outbox caps: queued items, queued body bytes, and one user's
+	// share of those bytes.
+	MaxPending        int   `koanf:"max_pending"`
+	MaxPendingBytes   int64 `koanf:"max_pending_bytes"`
+	MaxPendingPerUser int64 `koanf:"max_pending_per_user"`
 }
 
 // Rules is the rules section: the rules file and how rules run.
 type Rules struct {
-	File  string `koanf:"file"`  // relative paths are relative to the config file
-	Watch bool   `koanf:"watch"` // reload when the file changes (SIGHUP always reloads)
+	File    string        `koanf:"file"`     // relative paths are relative to the config file
+	Watch   bool          `koanf:"watch"`    // reload when the file changes (SIGHUP always reloads)
+	Timeout time.Duration `koanf:"timeout"`  // deadline of one rule's evaluation
+	MaxCost int           `koanf:"max_cost"` // operation budget of one rule's evaluation
+	Workers int           `koanf:"workers"`  // goroutines running rules for client and lifecycle events; 0: 2 × GOMAXPROCS
 }
 
 // Store is the store section: the buntdb file.
@@ -108,6 +116,9 @@ type Limits struct {
 	ClientEventsPerSecond     int           `koanf:"client_events_per_second"` // per connection; 0: no limit
 	ConnectionsPerIPPerSecond int           `koanf:"connections_per_ip_per_second"`
 	Workers                   int           `koanf:"workers"` // read workers; 0: 4 × GOMAXPROCS
+	ClientEventsBurst         int           `koanf:"client_events_burst"`
+	CloseTimeout              time.Duration `koanf:"close_timeout"`
+	SendBufferBytes           int           `koanf:"send_buffer_bytes"` // SO_SNDBUF; 0: the kernel's default
 }
 
 // Default is the configuration with every default filled in. The
@@ -133,13 +144,21 @@ func Default() Config {
 			Concurrency:  256,
 		},
 		Forward: Forward{
-			Timeout:        forward.DefaultTimeout,
-			RetryHorizon:   forward.DefaultRetryHorizon,
-			InitialBackoff: forward.DefaultInitialBackoff,
-			MaxBackoff:     forward.DefaultMaxBackoff,
-			Concurrency:    forward.DefaultConcurrency,
+			Timeout:           forward.DefaultTimeout,
+			RetryHorizon:      forward.DefaultRetryHorizon,
+			InitialBackoff:    forward.DefaultInitialBackoff,
+			MaxBackoff:        forward.DefaultMaxBackoff,
+			Concurrency:       forward.DefaultConcurrency,
+			MaxPending:        forward.DefaultMaxPending,
+			MaxPendingBytes:   64 << 20,
+			MaxPendingPerUser: 1 << 20,
 		},
-		Rules:    Rules{File: "rules.yaml", Watch: true},
+		Rules: Rules{
+			File:    "rules.yaml",
+			Watch:   true,
+			Timeout: 100 * time.Millisecond,
+			MaxCost: 1_000_000,
+		},
 		Store:    Store{Path: "sidecar.db", Sync: "everysecond"},
 		Presence: Presence{Grace: 3 * time.Second},
 		Limits: Limits{
@@ -152,6 +171,9 @@ func Default() Config {
 			IdleTimeout:               60 * time.Second,
 			ClientEventsPerSecond:     50,
 			ConnectionsPerIPPerSecond: 0,
+			ClientEventsBurst:         100,
+			CloseTimeout:              10 * time.Second,
+			SendBufferBytes:           128 << 10,
 		},
 	}
 }

@@ -25,6 +25,7 @@ func TestDefaultsAgreeWithPackages(t *testing.T) {
 		{"forward.initial_backoff", d.Forward.InitialBackoff, forward.DefaultInitialBackoff},
 		{"forward.max_backoff", d.Forward.MaxBackoff, forward.DefaultMaxBackoff},
 		{"forward.concurrency", d.Forward.Concurrency, forward.DefaultConcurrency},
+		{"forward.max_pending", d.Forward.MaxPending, forward.DefaultMaxPending},
 	}
 	for _, tc := range tests {
 		t.Run(tc.key, func(t *testing.T) {

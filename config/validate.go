@@ -146,9 +146,20 @@ func (c *Config) Validate() error {
 		bad("forward.max_backoff", "%s is less than forward.initial_backoff %s", c.Forward.MaxBackoff, c.Forward.InitialBackoff)
 	}
 	positive("forward.concurrency", int64(c.Forward.Concurrency))
+	positive("forward.max_pending", int64(c.Forward.MaxPending))
+	positive("forward.max_pending_bytes", c.Forward.MaxPendingBytes)
+	positive("forward.max_pending_per_user", c.Forward.MaxPendingPerUser)
+	if c.Forward.MaxPendingPerUser > c.Forward.MaxPendingBytes && c.Forward.MaxPendingBytes > 0 {
+		bad("forward.max_pending_per_user", "%d is more than forward.max_pending_bytes %d", c.Forward.MaxPendingPerUser, c.Forward.MaxPendingBytes)
+	}
 
 	if c.Rules.File == "" {
 		bad("rules.file", "must not be empty")
+	}
+	positiveDur("rules.timeout", c.Rules.Timeout)
+	positive("rules.max_cost", int64(c.Rules.MaxCost))
+	if c.Rules.Workers < 0 {
+		bad("rules.workers", "must not be negative (0: 2 × GOMAXPROCS), got %d", c.Rules.Workers)
 	}
 	if c.Store.Path == "" {
 		bad("store.path", `must not be empty (":memory:" keeps nothing)`)
@@ -176,6 +187,16 @@ func (c *Config) Validate() error {
 	}
 	if l.ClientEventsPerSecond < 0 {
 		bad("limits.client_events_per_second", "must not be negative (0: no limit), got %d", l.ClientEventsPerSecond)
+	}
+	switch {
+	case l.ClientEventsBurst < 0:
+		bad("limits.client_events_burst", "must not be negative, got %d", l.ClientEventsBurst)
+	case l.ClientEventsPerSecond > 0 && l.ClientEventsBurst < l.ClientEventsPerSecond:
+		bad("limits.client_events_burst", "%d is less than limits.client_events_per_second %d", l.ClientEventsBurst, l.ClientEventsPerSecond)
+	}
+	positiveDur("limits.close_timeout", l.CloseTimeout)
+	if l.SendBufferBytes < 0 {
+		bad("limits.send_buffer_bytes", "must not be negative (0: the kernel's default), got %d", l.SendBufferBytes)
 	}
 	if l.ConnectionsPerIPPerSecond < 0 {
 		bad("limits.connections_per_ip_per_second", "must not be negative (0: no limit), got %d", l.ConnectionsPerIPPerSecond)

@@ -171,6 +171,7 @@ func serve(ctx context.Context, cfg *config.Config, ln net.Listener, logger *slo
 		InitialBackoff: cfg.Forward.InitialBackoff,
 		MaxBackoff:     cfg.Forward.MaxBackoff,
 		Concurrency:    cfg.Forward.Concurrency,
+		MaxPending:     cfg.Forward.MaxPending,
 		Logger:         logger,
 	})
 	if err != nil {
