@@ -25,107 +25,19 @@ func checkCmd(ctx context.Context, args []string, out, errb *bytes.Buffer) error
 	return runCheck(ctx, args, out, errb)
 }
 
-// TestShippedRulesPass runs the test files of the shipped rules.yaml, as
-// CI would with `sidecar test testdata/rules/*.yaml`.
-func TestShippedRulesPass(t *testing.T) {
-	files, _ := filepath.Glob("../../testdata/rules/*.yaml")
-	if len(files) == 0 {
-		t.Fatal("no testdata/rules/*.yaml")
+// TestTestCommand: `sidecar test` is rulestest.Run; the runner's own
+// tests are in rules/rulestest.
+func TestTestCommand(t *testing.T) {
+	out, _, err := runCmd(t, testCmd, "../../rules/rulestest/testdata/passing.yaml")
+	if err != nil || !strings.HasSuffix(out, "2 passed, 0 failed\n") {
+		t.Errorf("sidecar test passing.yaml = %v\n%s", err, out)
 	}
-	out, _, err := runCmd(t, testCmd, files...)
-	if err != nil || strings.Contains(out, "FAIL") || !strings.Contains(out, " 0 failed") {
-		t.Fatalf("sidecar test testdata/rules/*.yaml = %v\n%s", err, out)
-	}
-}
-
-func TestTestCommandPasses(t *testing.T) {
-	out, _, err := runCmd(t, testCmd, "../../rules/testdata/sidecar-test/passing.yaml")
-	if err != nil {
-		t.Fatalf("runTest(passing.yaml) = %v\n%s", err, out)
-	}
-	for _, want := range []string{"  PASS  hello is answered and audited\n", "  PASS  other client events are only audited\n", "2 passed, 0 failed\n"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("output lacks %q:\n%s", want, out)
-		}
-	}
-}
-
-// TestTestCommandFails runs the deliberately failing example: each kind of
-// failure is reported, with a diff, and the command fails.
-func TestTestCommandFails(t *testing.T) {
-	out, _, err := runCmd(t, testCmd, "../../rules/testdata/sidecar-test/failing.yaml")
-	if err == nil || err.Error() != "3 of 4 rule tests failed" {
-		t.Errorf("runTest(failing.yaml) error = %v, want 3 of 4 failed", err)
-	}
-	for _, want := range []string{
-		"  PASS  this one passes\n",
-		"  FAIL  wrong greeting text (../../rules/testdata/sidecar-test/failing.yaml:10)\n",
-		"        --- expected\n        +++ got\n",
-		"        -     text: hi Ann\n        +     text: hello Ann\n",
-		"        - (no outputs)\n        + - rule: audit\n        +   action: forward\n",
-		`unexpected run-time error: rule "greet": emit.data (line 5): invalid operation: string + <nil>`,
-		"1 passed, 3 failed\n",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("output lacks %q:\n%s", want, out)
-		}
-	}
-}
-
-func TestTestCommandFileErrors(t *testing.T) {
-	dir := t.TempDir()
-	write := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	write("rules.yaml", "rules:\n  - {name: a, on: x, join: '[\"r\"]'}\n")
-	for _, tc := range []struct {
-		name, content, want string
-	}{
-		{"misspelt key", "rules: rules.yaml\ntests:\n  - name: t\n    evnt: {type: x}\n    expect: []\n", "field evnt not found"},
-		{"missing expect", "rules: rules.yaml\ntests:\n  - {name: t, event: {type: x}}\n", "missing expect (write expect: [] when the event should cause nothing)"},
-		{"missing type", "rules: rules.yaml\ntests:\n  - {name: t, event: {data: {}}, expect: []}\n", "event: missing type"},
-		{"bad expected key", "rules: rules.yaml\ntests:\n  - {name: t, event: {type: x}, expect: [{action: join, room: [r]}]}\n", `unknown key "room"`},
-		{"rules do not load", "rules: nope.yaml\ntests:\n  - {name: t, event: {type: x}, expect: []}\n", "load rules: open"},
-		{"a rules file", "rules:\n  - {name: a, on: x, join: '[\"r\"]'}\n", "a rules file, not a test file"},
-		{"expected error that did not happen", "rules: rules.yaml\ntests:\n  - {name: t, event: {type: x}, expect: [{action: join, rooms: [r]}], errors: [a]}\n", `expected rule "a" to fail at run time; it did not`},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			p := write("t.yaml", tc.content)
-			out, _, err := runCmd(t, testCmd, p)
-			if err == nil || !strings.Contains(out, tc.want) {
-				t.Errorf("runTest() = %v\n%s\nwant output containing %q", err, out, tc.want)
-			}
-		})
+	out, _, err = runCmd(t, testCmd, "../../rules/rulestest/testdata/failing.yaml")
+	if err == nil || err.Error() != "3 of 4 rule tests failed" || !strings.Contains(out, "  FAIL  ") {
+		t.Errorf("sidecar test failing.yaml = %v\n%s", err, out)
 	}
 	if _, errOut, err := runCmd(t, testCmd); !errors.Is(err, errReported) || !strings.Contains(errOut, "usage: sidecar test FILE...") {
-		t.Errorf("runTest() without files = %v, %q", err, errOut)
-	}
-}
-
-// TestTestCommandIdsAndOrder: expected ids may be numbers, rule is
-// optional, and output order matters.
-func TestTestCommandIdsAndOrder(t *testing.T) {
-	dir := t.TempDir()
-	rulesSrc := "rules:\n  - {name: a, on: x, emit: {event: e, to: 'users([data.n, \"u\"])'}}\n  - {name: b, on: x, join: {rooms: '[data.n]', user: data.n}}\n"
-	if err := os.WriteFile(filepath.Join(dir, "r.yaml"), []byte(rulesSrc), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	test := "rules: r.yaml\ntests:\n" +
-		"  - name: numbers\n    event: {type: x, data: {n: 42}}\n    expect:\n" +
-		"      - {event: e, to: {users: [42, u]}, data: {n: 42}}\n      - {rule: b, action: join, rooms: [42], user: 42}\n" +
-		"  - name: swapped\n    event: {type: x, data: {n: 1}}\n    expect:\n" +
-		"      - {rule: b, action: join, rooms: [1], user: 1}\n      - {event: e, to: {users: [1, u]}, data: {n: 1}}\n"
-	p := filepath.Join(dir, "t.yaml")
-	if err := os.WriteFile(p, []byte(test), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out, _, err := runCmd(t, testCmd, p)
-	if !strings.Contains(out, "  PASS  numbers\n") || !strings.Contains(out, "  FAIL  swapped") || err == nil {
-		t.Errorf("runTest() = %v\n%s", err, out)
+		t.Errorf("sidecar test without files = %v, %q", err, errOut)
 	}
 }
 
