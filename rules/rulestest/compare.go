@@ -8,7 +8,6 @@ import (
 	"maps"
 	"reflect"
 	"slices"
-	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -109,16 +108,16 @@ func canonExpected(items []any) ([]any, error) {
 				case !slices.Contains(targetKeys, k):
 					return nil, fmt.Errorf("item %d: to: unknown key %q (want %s)", i+1, k, strings.Join(targetKeys, ", "))
 				case k != "all":
-					tm[k] = idStrings(v)
+					tm[k] = expectedIDs(v)
 				}
 			}
 			m["to"] = tm
 		}
 		if v, ok := m["rooms"]; ok {
-			m["rooms"] = idStrings(v)
+			m["rooms"] = expectedIDs(v)
 		}
 		if v, ok := m["user"]; ok {
-			m["user"] = idString(v)
+			m["user"] = expectedID(v)
 		}
 		j, err := viaJSON(m)
 		if err != nil {
@@ -170,27 +169,25 @@ func normalizeNil(l []any) []any {
 	return l
 }
 
-func idStrings(v any) any {
+// expectedIDs applies expectedID to each item of a list.
+func expectedIDs(v any) any {
 	l, ok := v.([]any)
 	if !ok {
 		return v
 	}
 	out := make([]any, len(l))
 	for i, e := range l {
-		out[i] = idString(e)
+		out[i] = expectedID(e)
 	}
 	return out
 }
 
-// idString writes a scalar id as rules compare it: 42 -> "42".
-func idString(v any) any {
-	switch x := v.(type) {
-	case int:
-		return strconv.Itoa(x)
-	case float64:
-		return strconv.FormatFloat(x, 'f', -1, 64)
-	case uint64:
-		return strconv.FormatUint(x, 10)
+// expectedID writes an expected id as the rules would: rules.ID's string
+// (42 and 42.0 are "42"). What is no id (nil, a bool, a map) stays as it
+// is, so that the diff shows it.
+func expectedID(v any) any {
+	if id, err := rules.ID(v); err == nil {
+		return id
 	}
 	return v
 }

@@ -151,3 +151,36 @@ func TestRunStopsWithContext(t *testing.T) {
 		t.Errorf("Run(cancelled) = %v, want context.Canceled", err)
 	}
 }
+
+// TestExpectedIDs: an id written in a test's expectations compares as
+// rules.ID makes it, whatever YAML form it takes.
+func TestExpectedIDs(t *testing.T) {
+	dir := t.TempDir()
+	rulesSrc := "rules:\n  - {name: a, on: x, emit: {event: e, to: 'user(data.n)', data: '{\"k\": 1}'}}\n  - {name: b, on: x, join: {rooms: '[data.n]', user: data.n}}\n"
+	if err := os.WriteFile(filepath.Join(dir, "r.yaml"), []byte(rulesSrc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, data, expected string }{
+		{"integer", "42", "42"},
+		{"float written whole", "42", "42.0"},
+		{"quoted", "42", `"42"`},
+		{"hexadecimal", "42", "0x2A"},
+		{"exponent", "1000", "1e3"},
+		{"fraction", "4.5", "4.50"},
+		{"negative", "-7", "-7"},
+		{"string", "u1", "u1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			test := "rules: r.yaml\ntests:\n  - name: ids\n    event: {type: x, data: {n: " + tc.data + "}}\n    expect:\n" +
+				"      - {event: e, to: {users: [" + tc.expected + "]}, data: {k: 1}}\n" +
+				"      - {action: join, rooms: [" + tc.expected + "], user: " + tc.expected + "}\n"
+			p := filepath.Join(dir, "t.yaml")
+			if err := os.WriteFile(p, []byte(test), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if out, _, err := run(t, p); err != nil {
+				t.Errorf("data %s, expected %s: %v\n%s", tc.data, tc.expected, err, out)
+			}
+		})
+	}
+}
