@@ -33,6 +33,7 @@ import (
 	"github.com/sidecar/sidecar/engine/store"
 	"github.com/sidecar/sidecar/engine/webhook"
 	"github.com/sidecar/sidecar/rules"
+	"github.com/sidecar/sidecar/rules/live"
 )
 
 func main() {
@@ -144,9 +145,9 @@ func serve(ctx context.Context, cfg *config.Config, ln net.Listener, logger *slo
 		}
 	}()
 
-	router := &ruleRouter{}
+	router := &live.Router{}
 	ropt := rules.Options{Registry: rules.Builtin(), Lookup: os.LookupEnv}
-	rl := newReloader(cfg.Rules.File, ropt, router, logger.With("component", "rules"), reg)
+	rl := live.NewReloader(cfg.Rules.File, ropt, router, logger.With("component", "rules"), reg)
 	if err := rl.Reload(); err != nil {
 		return fmt.Errorf("rules: %w", err)
 	}
@@ -206,7 +207,7 @@ func serve(ctx context.Context, cfg *config.Config, ln net.Listener, logger *slo
 			DedupTTL:     cfg.Webhooks.DedupTTL,
 			Concurrency:  cfg.Webhooks.Concurrency,
 		},
-		Checks: map[string]engine.Check{"rules": rl.check},
+		Checks: map[string]engine.Check{"rules": rl.Check},
 	})
 	if err != nil {
 		return err

@@ -51,7 +51,8 @@ func TestCheckCommand(t *testing.T) {
 	}
 	write("sidecar.yaml", "auth:\n  jwt_secret: a-long-enough-development-secret-0123456789\nrules:\n  file: my-rules.yaml\n")
 
-	write("my-rules.yaml", rulesWith(3, "e"))
+	write("my-rules.yaml", "rules:\n  - {name: r0, on: x, emit: {event: e, to: all()}}\n"+
+		"  - {name: r1, on: x, emit: {event: e, to: all()}}\n  - {name: r2, on: x, join: '[\"r\"]'}\n")
 	out, _, err := runCmd(t, checkCmd, "--config", cfg)
 	if want := "ok: 3 rules in " + filepath.Join(dir, "my-rules.yaml") + "\n"; err != nil || out != want {
 		t.Errorf("check (good rules) = %v, %q, want %q", err, out, want)

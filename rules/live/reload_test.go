@@ -1,4 +1,4 @@
-package main
+package live
 
 import (
 	"bytes"
@@ -54,17 +54,17 @@ func (s *syncBuffer) String() string {
 
 type reloadFixture struct {
 	path string
-	r    *ruleRouter
-	l    *reloader
+	r    *Router
+	l    *Reloader
 	reg  *prometheus.Registry
 	logs *syncBuffer
 }
 
 func newReloadFixture(t *testing.T, dir, path string) *reloadFixture {
 	t.Helper()
-	f := &reloadFixture{path: path, r: &ruleRouter{}, reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	f := &reloadFixture{path: path, r: &Router{}, reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
 	logger := slog.New(slog.NewTextHandler(f.logs, nil))
-	f.l = newReloader(path, rules.Options{Registry: rules.Builtin()}, f.r, logger, f.reg)
+	f.l = NewReloader(path, rules.Options{Registry: rules.Builtin()}, f.r, logger, f.reg)
 	return f
 }
 
@@ -161,8 +161,8 @@ func TestReloadFollowsEdits(t *testing.T) {
 	if err := f.lastErr(); !strings.Contains(err.Error(), wantErr) {
 		t.Errorf("Status() error = %v, want %q", err, wantErr)
 	}
-	if ready, detail := f.l.check(); !ready || !strings.Contains(detail, "last reload failed, previous rules kept: "+wantErr) {
-		t.Errorf("check() = %v, %q", ready, detail)
+	if ready, detail := f.l.Check(); !ready || !strings.Contains(detail, "last reload failed, previous rules kept: "+wantErr) {
+		t.Errorf("Check() = %v, %q", ready, detail)
 	}
 	if f.metric(t, "sidecar_rules_reload_failures_total") < 1 || f.metric(t, "sidecar_rules_last_reload_success") != 0 {
 		t.Errorf("metrics after a failed reload: failures %v, success %v",
@@ -246,13 +246,14 @@ func TestReloadFirstLoadFails(t *testing.T) {
 	if n != 0 || err == nil || !at.IsZero() || f.r.Set() != nil {
 		t.Errorf("Status() = %d, %v, %v", n, err, at)
 	}
-	if ready, detail := f.l.check(); ready || !strings.Contains(detail, "rules not loaded: load rules:") {
-		t.Errorf("check() = %v, %q", ready, detail)
+	if ready, detail := f.l.Check(); ready || !strings.Contains(detail, "rules not loaded: load rules:") {
+		t.Errorf("Check() = %v, %q", ready, detail)
 	}
 }
 
 // TestReloadUnderLoad: events routed while sets are swapped see one set or
-// the other, never a mix (RELIABILITY.md 4.F #46).
+// the other, never a mix (the contract, docs/DESIGN.md: a reload swaps the
+// whole set).
 func TestReloadUnderLoad(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "rules.yaml")
