@@ -92,10 +92,16 @@ func NewReloader(path string, opt rules.Options, r *Router, logger *slog.Logger,
 }
 
 // Reload loads the rules file and, if it is valid, swaps it in. On failure
-// the rules in use stay, each error is logged at Error (once: the same
-// errors again, as a watcher may report several writes of one broken
-// save, are not logged again) and returned; callers need not log it.
-func (l *Reloader) Reload() error {
+// the rules in use stay and the error is returned, not logged: the caller
+// reports it (main prints the start-up error once). Reloads that Run
+// starts itself are logged by Run.
+func (l *Reloader) Reload() error { return l.reload(false) }
+
+// reload is Reload. With logErr, a failure is also logged at Error, each
+// error once: the same errors again (a watcher may report several writes
+// of one broken save), or the errors the last Reload returned, are not
+// logged again.
+func (l *Reloader) reload(logErr bool) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	// Stamp before reading: a write during the load is seen as a change.
@@ -104,7 +110,7 @@ func (l *Reloader) Reload() error {
 	if err != nil {
 		l.failures.Inc()
 		l.lastSuccess.Set(0)
-		if l.lastErr == nil || l.lastErr.Error() != err.Error() {
+		if logErr && (l.lastErr == nil || l.lastErr.Error() != err.Error()) {
 			l.logFailure(err)
 		}
 		l.lastErr = err
@@ -222,7 +228,7 @@ func (l *Reloader) Run(ctx context.Context, watch bool, hup <-chan os.Signal) er
 		case <-hup:
 			timer.Stop()
 			debounced = nil
-			_ = l.Reload() // logged by Reload
+			_ = l.reload(true) // no caller to return the error to: log it
 			stamp = l.loadedStamp()
 		case ev, ok := <-events:
 			if !ok {
@@ -247,7 +253,7 @@ func (l *Reloader) Run(ctx context.Context, watch bool, hup <-chan os.Signal) er
 			}
 		case <-debounced:
 			debounced = nil
-			_ = l.Reload() // logged by Reload
+			_ = l.reload(true) // no caller to return the error to: log it
 			stamp = l.loadedStamp()
 			if w != nil {
 				l.addWatches(w, watched) // a symlink may point elsewhere now

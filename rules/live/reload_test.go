@@ -208,6 +208,43 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	}
 }
 
+// TestReloadLogsOnce: Reload returns its error and logs nothing, so that
+// its caller (main, at start-up) prints it once. A reload the reloader
+// starts itself (a watch event, SIGHUP) has no caller, so Run logs it, once
+// per distinct error: an error already returned or logged is not logged
+// again.
+func TestReloadLogsOnce(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "rules.yaml")
+	writeFile(t, path, brokenRules)
+	f := newReloadFixture(t, dir, path)
+	err := f.l.Reload()
+	if err == nil || !strings.Contains(err.Error(), "unknown name usr") {
+		t.Fatalf("Reload() = %v, want the file:line error", err)
+	}
+	if logs := f.logs.String(); strings.Contains(logs, "unknown name usr") || strings.Contains(logs, "level=ERROR") {
+		t.Errorf("Reload() logged what it returned:\n%s", logs)
+	}
+
+	hup := make(chan os.Signal, 1)
+	f.run(t, false, hup)
+	failures := func(n float64) func() bool {
+		return func() bool { return f.metric(t, "sidecar_rules_reload_failures_total") == n }
+	}
+	hup <- syscall.SIGHUP
+	hup <- syscall.SIGHUP
+	f.waitFor(t, "two more failed reloads", failures(3))
+	writeFile(t, path, strings.Replace(brokenRules, "usr(1)", "nope(1)", 1))
+	hup <- syscall.SIGHUP
+	f.waitFor(t, "a failed reload with a new error", failures(4))
+	hup <- syscall.SIGHUP
+	f.waitFor(t, "the new error again", failures(5))
+	logs := f.logs.String()
+	if n := strings.Count(logs, "level=ERROR"); n != 1 || !strings.Contains(logs, "unknown name nope") {
+		t.Errorf("%d error lines, want 1, for the new error only:\n%s", n, logs)
+	}
+}
+
 // TestReloadKubernetesConfigMap mimics a ConfigMap volume update: the file
 // is a symlink through "..data", and the update swaps "..data" to a new
 // directory; the file itself never gets an event.
