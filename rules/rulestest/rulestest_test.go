@@ -78,6 +78,7 @@ func TestRunFileErrors(t *testing.T) {
 		return p
 	}
 	write("rules.yaml", "rules:\n  - {name: a, on: x, join: '[\"r\"]'}\n")
+	write("empty.yaml", "rules: []\n")
 	for _, tc := range []struct {
 		name, content, want string
 	}{
@@ -86,6 +87,7 @@ func TestRunFileErrors(t *testing.T) {
 		{"missing type", "rules: rules.yaml\ntests:\n  - {name: t, event: {data: {}}, expect: []}\n", "event: missing type"},
 		{"bad expected key", "rules: rules.yaml\ntests:\n  - {name: t, event: {type: x}, expect: [{action: join, room: [r]}]}\n", `unknown key "room"`},
 		{"rules do not load", "rules: nope.yaml\ntests:\n  - {name: t, event: {type: x}, expect: []}\n", "load rules: open"},
+		{"empty rules", "rules: empty.yaml\ntests:\n  - {name: t, event: {type: x}, expect: []}\n", "empty.yaml:1: no rules: an empty list turns off all routing (set rules.allow_empty: true"},
 		{"a rules file", "rules:\n  - {name: a, on: x, join: '[\"r\"]'}\n", "a rules file, not a test file"},
 		{"expected error that did not happen", "rules: rules.yaml\ntests:\n  - {name: t, event: {type: x}, expect: [{action: join, rooms: [r]}], errors: [a]}\n", `expected rule "a" to fail at run time; it did not`},
 	} {
