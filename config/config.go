@@ -86,6 +86,10 @@ type Rules struct {
 	Timeout time.Duration `koanf:"timeout"`  // deadline of one rule's evaluation
 	MaxCost int           `koanf:"max_cost"` // operation budget of one rule's evaluation
 	Workers int           `koanf:"workers"`  // goroutines running rules for client and lifecycle events; 0: 2 × GOMAXPROCS
+	// AllowEmpty lets an empty rules list load (rules.Options.AllowEmpty);
+	// without it "rules: []" stops the start-up and a reload to it is
+	// refused, since it would turn off all routing.
+	AllowEmpty bool `koanf:"allow_empty"`
 }
 
 // Store is the store section: the buntdb file.

@@ -171,6 +171,8 @@ func TestEnvOverrides(t *testing.T) {
 			func(c *Config) (any, any) { return c.Listen, "127.0.0.1:9090" }},
 		{"duration", []string{"SIDECAR_PRESENCE__GRACE=10s"},
 			func(c *Config) (any, any) { return c.Presence.Grace, 10 * time.Second }},
+		{"allow empty rules", []string{"SIDECAR_RULES__ALLOW_EMPTY=true"},
+			func(c *Config) (any, any) { return c.Rules.AllowEmpty, true }},
 		{"bool", []string{"SIDECAR_RULES__WATCH=false"},
 			func(c *Config) (any, any) { return c.Rules.Watch, false }},
 		{"int64", []string{"SIDECAR_WEBHOOKS__MAX_BODY_BYTES=2097152"},

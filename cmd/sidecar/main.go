@@ -146,7 +146,7 @@ func serve(ctx context.Context, cfg *config.Config, ln net.Listener, logger *slo
 	}()
 
 	router := &live.Router{}
-	ropt := rules.Options{Registry: rules.Builtin(), Lookup: os.LookupEnv}
+	ropt := rules.Options{Registry: rules.Builtin(), Lookup: os.LookupEnv, AllowEmpty: cfg.Rules.AllowEmpty}
 	rl := live.NewReloader(cfg.Rules.File, ropt, router, logger.With("component", "rules"), reg)
 	if err := rl.Reload(); err != nil {
 		return fmt.Errorf("rules: %w", err)

@@ -37,3 +37,22 @@ func TestServeReportsRulesErrorsOnce(t *testing.T) {
 		t.Errorf("the rules error reaches the user %d times, want once; log:\n%s", n, stderr.String())
 	}
 }
+
+// TestServeRefusesEmptyRules: serve does not start on an empty rules list
+// unless rules.allow_empty is set.
+func TestServeRefusesEmptyRules(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "rules.yaml"), []byte("rules: []\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "sidecar.yaml")
+	conf := "listen: 127.0.0.1:0\nauth: {jwt_secret: a-long-enough-development-secret-0123456789}\nstore: {path: ':memory:'}\n"
+	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"serve", "--config", cfg}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "set rules.allow_empty: true") {
+		t.Errorf("serve with an empty rules list = %v, want the allow_empty error", err)
+	}
+}

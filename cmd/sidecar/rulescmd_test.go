@@ -70,6 +70,18 @@ func TestCheckCommand(t *testing.T) {
 		t.Errorf("check (bad rules) error = %q", err)
 	}
 
+	// An empty rules list fails the check, unless rules.allow_empty.
+	write("my-rules.yaml", "rules: []\n")
+	_, errOut, err = runCmd(t, checkCmd, "--config", cfg)
+	if want := rulesPath + ":1: no rules: an empty list turns off all routing (set rules.allow_empty: true in the config to allow it)\n"; err == nil || !strings.HasSuffix(errOut, want) {
+		t.Errorf("check (empty rules) = %v, stderr %q, want it to end %q", err, errOut, want)
+	}
+	t.Setenv("SIDECAR_RULES__ALLOW_EMPTY", "true")
+	out, _, err = runCmd(t, checkCmd, "--config", cfg)
+	if want := "ok: 0 rules in " + rulesPath + "\n"; err != nil || out != want {
+		t.Errorf("check (empty rules, allowed) = %v, %q, want %q", err, out, want)
+	}
+
 	write("sidecar.yaml", "nope: 1\n")
 	if _, _, err := runCmd(t, checkCmd, "--config", cfg); err == nil || !strings.Contains(err.Error(), "config:") {
 		t.Errorf("check (bad config) = %v", err)

@@ -121,7 +121,13 @@ func (l *Reloader) reload(logErr bool) error {
 	l.lastReload = time.Now()
 	l.lastSuccess.Set(1)
 	l.lastTime.Set(float64(l.lastReload.UnixNano()) / 1e9)
-	l.log.Info("rules loaded", "file", l.path, "rules", set.Len())
+	if set.Len() == 0 {
+		// Allowed (rules.allow_empty), but nothing is routed: say so on
+		// every load, not only the first, so it cannot go unnoticed.
+		l.log.Warn("rules file has no rules: no event is routed (rules.allow_empty is true)", "file", l.path)
+	} else {
+		l.log.Info("rules loaded", "file", l.path, "rules", set.Len())
+	}
 	return nil
 }
 

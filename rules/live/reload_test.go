@@ -245,6 +245,45 @@ func TestReloadLogsOnce(t *testing.T) {
 	}
 }
 
+// TestReloadEmptyRules: a reload to an empty rules list is refused and the
+// old rules keep serving, unless AllowEmpty; then every such load warns.
+func TestReloadEmptyRules(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "rules.yaml")
+	writeFile(t, path, rulesWith(2, "v1"))
+	f := newReloadFixture(t, dir, path)
+	if err := f.l.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, path, "rules: []\n")
+	err := f.l.Reload()
+	if err == nil || !strings.Contains(err.Error(), "set rules.allow_empty: true") {
+		t.Errorf("Reload() of an empty list = %v, want the allow_empty error", err)
+	}
+	if f.count() != 2 || f.routeEvent(t) != "v1" {
+		t.Errorf("a refused empty list replaced the rules: %d in use", f.count())
+	}
+	if ready, _ := f.l.Check(); !ready {
+		t.Errorf("Check() = not ready; the old rules still serve")
+	}
+
+	f.l.opt.AllowEmpty = true
+	for range 2 {
+		if err := f.l.Reload(); err != nil {
+			t.Fatalf("Reload() of an empty list with AllowEmpty = %v", err)
+		}
+	}
+	if f.count() != 0 {
+		t.Errorf("%d rules in use, want 0", f.count())
+	}
+	if out, _ := f.r.Route(context.Background(), &engine.Event{Type: "x"}, nil); len(out) != 0 {
+		t.Errorf("Route() with no rules = %v", out)
+	}
+	if n := strings.Count(f.logs.String(), "level=WARN msg=\"rules file has no rules"); n != 2 {
+		t.Errorf("%d warnings for 2 empty loads, want 2:\n%s", n, f.logs.String())
+	}
+}
+
 // TestReloadKubernetesConfigMap mimics a ConfigMap volume update: the file
 // is a symlink through "..data", and the update swaps "..data" to a new
 // directory; the file itself never gets an event.
