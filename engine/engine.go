@@ -48,6 +48,11 @@ type WebhookLimits struct {
 	Concurrency  int           // webhooks in the pipeline at once; over it: 429
 }
 
+// DefaultWebhookLimits are the webhook limits of config.example.yaml.
+func DefaultWebhookLimits() WebhookLimits {
+	return WebhookLimits{MaxBodyBytes: 1 << 20, DedupTTL: 24 * time.Hour, Concurrency: 256}
+}
+
 // Check reports one readiness condition for /readyz: whether the node can
 // serve, and a human-readable detail (shown even when ready).
 type Check func() (ready bool, detail string)
@@ -151,14 +156,15 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.AdminIf == nil {
 		cfg.AdminIf = func(claims map[string]any) bool { return claims["role"] == "admin" }
 	}
+	dw := DefaultWebhookLimits()
 	if cfg.Webhook.MaxBodyBytes <= 0 {
-		cfg.Webhook.MaxBodyBytes = 1 << 20
+		cfg.Webhook.MaxBodyBytes = dw.MaxBodyBytes
 	}
 	if cfg.Webhook.DedupTTL <= 0 {
-		cfg.Webhook.DedupTTL = 24 * time.Hour
+		cfg.Webhook.DedupTTL = dw.DedupTTL
 	}
 	if cfg.Webhook.Concurrency <= 0 {
-		cfg.Webhook.Concurrency = 256
+		cfg.Webhook.Concurrency = dw.Concurrency
 	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 10 * time.Second

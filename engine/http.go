@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sidecar/sidecar/engine/auth"
+	"github.com/sidecar/sidecar/rules"
 )
 
 // Handler is the node's whole HTTP surface (DESIGN.md section 3).
@@ -137,7 +138,13 @@ func (e *Engine) serveEvents(w http.ResponseWriter, r *http.Request) {
 			httpError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("event %d: \"event\" is required", i))
 			return
 		}
-		t := Target{All: p.To.All, Rooms: p.To.Rooms, Users: idStrings(p.To.Users), Except: idStrings(p.To.Except)}
+		users, err := idList(p.To.Users)
+		except, err2 := idList(p.To.Except)
+		if err = errors.Join(err, err2); err != nil {
+			httpError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("event %d: \"to\": %v", i, err))
+			return
+		}
+		t := Target{All: p.To.All, Rooms: p.To.Rooms, Users: users, Except: except}
 		if t.Empty() {
 			httpError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("event %d: \"to\" names no users, rooms or all", i))
 			return
@@ -193,7 +200,8 @@ func (e *Engine) serveDryRun(w http.ResponseWriter, r *http.Request) {
 		ev.Source = SourceWebhook
 	}
 	if req.Sender != nil {
-		ev.Sender = &auth.Identity{UserID: idString(req.Sender["id"]), Claims: req.Sender}
+		id, _ := rules.ID(req.Sender["id"]) // no id: a sender without one
+		ev.Sender = &auth.Identity{UserID: id, Claims: req.Sender}
 	}
 	cmds, err := e.router.Route(r.Context(), ev, nil)
 	out := map[string]any{"matched": ruleNames(cmds), "commands": commandsJSON(cmds)}
@@ -292,17 +300,21 @@ func (e *Engine) readObject(w http.ResponseWriter, r *http.Request) (map[string]
 	return m, true
 }
 
-func idStrings(ids []any) []string {
+// idList converts the ids of an API request as the rules compare them: 42
+// and "42" are one user.
+func idList(ids []any) ([]string, error) {
 	if len(ids) == 0 {
-		return nil
+		return nil, nil
 	}
 	out := make([]string, 0, len(ids))
-	for _, v := range ids {
-		if s := idString(v); s != "" {
-			out = append(out, s)
+	for i, v := range ids {
+		s, err := rules.ID(v)
+		if err != nil {
+			return nil, fmt.Errorf("id %d: %w", i, err)
 		}
+		out = append(out, s)
 	}
-	return out
+	return out, nil
 }
 
 func firstNonSpace(b []byte) byte {

@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/sidecar/sidecar/engine/forward"
+	"github.com/sidecar/sidecar/rules"
 )
 
 // The pipeline: one event in (a webhook, a client message, a lifecycle
@@ -224,7 +225,7 @@ func (e *Engine) clientEvent(c *conn, m *clientEvent) (code, msg string) {
 		if obj, ok := m.data.(map[string]any); ok {
 			id = obj["userId"]
 		}
-		if idString(id) != c.user {
+		if s, err := rules.ID(id); err != nil || s != c.user {
 			return ackForbidden, "register can only confirm the token's own user"
 		}
 		return "", ""

@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -50,7 +51,7 @@ func bookingRouter(calls *atomic.Int64) func(ev *Event) []Command {
 		calls.Add(1)
 		data := ev.Data.(map[string]any)
 		return []Command{{Op: OpEmit, Rule: "booking-created", Event: "newNotification",
-			To: Target{Users: []string{idString(data["providerId"])}}, Data: map[string]any{"bookingId": data["id"]}}}
+			To: Target{Users: []string{fmt.Sprint(data["providerId"])}}, Data: map[string]any{"bookingId": data["id"]}}}
 	}
 }
 

@@ -80,7 +80,7 @@ func (c *Compiler) String(key string, n *yaml.Node) (string, error) {
 	if n == nil || n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
 		return "", c.Errorf(n, "%s: want a string", key)
 	}
-	s, err := expand(n.Value, c.lookup)
+	s, err := ExpandEnv(n.Value, c.lookup)
 	if err != nil {
 		return "", c.Errorf(n, "%s: %v", key, err)
 	}
@@ -169,7 +169,7 @@ func (c *Compiler) compile(key string, n *yaml.Node, typeOK func(reflect.Type) b
 	if n == nil || n.Kind != yaml.ScalarNode {
 		return nil, c.Errorf(n, "%s: want an expression (a string)", key)
 	}
-	src, err := expand(n.Value, c.lookup)
+	src, err := ExpandEnv(n.Value, c.lookup)
 	if err != nil {
 		return nil, c.Errorf(n, "%s: %v", key, err)
 	}
@@ -284,7 +284,7 @@ func (in *Input) ID(e *Expr) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	id, err := idString(v)
+	id, err := ID(v)
 	if err != nil {
 		return "", fmt.Errorf("%s (line %d): %w", e.key, e.line, err)
 	}

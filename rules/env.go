@@ -17,7 +17,8 @@ import (
 //
 //	data     the event's payload when it is a JSON object (nil map otherwise)
 //	payload  the payload as it came, whatever its JSON type (an addition to
-//	         DESIGN.md: client events may carry a bare string or a list)
+//	         the contract (docs/DESIGN.md): client events may carry a bare
+//	         string or a list)
 //	sender   the claims of the connection that sent a client event, or of
 //	         the user a lifecycle event is about; sender.id is the user id.
 //	         Empty for webhooks.
@@ -64,7 +65,7 @@ func functions(now func() time.Time) []expr.Option {
 }
 
 func fnUser(args ...any) (any, error) {
-	id, err := idString(args[0])
+	id, err := ID(args[0])
 	if err != nil {
 		return nil, fmt.Errorf("user(): %w", err)
 	}
@@ -80,7 +81,7 @@ func fnUsers(args ...any) (any, error) {
 }
 
 func fnRoom(args ...any) (any, error) {
-	name, err := idString(args[0])
+	name, err := ID(args[0])
 	if err != nil {
 		return nil, fmt.Errorf("room(): %w", err)
 	}
@@ -102,7 +103,7 @@ func fnExcept(args ...any) (any, error) {
 		ids, err = idList(args[1], nil)
 	} else {
 		var id string
-		id, err = idString(args[1])
+		id, err = ID(args[1])
 		ids = []string{id}
 	}
 	if err != nil {
@@ -115,9 +116,13 @@ func fnExcept(args ...any) (any, error) {
 
 var errNilID = errors.New("id is nil")
 
-// idString turns a scalar id into the string it is compared as. Numbers
-// print without exponent or trailing zeros, as JSON would: 42.0 -> "42".
-func idString(v any) (string, error) {
+// ID turns a scalar id into the string targets compare it as: a string
+// stays itself, a number prints without exponent or trailing zeros, as JSON
+// would (42, 42.0 and json.Number("42") are all "42"), and any other
+// integer kind prints in base 10. nil, "", NaN, ±Inf and anything else (a
+// bool, a map, a list) is an error. It is the one id conversion of the
+// project, so that everything comparing ids agrees with the rules.
+func ID(v any) (string, error) {
 	switch x := v.(type) {
 	case string:
 		if x == "" {
@@ -144,7 +149,7 @@ func idString(v any) (string, error) {
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
 		return strconv.FormatUint(rv.Uint(), 10), nil
 	case reflect.String:
-		return idString(rv.String())
+		return ID(rv.String())
 	}
 	return "", fmt.Errorf("id is %s, want a string or a number", typeName(v))
 }
@@ -172,7 +177,7 @@ func idList(v any, dst []string) ([]string, error) {
 	switch x := v.(type) {
 	case []any:
 		for i, e := range x {
-			id, err := idString(e)
+			id, err := ID(e)
 			if err != nil {
 				return nil, fmt.Errorf("item %d: %w", i, err)
 			}
@@ -181,7 +186,7 @@ func idList(v any, dst []string) ([]string, error) {
 		return dst, nil
 	case []string:
 		for i, e := range x {
-			id, err := idString(e)
+			id, err := ID(e)
 			if err != nil {
 				return nil, fmt.Errorf("item %d: %w", i, err)
 			}
@@ -196,7 +201,7 @@ func idList(v any, dst []string) ([]string, error) {
 		return nil, fmt.Errorf("got %s, want a list", typeName(v))
 	}
 	for i := range rv.Len() {
-		id, err := idString(rv.Index(i).Interface())
+		id, err := ID(rv.Index(i).Interface())
 		if err != nil {
 			return nil, fmt.Errorf("item %d: %w", i, err)
 		}
@@ -266,7 +271,7 @@ func toRooms(v any) ([]string, error) {
 	if isList(v) {
 		return idList(v, nil)
 	}
-	name, err := idString(v)
+	name, err := ID(v)
 	if err != nil {
 		return nil, err
 	}

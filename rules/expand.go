@@ -6,10 +6,20 @@ import (
 	"strings"
 )
 
-// expand replaces ${VAR} and ${VAR:-default} in s with values from lookup.
-// An unset variable without a default is an error naming it; "$${" writes a
-// literal "${". Only the braced form expands, so expr's $env is untouched.
-func expand(s string, lookup func(string) (string, bool)) (string, error) {
+// ExpandEnv replaces ${VAR} and ${VAR:-default} in s with values from
+// lookup. It is the one expander of the project: the rules file and the
+// config file both use it, so ${VAR} means the same in both.
+//
+//   - ${VAR} is VAR's value; set but empty, it is "".
+//   - ${VAR:-default} is default when VAR is unset or empty, as in the shell.
+//   - An unset ${VAR} without a default is an error naming VAR: a missing
+//     secret or URL stops the load rather than becoming "" silently.
+//   - $${ is a literal ${.
+//   - Only the braced form expands: a bare $VAR (expr's $env) is left alone.
+//
+// VAR is a letter or '_' followed by letters, digits and '_'. A nil lookup
+// has every variable unset, so only ${VAR:-default} works.
+func ExpandEnv(s string, lookup func(string) (string, bool)) (string, error) {
 	if !strings.Contains(s, "${") {
 		return s, nil
 	}

@@ -31,6 +31,11 @@ type Options struct {
 	// Now is the clock behind now() in expressions; nil means time.Now.
 	// `sidecar test` pins it so that test outputs are reproducible.
 	Now func() time.Time
+	// AllowEmpty lets an empty rules list ("rules: []") load. Without it,
+	// an empty list is a load error: a file emptied by mistake would
+	// otherwise turn off all routing while the node looks healthy. Config
+	// sets it from rules.allow_empty.
+	AllowEmpty bool
 }
 
 // Load reads and compiles a rules file. Problems in the file come back
@@ -119,7 +124,7 @@ func (p *parser) parse(src []byte) {
 		p.errorf(root, "", "want a mapping with a \"rules:\" list at the top")
 		return
 	}
-	var list *yaml.Node
+	var list, listKey *yaml.Node
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
 		switch {
@@ -128,15 +133,19 @@ func (p *parser) parse(src []byte) {
 		case list != nil:
 			p.errorf(k, "", "duplicate key \"rules\"")
 		default:
-			list = resolve(v)
+			list, listKey = resolve(v), k
 			if list == nil || list.Kind != yaml.SequenceNode {
 				p.errorf(v, "", "rules: want a list of rules")
-				list = &yaml.Node{Kind: yaml.SequenceNode}
+				list, listKey = &yaml.Node{Kind: yaml.SequenceNode}, nil
 			}
 		}
 	}
 	if list == nil {
 		p.errorf(root, "", "missing top-level \"rules:\" list")
+		return
+	}
+	if listKey != nil && len(list.Content) == 0 && !p.opt.AllowEmpty {
+		p.errorf(listKey, "", "no rules: an empty list turns off all routing (set rules.allow_empty: true in the config to allow it)")
 		return
 	}
 	p.names = make(map[string]int, len(list.Content))

@@ -36,6 +36,30 @@ func TestDesignExampleNeedsAppURL(t *testing.T) {
 	}
 }
 
+// TestAllowEmpty: an empty rules list loads only when asked for, so that a
+// file emptied by mistake does not turn routing off in silence.
+func TestAllowEmpty(t *testing.T) {
+	for _, src := range []string{"rules: []\n", "rules: [] # nothing routed on purpose\n"} {
+		s, err := Parse("f.yaml", []byte(src), Options{AllowEmpty: true})
+		if err != nil || s.Len() != 0 {
+			t.Errorf("Parse(%q, AllowEmpty) = %v, %v; want an empty set", src, s, err)
+		}
+		var list ErrorList
+		if _, err := Parse("f.yaml", []byte(src), Options{}); !errors.As(err, &list) || len(list) != 1 || list[0].Line != 1 {
+			t.Errorf("Parse(%q) = %v, want one positioned error", src, err)
+		}
+	}
+	// A rules: that is no list is that error alone.
+	var list ErrorList
+	if _, err := Parse("f.yaml", []byte("rules:\n# - name: a\n"), Options{}); !errors.As(err, &list) || len(list) != 1 {
+		t.Errorf("Parse(rules: null) = %v, want one error", err)
+	}
+	// AllowEmpty allows an empty list, not a broken one.
+	if _, err := Parse("f.yaml", []byte("rules:\n- {name: a, on: x}\n"), Options{AllowEmpty: true}); err == nil {
+		t.Errorf("Parse(a rule without action, AllowEmpty) = nil error")
+	}
+}
+
 func TestLoadMissingFile(t *testing.T) {
 	_, err := Load("testdata/no-such-file.yaml", Options{})
 	if !errors.Is(err, os.ErrNotExist) {
@@ -114,6 +138,9 @@ func TestLoadErrors(t *testing.T) {
 			`f.yaml:1: unknown top-level key "rule" (want rules)`},
 		{"rules not a list", "rules: {name: a}\n", Options{}, `f.yaml:1: rules: want a list of rules`},
 		{"two documents", "rules: []\n---\nrules: []\n", Options{}, `f.yaml:2: more than one YAML document...`},
+		{"empty list", "# all commented out\nrules: []\n", Options{},
+			`f.yaml:2: no rules: an empty list turns off all routing (set rules.allow_empty: true in the config to allow it)`},
+		{"empty block list", "rules:\n# - name: a\n", Options{}, `f.yaml:1: rules: want a list of rules`},
 		{"rule not a mapping", "rules:\n- just a string\n", Options{}, `f.yaml:2: rule #1: want a mapping...`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -179,34 +206,6 @@ func TestLoadCollectsEveryError(t *testing.T) {
 	for i, w := range want {
 		if !strings.HasPrefix(list[i].Error(), w) {
 			t.Errorf("error %d = %q, want prefix %q", i, list[i].Error(), w)
-		}
-	}
-}
-
-func TestExpand(t *testing.T) {
-	lookup := lookupFrom(map[string]string{"A": "1", "EMPTY": "", "URL": "http://x"})
-	for _, tc := range []struct{ in, want, err string }{
-		{in: "plain", want: "plain"},
-		{in: "${A}", want: "1"},
-		{in: "${URL}/api/${A}", want: "http://x/api/1"},
-		{in: "${B:-two}", want: "two"},
-		{in: "${EMPTY:-d}", want: "d"},
-		{in: "${EMPTY}", want: ""},
-		{in: "$${A}", want: "${A}"},
-		{in: "$env.x", want: "$env.x"},
-		{in: "${B}", err: "environment variable B is not set"},
-		{in: "${A", err: "unclosed ${"},
-		{in: "${1A}", err: "bad variable name"},
-	} {
-		got, err := expand(tc.in, lookup)
-		if tc.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.err) {
-				t.Errorf("expand(%q) = %q, %v, want error %q", tc.in, got, err, tc.err)
-			}
-			continue
-		}
-		if err != nil || got != tc.want {
-			t.Errorf("expand(%q) = %q, %v, want %q", tc.in, got, err, tc.want)
 		}
 	}
 }

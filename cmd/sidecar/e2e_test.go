@@ -22,6 +22,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 
+	"github.com/sidecar/sidecar/config"
 	"github.com/sidecar/sidecar/engine/auth"
 )
 
@@ -44,14 +45,14 @@ func needNode(t *testing.T) {
 // 127.0.0.1:0 with a store in a temporary directory.
 type exampleNode struct {
 	t    *testing.T
-	cfg  *Config
+	cfg  *config.Config
 	addr string
 }
 
 func startExample(t *testing.T, env ...string) *exampleNode {
 	t.Helper()
 	environ := append([]string{"SIDECAR_STORE__PATH=" + filepath.Join(t.TempDir(), "sidecar.db")}, env...)
-	cfg, _, err := loadConfig("../../config.example.yaml", environ)
+	cfg, _, err := config.Load("../../config.example.yaml", environ)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,7 +337,7 @@ func TestExamplePageIsServed(t *testing.T) {
 
 // serveWith runs serve on a config written for the test: the given rules
 // file contents, a store in the temp dir, and extra YAML.
-func serveWith(t *testing.T, rulesYAML, extra string) (addr string, cfg *Config, rulesPath string) {
+func serveWith(t *testing.T, rulesYAML, extra string) (addr string, cfg *config.Config, rulesPath string) {
 	t.Helper()
 	dir := t.TempDir()
 	rulesPath = filepath.Join(dir, "rules.yaml")
@@ -350,7 +351,7 @@ func serveWith(t *testing.T, rulesYAML, extra string) (addr string, cfg *Config,
 	if err := os.WriteFile(cfgPath, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg, _, err := loadConfig(cfgPath, nil)
+	cfg, _, err := config.Load(cfgPath, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -506,7 +507,7 @@ func TestClientEventIsForwardedSignedToTheApp(t *testing.T) {
 // descriptors free up it accepts again.
 func TestDescriptorExhaustion(t *testing.T) {
 	_, cmd, addr := startBinary(t, "ulimit -n 64", "SIDECAR_STORE__PATH=:memory:")
-	cfg, _, err := loadConfig("../../config.example.yaml", nil)
+	cfg, _, err := config.Load("../../config.example.yaml", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

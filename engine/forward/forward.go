@@ -28,7 +28,7 @@ import (
 
 // Defaults for zero Config fields.
 const (
-	DefaultTimeout        = 15 * time.Second // the spec recommends 15-30 s
+	DefaultTimeout        = 10 * time.Second // per attempt; also config's forward.timeout default
 	DefaultRetryHorizon   = 24 * time.Hour
 	DefaultInitialBackoff = time.Second
 	DefaultMaxBackoff     = 10 * time.Minute

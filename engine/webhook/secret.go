@@ -23,11 +23,13 @@ const SecretPrefix = "whsec_"
 // NewVerifier and NewSigner. Its message never contains the secret.
 var ErrInvalidSecret = errors.New("webhook: invalid secret")
 
-// parseSecret turns "whsec_<base64>" into the HMAC key. Padded and unpadded
+// ParseSecret turns "whsec_<base64>" into the HMAC key. Padded and unpadded
 // standard base64 are both accepted; surrounding white space (a trailing
 // newline from a secrets file) is ignored. The spec suggests 24-64 random
-// bytes, but any non-empty key is accepted: the sender chose it.
-func parseSecret(s string) ([]byte, error) {
+// bytes, but any non-empty key is accepted: the sender chose it. Errors
+// wrap ErrInvalidSecret and never contain the secret, so config validation
+// can print them next to the key's name.
+func ParseSecret(s string) ([]byte, error) {
 	b64, ok := strings.CutPrefix(strings.TrimSpace(s), SecretPrefix)
 	if !ok {
 		return nil, fmt.Errorf("%w: missing %q prefix", ErrInvalidSecret, SecretPrefix)

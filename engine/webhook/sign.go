@@ -19,7 +19,7 @@ type Signer struct {
 // NewSigner returns a Signer for secret ("whsec_<base64>"). The error never
 // contains the secret.
 func NewSigner(secret string) (*Signer, error) {
-	key, err := parseSecret(secret)
+	key, err := ParseSecret(secret)
 	if err != nil {
 		return nil, err
 	}

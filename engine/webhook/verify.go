@@ -100,7 +100,7 @@ func NewVerifier(secrets []string, tolerance time.Duration) (*Verifier, error) {
 	}
 	v := &Verifier{keys: make([][]byte, len(secrets)), tolerance: tolerance, now: time.Now}
 	for i, s := range secrets {
-		key, err := parseSecret(s)
+		key, err := ParseSecret(s)
 		if err != nil {
 			return nil, fmt.Errorf("secret %d: %w", i, err)
 		}

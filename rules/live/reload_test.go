@@ -1,4 +1,4 @@
-package main
+package live
 
 import (
 	"bytes"
@@ -54,17 +54,17 @@ func (s *syncBuffer) String() string {
 
 type reloadFixture struct {
 	path string
-	r    *ruleRouter
-	l    *reloader
+	r    *Router
+	l    *Reloader
 	reg  *prometheus.Registry
 	logs *syncBuffer
 }
 
 func newReloadFixture(t *testing.T, dir, path string) *reloadFixture {
 	t.Helper()
-	f := &reloadFixture{path: path, r: &ruleRouter{}, reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	f := &reloadFixture{path: path, r: &Router{}, reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
 	logger := slog.New(slog.NewTextHandler(f.logs, nil))
-	f.l = newReloader(path, rules.Options{Registry: rules.Builtin()}, f.r, logger, f.reg)
+	f.l = NewReloader(path, rules.Options{Registry: rules.Builtin()}, f.r, logger, f.reg)
 	return f
 }
 
@@ -161,8 +161,8 @@ func TestReloadFollowsEdits(t *testing.T) {
 	if err := f.lastErr(); !strings.Contains(err.Error(), wantErr) {
 		t.Errorf("Status() error = %v, want %q", err, wantErr)
 	}
-	if ready, detail := f.l.check(); !ready || !strings.Contains(detail, "last reload failed, previous rules kept: "+wantErr) {
-		t.Errorf("check() = %v, %q", ready, detail)
+	if ready, detail := f.l.Check(); !ready || !strings.Contains(detail, "last reload failed, previous rules kept: "+wantErr) {
+		t.Errorf("Check() = %v, %q", ready, detail)
 	}
 	if f.metric(t, "sidecar_rules_reload_failures_total") < 1 || f.metric(t, "sidecar_rules_last_reload_success") != 0 {
 		t.Errorf("metrics after a failed reload: failures %v, success %v",
@@ -208,6 +208,82 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	}
 }
 
+// TestReloadLogsOnce: Reload returns its error and logs nothing, so that
+// its caller (main, at start-up) prints it once. A reload the reloader
+// starts itself (a watch event, SIGHUP) has no caller, so Run logs it, once
+// per distinct error: an error already returned or logged is not logged
+// again.
+func TestReloadLogsOnce(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "rules.yaml")
+	writeFile(t, path, brokenRules)
+	f := newReloadFixture(t, dir, path)
+	err := f.l.Reload()
+	if err == nil || !strings.Contains(err.Error(), "unknown name usr") {
+		t.Fatalf("Reload() = %v, want the file:line error", err)
+	}
+	if logs := f.logs.String(); strings.Contains(logs, "unknown name usr") || strings.Contains(logs, "level=ERROR") {
+		t.Errorf("Reload() logged what it returned:\n%s", logs)
+	}
+
+	hup := make(chan os.Signal, 1)
+	f.run(t, false, hup)
+	failures := func(n float64) func() bool {
+		return func() bool { return f.metric(t, "sidecar_rules_reload_failures_total") == n }
+	}
+	hup <- syscall.SIGHUP
+	hup <- syscall.SIGHUP
+	f.waitFor(t, "two more failed reloads", failures(3))
+	writeFile(t, path, strings.Replace(brokenRules, "usr(1)", "nope(1)", 1))
+	hup <- syscall.SIGHUP
+	f.waitFor(t, "a failed reload with a new error", failures(4))
+	hup <- syscall.SIGHUP
+	f.waitFor(t, "the new error again", failures(5))
+	logs := f.logs.String()
+	if n := strings.Count(logs, "level=ERROR"); n != 1 || !strings.Contains(logs, "unknown name nope") {
+		t.Errorf("%d error lines, want 1, for the new error only:\n%s", n, logs)
+	}
+}
+
+// TestReloadEmptyRules: a reload to an empty rules list is refused and the
+// old rules keep serving, unless AllowEmpty; then every such load warns.
+func TestReloadEmptyRules(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "rules.yaml")
+	writeFile(t, path, rulesWith(2, "v1"))
+	f := newReloadFixture(t, dir, path)
+	if err := f.l.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, path, "rules: []\n")
+	err := f.l.Reload()
+	if err == nil || !strings.Contains(err.Error(), "set rules.allow_empty: true") {
+		t.Errorf("Reload() of an empty list = %v, want the allow_empty error", err)
+	}
+	if f.count() != 2 || f.routeEvent(t) != "v1" {
+		t.Errorf("a refused empty list replaced the rules: %d in use", f.count())
+	}
+	if ready, _ := f.l.Check(); !ready {
+		t.Errorf("Check() = not ready; the old rules still serve")
+	}
+
+	f.l.opt.AllowEmpty = true
+	for range 2 {
+		if err := f.l.Reload(); err != nil {
+			t.Fatalf("Reload() of an empty list with AllowEmpty = %v", err)
+		}
+	}
+	if f.count() != 0 {
+		t.Errorf("%d rules in use, want 0", f.count())
+	}
+	if out, _ := f.r.Route(context.Background(), &engine.Event{Type: "x"}, nil); len(out) != 0 {
+		t.Errorf("Route() with no rules = %v", out)
+	}
+	if n := strings.Count(f.logs.String(), "level=WARN msg=\"rules file has no rules"); n != 2 {
+		t.Errorf("%d warnings for 2 empty loads, want 2:\n%s", n, f.logs.String())
+	}
+}
+
 // TestReloadKubernetesConfigMap mimics a ConfigMap volume update: the file
 // is a symlink through "..data", and the update swaps "..data" to a new
 // directory; the file itself never gets an event.
@@ -246,13 +322,14 @@ func TestReloadFirstLoadFails(t *testing.T) {
 	if n != 0 || err == nil || !at.IsZero() || f.r.Set() != nil {
 		t.Errorf("Status() = %d, %v, %v", n, err, at)
 	}
-	if ready, detail := f.l.check(); ready || !strings.Contains(detail, "rules not loaded: load rules:") {
-		t.Errorf("check() = %v, %q", ready, detail)
+	if ready, detail := f.l.Check(); ready || !strings.Contains(detail, "rules not loaded: load rules:") {
+		t.Errorf("Check() = %v, %q", ready, detail)
 	}
 }
 
 // TestReloadUnderLoad: events routed while sets are swapped see one set or
-// the other, never a mix (RELIABILITY.md 4.F #46).
+// the other, never a mix (the contract, docs/DESIGN.md: a reload swaps the
+// whole set).
 func TestReloadUnderLoad(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "rules.yaml")

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sidecar/sidecar/config"
 	"github.com/sidecar/sidecar/engine/webhook"
 )
 
@@ -36,7 +37,7 @@ func runWebhook(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintln(stderr, "sidecar webhook: --type is required")
 		return errReported
 	}
-	cfg, _, err := loadConfig(*path, os.Environ())
+	cfg, _, err := config.Load(*path, os.Environ())
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"crypto/ecdsa"
@@ -17,9 +17,11 @@ import (
 	"github.com/knadh/koanf/parsers/yaml"
 	"github.com/knadh/koanf/providers/rawbytes"
 	"github.com/knadh/koanf/v2"
+
+	"github.com/sidecar/sidecar/rules"
 )
 
-const examplePath = "../../config.example.yaml"
+const examplePath = "../config.example.yaml"
 
 // testSecret is a valid auth.jwt_secret for tests.
 const testSecret = "0123456789abcdef0123456789abcdef"
@@ -42,9 +44,9 @@ func writeConfig(t *testing.T, content string) string {
 }
 
 func TestExampleConfigLoads(t *testing.T) {
-	cfg, warnings, err := loadConfig(examplePath, []string{"HOME=/root"})
+	cfg, warnings, err := Load(examplePath, []string{"HOME=/root"})
 	if err != nil {
-		t.Fatalf("loadConfig(%s): %v", examplePath, err)
+		t.Fatalf("Load(%s): %v", examplePath, err)
 	}
 	for _, want := range []string{
 		"using the development secret; set JWT_SECRET",
@@ -71,8 +73,8 @@ func TestExampleConfigLoads(t *testing.T) {
 	}{
 		{"auth.jwt_secret", got.Auth.JWTSecret, devJWTSecret, func() { got.Auth.JWTSecret = "" }},
 		{"webhooks.secrets", got.Webhooks.Secrets, []string{devWebhookSecret}, func() { got.Webhooks.Secrets = nil }},
-		{"rules.file", got.Rules.File, filepath.Join(dir, "rules.yaml"), func() { got.Rules.File = defaultConfig().Rules.File }},
-		{"store.path", got.Store.Path, filepath.Join(dir, "sidecar.db"), func() { got.Store.Path = defaultConfig().Store.Path }},
+		{"rules.file", got.Rules.File, filepath.Join(dir, "rules.yaml"), func() { got.Rules.File = Default().Rules.File }},
+		{"store.path", got.Store.Path, filepath.Join(dir, "sidecar.db"), func() { got.Store.Path = Default().Store.Path }},
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {
@@ -80,12 +82,22 @@ func TestExampleConfigLoads(t *testing.T) {
 		}
 		c.reset()
 	}
-	if want := defaultConfig(); !reflect.DeepEqual(got, want) {
-		t.Errorf("config.example.yaml differs from defaultConfig():\n got %+v\nwant %+v", got, want)
+	if want := Default(); !reflect.DeepEqual(got, want) {
+		t.Errorf("config.example.yaml differs from Default():\n got %+v\nwant %+v", got, want)
+	}
+
+	// With no environment at all, every ${VAR} of the example config, and
+	// of the rules file it names, has a default.
+	cfg, _, err = Load(examplePath, nil)
+	if err != nil {
+		t.Fatalf("Load(%s) with no environment: %v", examplePath, err)
+	}
+	if _, err := rules.Load(cfg.Rules.File, rules.Options{}); err != nil {
+		t.Errorf("rules.Load(%s) with no environment: %v", cfg.Rules.File, err)
 	}
 
 	// With the variables set, the file takes them.
-	cfg, warnings, err = loadConfig(examplePath, []string{"JWT_SECRET=" + testSecret, "WEBHOOK_SECRET=" + whsecA})
+	cfg, warnings, err = Load(examplePath, []string{"JWT_SECRET=" + testSecret, "WEBHOOK_SECRET=" + whsecA})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,10 +171,18 @@ func TestEnvOverrides(t *testing.T) {
 			func(c *Config) (any, any) { return c.Listen, "127.0.0.1:9090" }},
 		{"duration", []string{"SIDECAR_PRESENCE__GRACE=10s"},
 			func(c *Config) (any, any) { return c.Presence.Grace, 10 * time.Second }},
+		{"allow empty rules", []string{"SIDECAR_RULES__ALLOW_EMPTY=true"},
+			func(c *Config) (any, any) { return c.Rules.AllowEmpty, true }},
 		{"bool", []string{"SIDECAR_RULES__WATCH=false"},
 			func(c *Config) (any, any) { return c.Rules.Watch, false }},
 		{"int64", []string{"SIDECAR_WEBHOOKS__MAX_BODY_BYTES=2097152"},
 			func(c *Config) (any, any) { return c.Webhooks.MaxBodyBytes, int64(2097152) }},
+		{"rules timeout", []string{"SIDECAR_RULES__TIMEOUT=250ms"},
+			func(c *Config) (any, any) { return c.Rules.Timeout, 250 * time.Millisecond }},
+		{"outbox bytes", []string{"SIDECAR_FORWARD__MAX_PENDING_BYTES=134217728"},
+			func(c *Config) (any, any) { return c.Forward.MaxPendingBytes, int64(134217728) }},
+		{"burst", []string{"SIDECAR_LIMITS__CLIENT_EVENTS_BURST=500"},
+			func(c *Config) (any, any) { return c.Limits.ClientEventsBurst, 500 }},
 		{"empty string clears", []string{"SIDECAR_AUTH__ISSUER="},
 			func(c *Config) (any, any) { return c.Auth.Issuer, "" }},
 		{"later variable wins", []string{"SIDECAR_LOG__LEVEL=warn", "SIDECAR_LOG__LEVEL=debug"},
@@ -172,9 +192,9 @@ func TestEnvOverrides(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg, _, err := parseConfig("config.yaml", []byte(file), tc.environ)
+			cfg, _, err := Parse("config.yaml", []byte(file), tc.environ)
 			if err != nil {
-				t.Fatalf("parseConfig: %v", err)
+				t.Fatalf("Parse: %v", err)
 			}
 			if got, want := tc.check(cfg); !reflect.DeepEqual(got, want) {
 				t.Errorf("got %#v, want %#v", got, want)
@@ -201,8 +221,8 @@ func TestExpansion(t *testing.T) {
 			func(c *Config) (any, any) { return c.Auth.JWTSecret, testSecret }, ""},
 		{"in the middle", "auth: {jwt_secret: 'pre-${S}-post'}", []string{"S=" + testSecret},
 			func(c *Config) (any, any) { return c.Auth.JWTSecret, "pre-" + testSecret + "-post" }, ""},
-		{"unset without default warns", "auth: {jwt_secret: '" + testSecret + "', issuer: '${ISS}'}", nil,
-			func(c *Config) (any, any) { return c.Auth.Issuer, "" }, `auth.issuer: ISS is not set, ${ISS} expands to ""`},
+		{"set but empty", "auth: {jwt_secret: '" + testSecret + "', issuer: '${ISS}'}", []string{"ISS="},
+			func(c *Config) (any, any) { return c.Auth.Issuer, "" }, ""},
 		{"secret with YAML specials stays whole", "auth: {jwt_secret: '${S}'}", []string{"S=" + testSecret + " #: 'x\""},
 			func(c *Config) (any, any) { return c.Auth.JWTSecret, testSecret + " #: 'x\"" }, ""},
 		{"bare $VAR untouched", "auth: {jwt_secret: '" + testSecret + "'}\napi: {admin_if: 'claims.role == \"$ADMIN\"'}", []string{"ADMIN=x"},
@@ -218,55 +238,15 @@ func TestExpansion(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg, warnings, err := parseConfig("config.yaml", []byte(tc.yaml), tc.environ)
+			cfg, warnings, err := Parse("config.yaml", []byte(tc.yaml), tc.environ)
 			if err != nil {
-				t.Fatalf("parseConfig: %v", err)
+				t.Fatalf("Parse: %v", err)
 			}
 			if got, want := tc.check(cfg); !reflect.DeepEqual(got, want) {
 				t.Errorf("got %#v, want %#v", got, want)
 			}
 			if tc.wantWarn != "" && !slices.Contains(warnings, tc.wantWarn) {
 				t.Errorf("warnings = %q, want %q among them", warnings, tc.wantWarn)
-			}
-		})
-	}
-}
-
-func TestExpandVars(t *testing.T) {
-	vars := map[string]string{"A": "1", "EMPTY": "", "_x9": "y"}
-	tests := []struct {
-		in, want  string
-		wantUnset []string
-		wantErr   string
-	}{
-		{in: "plain $A text", want: "plain $A text"},
-		{in: "${A}", want: "1"},
-		{in: "${_x9}${A}", want: "y1"},
-		{in: "${A:-d}", want: "1"},
-		{in: "${EMPTY:-d}", want: "d"},
-		{in: "${NOPE:-d e f}", want: "d e f"},
-		{in: "${NOPE:-}", want: ""},
-		{in: "${EMPTY}", want: ""},
-		{in: "${NOPE}x", want: "x", wantUnset: []string{"NOPE"}},
-		{in: "$${A}", want: "${A}"},
-		{in: "$$A", want: "$$A"},
-		{in: "${A", wantErr: "unterminated ${"},
-		{in: "${}", wantErr: `invalid variable reference "${}"`},
-		{in: "${9A}", wantErr: `invalid variable reference "${9A}"`},
-		{in: "${A B}", wantErr: `invalid variable reference "${A B}"`},
-		{in: "${A-d}", wantErr: `invalid variable reference "${A-d}"`},
-	}
-	for _, tc := range tests {
-		t.Run(tc.in, func(t *testing.T) {
-			got, unset, err := expandVars(tc.in, vars)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("expandVars(%q) error = %v, want %q", tc.in, err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil || got != tc.want || !slices.Equal(unset, tc.wantUnset) {
-				t.Errorf("expandVars(%q) = %q, %q, %v; want %q, %q", tc.in, got, unset, err, tc.want, tc.wantUnset)
 			}
 		})
 	}
@@ -302,43 +282,51 @@ func TestLoadErrors(t *testing.T) {
 		{"map for a list", okAuth + "api: {keys: {a: b}}\n", nil, []string{"api.keys: expected a list of strings, got a mapping"}},
 		{"map for a string", okAuth + "listen: {host: x, port: 1}\n", nil, []string{"listen: expected a string, got a mapping"}},
 		{"bad YAML", "auth: [\n", nil, []string{"config.yaml: yaml:"}},
-		{"bad reference", "auth: {jwt_secret: '${JWT SECRET}'}\n", nil, []string{`config.yaml: auth.jwt_secret: invalid variable reference "${JWT SECRET}"`}},
+		{"bad reference", "auth: {jwt_secret: '${JWT SECRET}'}\n", nil, []string{`config.yaml: auth.jwt_secret: bad variable name in ${JWT SECRET}`}},
+		{"unclosed reference", "auth: {jwt_secret: '${JWT_SECRET'}\n", nil, []string{`config.yaml: auth.jwt_secret: unclosed ${`}},
 		{"missing secret", "", nil, []string{"auth.jwt_secret: required"}},
-		{"secret from an unset variable", "auth: {jwt_secret: '${JWT_SECRET}'}\n", nil, []string{"auth.jwt_secret: required"}},
+		// An unset ${VAR} without a default is an error naming the
+		// variable and the key, in the config file as in the rules file.
+		{"secret from an unset variable", "auth: {jwt_secret: '${JWT_SECRET}'}\n", nil,
+			[]string{"config.yaml: auth.jwt_secret: environment variable JWT_SECRET is not set (use ${JWT_SECRET:-default} for a default)"}},
+		{"unset variable in a string", "auth: {jwt_secret: '" + testSecret + "', issuer: 'https://${ISS}/'}\n", nil,
+			[]string{"config.yaml: auth.issuer: environment variable ISS is not set"}},
+		{"unset variable in a list", okAuth + "webhooks: {secrets: ['${WH}']}\n", []string{"SIDECAR_UNRELATED=1"},
+			[]string{"config.yaml: webhooks.secrets: environment variable WH is not set"}},
 		{"HS384 without secret", "auth: {algorithms: [HS384]}\n", nil, []string{"auth.jwt_secret: required"}},
-		{"bad webhook secret", okAuth + "webhooks: {secrets: [secret123]}\n", nil, []string{`webhooks.secrets[0]: must start with "whsec_"`}},
+		{"bad webhook secret", okAuth + "webhooks: {secrets: [secret123]}\n", nil, []string{`webhooks.secrets[0]: webhook: invalid secret: missing "whsec_" prefix`}},
 		{"unknown algorithm", "auth: {jwt_secret: '" + testSecret + "', algorithms: [HS256, XS1]}\n", nil, []string{`unknown algorithm "XS1"`}},
 		{"several problems at once", okAuth + "log: {level: loud}\nstore: {sync: sometimes}\n", nil,
 			[]string{`log.level: must be one of debug, info, warn, error, got "loud"`, `store.sync: must be one of always, everysecond, never, got "sometimes"`}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg, _, err := parseConfig("config.yaml", []byte(tc.yaml), tc.environ)
+			cfg, _, err := Parse("config.yaml", []byte(tc.yaml), tc.environ)
 			if err == nil {
-				t.Fatalf("parseConfig succeeded with %+v, want an error", cfg)
+				t.Fatalf("Parse succeeded with %+v, want an error", cfg)
 			}
 			for _, want := range tc.want {
 				if !strings.Contains(err.Error(), want) {
-					t.Errorf("parseConfig error:\n%v\nwant it to contain %q", err, want)
+					t.Errorf("Parse error:\n%v\nwant it to contain %q", err, want)
 				}
 			}
 			if strings.Contains(err.Error(), "987654321") || strings.Contains(err.Error(), testSecret) {
-				t.Errorf("parseConfig error reveals a secret: %v", err)
+				t.Errorf("Parse error reveals a secret: %v", err)
 			}
 		})
 	}
 
 	t.Run("missing file", func(t *testing.T) {
-		_, _, err := loadConfig(filepath.Join(t.TempDir(), "nope.yaml"), nil)
+		_, _, err := Load(filepath.Join(t.TempDir(), "nope.yaml"), nil)
 		if err == nil || !strings.Contains(err.Error(), "nope.yaml") {
-			t.Errorf("loadConfig(missing) = %v, want an error naming the file", err)
+			t.Errorf("Load(missing) = %v, want an error naming the file", err)
 		}
 	})
 	t.Run("unknown key names the file", func(t *testing.T) {
 		path := writeConfig(t, okAuth+"limits:\n  max_mesage_bytes: 10\n")
-		_, _, err := loadConfig(path, nil)
+		_, _, err := Load(path, nil)
 		if want := path + `: unknown key "limits.max_mesage_bytes"`; err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("loadConfig = %v, want %q", err, want)
+			t.Errorf("Load = %v, want %q", err, want)
 		}
 	})
 }
@@ -360,9 +348,9 @@ func TestUnknownEnvWarns(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			environ := append([]string{"SIDECAR_AUTH__JWT_SECRET=" + testSecret, "SIDECAR_WEBHOOKS__SECRETS=" + whsecA}, tc.environ...)
-			_, warnings, err := parseConfig("", nil, environ)
+			_, warnings, err := Parse("", nil, environ)
 			if err != nil {
-				t.Fatalf("parseConfig: %v (an unknown variable must only warn)", err)
+				t.Fatalf("Parse: %v (an unknown variable must only warn)", err)
 			}
 			var envWarnings []string
 			for _, w := range warnings {
@@ -425,9 +413,9 @@ func TestPathResolution(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			cfg, _, err := loadConfig(path, tc.environ)
+			cfg, _, err := Load(path, tc.environ)
 			if err != nil {
-				t.Fatalf("loadConfig: %v", err)
+				t.Fatalf("Load: %v", err)
 			}
 			if got, want := tc.check(cfg); got != want {
 				t.Errorf("got %q, want %q", got, want)
@@ -438,7 +426,7 @@ func TestPathResolution(t *testing.T) {
 
 func TestValidate(t *testing.T) {
 	valid := func() Config {
-		c := defaultConfig()
+		c := Default()
 		c.Auth.JWTSecret = testSecret
 		c.Webhooks.Secrets = []string{whsecA}
 		return c
@@ -460,10 +448,14 @@ func TestValidate(t *testing.T) {
 		{"log level", func(c *Config) { c.Log.Level = "verbose" }, `log.level: must be one of debug, info, warn, error, got "verbose"`},
 		{"log format", func(c *Config) { c.Log.Format = "xml" }, `log.format: must be one of text, json, got "xml"`},
 		{"store sync", func(c *Config) { c.Store.Sync = "sometimes" }, `store.sync: must be one of always, everysecond, never`},
-		{"webhook secret prefix", func(c *Config) { c.Webhooks.Secrets = []string{whsecA, "topsecret"} }, `webhooks.secrets[1]: must start with "whsec_"`},
-		{"webhook secret base64", func(c *Config) { c.Webhooks.Secrets = []string{"whsec_not base64!"} }, `webhooks.secrets[0]: must be "whsec_" followed by base64`},
-		{"webhook secret empty key", func(c *Config) { c.Webhooks.Secrets = []string{"whsec_"} }, `webhooks.secrets[0]: has an empty key`},
-		{"forward secret", func(c *Config) { c.Forward.Secret = "whsec_%%%" }, `forward.secret: must be "whsec_" followed by base64`},
+		// Secrets are checked by webhook.ParseSecret, the parser that uses
+		// them: what it accepts, config accepts, and the other way round.
+		{"webhook secret with white space around", func(c *Config) { c.Webhooks.Secrets = []string{" " + whsecA + " \n"} }, ""},
+		{"forward secret with white space around", func(c *Config) { c.Forward.Secret = "\t" + whsecB + "\n" }, ""},
+		{"webhook secret prefix", func(c *Config) { c.Webhooks.Secrets = []string{whsecA, "topsecret"} }, `webhooks.secrets[1]: webhook: invalid secret: missing "whsec_" prefix`},
+		{"webhook secret base64", func(c *Config) { c.Webhooks.Secrets = []string{"whsec_not base64!"} }, `webhooks.secrets[0]: webhook: invalid secret: not base64 after "whsec_"`},
+		{"webhook secret empty key", func(c *Config) { c.Webhooks.Secrets = []string{"whsec_"} }, `webhooks.secrets[0]: webhook: invalid secret: empty key`},
+		{"forward secret", func(c *Config) { c.Forward.Secret = "whsec_%%%" }, `forward.secret: webhook: invalid secret: not base64 after "whsec_"`},
 		{"admin_if empty", func(c *Config) { c.API.AdminIf = " " }, "api.admin_if: must not be empty"},
 		{"api key with space", func(c *Config) { c.API.Keys = []string{"a b"} }, "api.keys[0]: must be non-empty with no spaces"},
 		{"max_message_bytes", func(c *Config) { c.Limits.MaxMessageBytes = -1 }, "limits.max_message_bytes: must be positive, got -1"},
@@ -471,15 +463,37 @@ func TestValidate(t *testing.T) {
 		{"outbound queue", func(c *Config) { c.Limits.OutboundQueueBytes = 0 }, "limits.outbound_queue_bytes: must be positive"},
 		{"write timeout", func(c *Config) { c.Limits.WriteTimeout = 0 }, "limits.write_timeout: must be positive, got 0s"},
 		{"idle vs ping", func(c *Config) { c.Limits.IdleTimeout = c.Limits.PingInterval }, "limits.idle_timeout: 25s must be longer than limits.ping_interval 25s"},
-		{"events per second", func(c *Config) { c.Limits.ClientEventsPerSecond = 0 }, "limits.client_events_per_second: must be positive"},
+		// 0 turns the client event limit off, as the engine reads it.
+		{"no client event limit", func(c *Config) { c.Limits.ClientEventsPerSecond = 0 }, ""},
+		{"events per second", func(c *Config) { c.Limits.ClientEventsPerSecond = -1 }, "limits.client_events_per_second: must not be negative (0: no limit), got -1"},
 		{"per-IP rate", func(c *Config) { c.Limits.ConnectionsPerIPPerSecond = -1 }, "limits.connections_per_ip_per_second: must not be negative"},
 		{"workers", func(c *Config) { c.Limits.Workers = -1 }, "limits.workers: must not be negative"},
 		{"webhook body", func(c *Config) { c.Webhooks.MaxBodyBytes = 0 }, "webhooks.max_body_bytes: must be positive"},
+		{"dedup TTL under a day", func(c *Config) { c.Webhooks.DedupTTL = time.Hour }, "webhooks.dedup_ttl: must be at least 24h (the contract remembers a webhook-id at least 24 h), got 1h0m0s"},
+		{"dedup TTL zero", func(c *Config) { c.Webhooks.DedupTTL = 0 }, "webhooks.dedup_ttl: must be at least 24h"},
+		{"dedup TTL a week", func(c *Config) { c.Webhooks.DedupTTL = 7 * 24 * time.Hour }, ""},
 		{"webhook concurrency", func(c *Config) { c.Webhooks.Concurrency = 0 }, "webhooks.concurrency: must be positive"},
 		{"backoff order", func(c *Config) { c.Forward.MaxBackoff = time.Millisecond }, "forward.max_backoff: 1ms is less than forward.initial_backoff 1s"},
 		{"grace", func(c *Config) { c.Presence.Grace = -time.Second }, "presence.grace: must not be negative"},
 		{"redis scheme", func(c *Config) { c.Broker.RedisURL = "http://secret@host" }, "broker.redis_url: must be redis://host:port or rediss://host:port"},
 		{"rules file", func(c *Config) { c.Rules.File = "" }, "rules.file: must not be empty"},
+		{"rules timeout", func(c *Config) { c.Rules.Timeout = 0 }, "rules.timeout: must be positive, got 0s"},
+		{"rules max cost", func(c *Config) { c.Rules.MaxCost = 0 }, "rules.max_cost: must be positive, got 0"},
+		{"rules workers", func(c *Config) { c.Rules.Workers = -1 }, "rules.workers: must not be negative (0: 2 × GOMAXPROCS), got -1"},
+		{"rules workers set", func(c *Config) { c.Rules.Workers = 8 }, ""},
+		{"forward max pending", func(c *Config) { c.Forward.MaxPending = 0 }, "forward.max_pending: must be positive, got 0"},
+		{"forward max pending bytes", func(c *Config) { c.Forward.MaxPendingBytes = -1 }, "forward.max_pending_bytes: must be positive, got -1"},
+		{"forward per-user share", func(c *Config) { c.Forward.MaxPendingPerUser = 0 }, "forward.max_pending_per_user: must be positive, got 0"},
+		{"forward per-user share too big", func(c *Config) { c.Forward.MaxPendingPerUser = c.Forward.MaxPendingBytes + 1 },
+			"forward.max_pending_per_user: 67108865 is more than forward.max_pending_bytes 67108864"},
+		{"forward per-user share is all", func(c *Config) { c.Forward.MaxPendingPerUser = c.Forward.MaxPendingBytes }, ""},
+		{"burst under the rate", func(c *Config) { c.Limits.ClientEventsBurst = 49 }, "limits.client_events_burst: 49 is less than limits.client_events_per_second 50"},
+		{"burst equal to the rate", func(c *Config) { c.Limits.ClientEventsBurst = 50 }, ""},
+		{"burst without a rate", func(c *Config) { c.Limits.ClientEventsPerSecond = 0; c.Limits.ClientEventsBurst = 0 }, ""},
+		{"negative burst", func(c *Config) { c.Limits.ClientEventsPerSecond = 0; c.Limits.ClientEventsBurst = -1 }, "limits.client_events_burst: must not be negative, got -1"},
+		{"close timeout", func(c *Config) { c.Limits.CloseTimeout = 0 }, "limits.close_timeout: must be positive, got 0s"},
+		{"send buffer", func(c *Config) { c.Limits.SendBufferBytes = -1 }, "limits.send_buffer_bytes: must not be negative (0: the kernel's default), got -1"},
+		{"kernel's send buffer", func(c *Config) { c.Limits.SendBufferBytes = 0 }, ""},
 		{"store path", func(c *Config) { c.Store.Path = "" }, "store.path: must not be empty"},
 	}
 	for _, tc := range tests {
@@ -556,32 +570,15 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte("presence: {grace: ${G}}"), "SIDECAR_=1")
 	f.Add([]byte("api: {admin_if: '$${x} ${'}"), "SIDECAR_API__KEYS=a,,b")
 	f.Fuzz(func(t *testing.T, data []byte, envVar string) {
-		cfg, _, err := parseConfig("fuzz.yaml", data, []string{envVar})
+		cfg, _, err := Parse("fuzz.yaml", data, []string{envVar})
 		if err != nil {
 			return
 		}
 		if cfg == nil {
-			t.Fatal("parseConfig returned neither a config nor an error")
+			t.Fatal("Parse returned neither a config nor an error")
 		}
 		if err := cfg.Validate(); err != nil {
-			t.Fatalf("parseConfig returned a config that fails Validate: %v", err)
-		}
-	})
-}
-
-// FuzzExpandVars checks the ${VAR} expander on arbitrary strings.
-func FuzzExpandVars(f *testing.F) {
-	for _, s := range []string{"${A}", "${A:-b}", "$${A}", "${", "${A", "x${B:-}y", "$A ${A}$"} {
-		f.Add(s)
-	}
-	vars := map[string]string{"A": "1", "B": ""}
-	f.Fuzz(func(t *testing.T, s string) {
-		out, _, err := expandVars(s, vars)
-		if err != nil {
-			return
-		}
-		if !strings.Contains(s, "${") && out != s {
-			t.Fatalf("expandVars(%q) = %q, want it unchanged: it has no ${", s, out)
+			t.Fatalf("Parse returned a config that fails Validate: %v", err)
 		}
 	})
 }

@@ -1,4 +1,13 @@
-package main
+// Package live holds the rules in use: Router, the engine's Router backed
+// by a compiled rules.Set, and Reloader, which loads the rules file, swaps
+// a new set in whole when it is valid, watches the file, and reports the
+// rules' state as metrics and a readiness check.
+//
+// It is the one place where engine and rules meet: an engine.Event becomes
+// a rules.Event, and each rules.Output an engine.Command. Package rules
+// stays free of project imports; the engine only knows its Router
+// interface.
+package live
 
 import (
 	"context"
@@ -8,20 +17,19 @@ import (
 	"sync/atomic"
 
 	"github.com/sidecar/sidecar/engine"
-	"github.com/sidecar/sidecar/engine/auth"
 	"github.com/sidecar/sidecar/rules"
 )
 
-// ruleRouter is the engine's Router, backed by the compiled rules. The set
-// is swapped whole by the reloader; Route loads the pointer once, so an
+// Router is an engine.Router backed by the compiled rules. The set is
+// swapped whole by a Reloader; Route loads the pointer once, so an
 // event in flight during a reload finishes on the set it started with. The
 // zero value routes nothing until a set is stored.
-type ruleRouter struct {
+type Router struct {
 	set     atomic.Pointer[rules.Set]
 	scratch sync.Pool // *routeScratch
 }
 
-var _ engine.Router = (*ruleRouter)(nil)
+var _ engine.Router = (*Router)(nil)
 
 // routeScratch is what one Route call needs besides the event itself,
 // reused so that routing allocates only what the rules produce.
@@ -31,12 +39,12 @@ type routeScratch struct {
 }
 
 // Set returns the rules in use, or nil before the first successful load.
-func (r *ruleRouter) Set() *rules.Set { return r.set.Load() }
+func (r *Router) Set() *rules.Set { return r.set.Load() }
 
-func (r *ruleRouter) store(s *rules.Set) { r.set.Store(s) }
+func (r *Router) store(s *rules.Set) { r.set.Store(s) }
 
 // Route runs the rules on ev and appends the engine commands they decide.
-func (r *ruleRouter) Route(ctx context.Context, ev *engine.Event, out []engine.Command) ([]engine.Command, error) {
+func (r *Router) Route(ctx context.Context, ev *engine.Event, out []engine.Command) ([]engine.Command, error) {
 	s := r.set.Load()
 	if s == nil {
 		return out, nil
@@ -56,7 +64,7 @@ func (r *ruleRouter) Route(ctx context.Context, ev *engine.Event, out []engine.C
 		Type:   ev.Type,
 		Source: ev.Source,
 		Time:   ev.Time,
-		Sender: sender(ev.Sender),
+		Sender: ev.Sender.Sender(),
 		Data:   ev.Data,
 	}
 	var err error
@@ -84,19 +92,4 @@ func (r *ruleRouter) Route(ctx context.Context, ev *engine.Event, out []engine.C
 		out = append(out, cmd)
 	}
 	return out, err
-}
-
-// sender is the identity as rules see it: the token's claims, copied (the
-// claims are shared and read-only), with "id" set to the user id. No
-// identity (a webhook) is an empty map, so sender.x reads nil everywhere.
-func sender(id *auth.Identity) map[string]any {
-	if id == nil {
-		return map[string]any{}
-	}
-	m := make(map[string]any, len(id.Claims)+1)
-	for k, v := range id.Claims {
-		m[k] = v
-	}
-	m["id"] = id.UserID
-	return m
 }

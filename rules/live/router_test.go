@@ -1,4 +1,4 @@
-package main
+package live
 
 import (
 	"context"
@@ -26,15 +26,15 @@ func parseRules(t *testing.T, src string, reg *rules.Registry) *rules.Set {
 }
 
 func TestRouterWithoutRulesRoutesNothing(t *testing.T) {
-	var r ruleRouter
+	var r Router
 	out, err := r.Route(context.Background(), &engine.Event{Type: "x"}, nil)
 	if len(out) != 0 || err != nil || r.Set() != nil {
-		t.Errorf("zero ruleRouter: Route() = %v, %v; Set() = %v", out, err, r.Set())
+		t.Errorf("zero Router: Route() = %v, %v; Set() = %v", out, err, r.Set())
 	}
 }
 
 func TestRouterConvertsOutputsToCommands(t *testing.T) {
-	var r ruleRouter
+	var r Router
 	r.store(parseRules(t, `rules:
   - name: emit
     on: client.hello
@@ -73,7 +73,7 @@ func TestRouterConvertsOutputsToCommands(t *testing.T) {
 }
 
 func TestRouterSender(t *testing.T) {
-	var r ruleRouter
+	var r Router
 	r.store(parseRules(t, `rules:
   - {name: anonymous, on: x, if: 'len(sender) == 0 && sender.id == nil', join: '["anon"]'}
   - {name: id-wins, on: x, if: 'sender.id == "u1" && sender.sub == "s"', join: '["id"]'}
@@ -101,7 +101,7 @@ func (pluginAction) Do(_ context.Context, _ *rules.Input, out []rules.Output) ([
 func TestRouterReportsFailures(t *testing.T) {
 	reg := rules.Builtin()
 	reg.Register("store", func(*yaml.Node, *rules.Compiler) (rules.Action, error) { return pluginAction{}, nil })
-	var r ruleRouter
+	var r Router
 	r.store(parseRules(t, `rules:
   - {name: broken, on: x, emit: {event: e, to: user(data.nope)}}
   - {name: plugin, on: x, store: yes}
@@ -143,7 +143,7 @@ func gatherValues(t *testing.T, g prometheus.Gatherer, name string) map[string]f
 }
 
 func BenchmarkRoute(b *testing.B) {
-	var r ruleRouter
+	var r Router
 	s, err := rules.Load("../../rules.yaml", rules.Options{})
 	if err != nil {
 		b.Fatal(err)

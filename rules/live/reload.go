@@ -1,4 +1,4 @@
-package main
+package live
 
 import (
 	"context"
@@ -27,14 +27,14 @@ const reloadDebounce = 100 * time.Millisecond
 // filesystem).
 const reloadPollInterval = 2 * time.Second
 
-// reloader owns the rules in use. A reload builds a complete new set aside
+// Reloader owns the rules in use. A reload builds a complete new set aside
 // and swaps it into the router only if it loaded without error, as
 // Prometheus' rule manager does: a broken edit leaves the old rules
 // serving, and says why, with file and line.
-type reloader struct {
+type Reloader struct {
 	path   string
 	opt    rules.Options
-	router *ruleRouter
+	router *Router
 	log    *slog.Logger
 
 	failures    prometheus.Counter
@@ -52,11 +52,11 @@ type reloader struct {
 	loaded     fileStamp  // the file as the last reload found it
 }
 
-// newReloader returns a reloader of the rules file at path into r. It
+// NewReloader returns a reloader of the rules file at path into r. It
 // registers its metrics with reg (if not nil); the engine counts rule
 // failures per rule and kind. It loads nothing: call Reload.
-func newReloader(path string, opt rules.Options, r *ruleRouter, logger *slog.Logger, reg prometheus.Registerer) *reloader {
-	l := &reloader{
+func NewReloader(path string, opt rules.Options, r *Router, logger *slog.Logger, reg prometheus.Registerer) *Reloader {
+	l := &Reloader{
 		path:         path,
 		opt:          opt,
 		router:       r,
@@ -92,10 +92,16 @@ func newReloader(path string, opt rules.Options, r *ruleRouter, logger *slog.Log
 }
 
 // Reload loads the rules file and, if it is valid, swaps it in. On failure
-// the rules in use stay, each error is logged at Error (once: the same
-// errors again, as a watcher may report several writes of one broken
-// save, are not logged again) and returned; callers need not log it.
-func (l *reloader) Reload() error {
+// the rules in use stay and the error is returned, not logged: the caller
+// reports it (main prints the start-up error once). Reloads that Run
+// starts itself are logged by Run.
+func (l *Reloader) Reload() error { return l.reload(false) }
+
+// reload is Reload. With logErr, a failure is also logged at Error, each
+// error once: the same errors again (a watcher may report several writes
+// of one broken save), or the errors the last Reload returned, are not
+// logged again.
+func (l *Reloader) reload(logErr bool) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	// Stamp before reading: a write during the load is seen as a change.
@@ -104,7 +110,7 @@ func (l *reloader) Reload() error {
 	if err != nil {
 		l.failures.Inc()
 		l.lastSuccess.Set(0)
-		if l.lastErr == nil || l.lastErr.Error() != err.Error() {
+		if logErr && (l.lastErr == nil || l.lastErr.Error() != err.Error()) {
 			l.logFailure(err)
 		}
 		l.lastErr = err
@@ -115,11 +121,17 @@ func (l *reloader) Reload() error {
 	l.lastReload = time.Now()
 	l.lastSuccess.Set(1)
 	l.lastTime.Set(float64(l.lastReload.UnixNano()) / 1e9)
-	l.log.Info("rules loaded", "file", l.path, "rules", set.Len())
+	if set.Len() == 0 {
+		// Allowed (rules.allow_empty), but nothing is routed: say so on
+		// every load, not only the first, so it cannot go unnoticed.
+		l.log.Warn("rules file has no rules: no event is routed (rules.allow_empty is true)", "file", l.path)
+	} else {
+		l.log.Info("rules loaded", "file", l.path, "rules", set.Len())
+	}
 	return nil
 }
 
-func (l *reloader) logFailure(err error) {
+func (l *Reloader) logFailure(err error) {
 	kept := "none"
 	if s := l.router.Set(); s != nil {
 		kept = fmt.Sprintf("%d rules loaded at %s", s.Len(), l.lastReload.Format(time.RFC3339))
@@ -137,7 +149,7 @@ func (l *reloader) logFailure(err error) {
 // Status reports the rules in use (0 before the first successful load),
 // the error of the last reload (nil if it succeeded) and when the rules in
 // use were loaded.
-func (l *reloader) Status() (count int, lastErr error, lastReload time.Time) {
+func (l *Reloader) Status() (count int, lastErr error, lastReload time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if s := l.router.Set(); s != nil {
@@ -146,9 +158,10 @@ func (l *reloader) Status() (count int, lastErr error, lastReload time.Time) {
 	return count, l.lastErr, l.lastReload
 }
 
-// check is the /readyz check: ready once rules are loaded, even if a later
-// reload failed (the old rules still serve); the detail says which.
-func (l *reloader) check() (bool, string) {
+// Check is the /readyz check, an engine.Check: ready once rules are
+// loaded, even if a later reload failed (the old rules still serve); the
+// detail says which.
+func (l *Reloader) Check() (bool, string) {
 	n, err, at := l.Status()
 	if l.router.Set() == nil {
 		if err == nil {
@@ -181,7 +194,7 @@ func firstLines(err error, n int) string {
 // a watch on the old file. Events are filtered by name and debounced. If
 // the file is a symlink, the directory of its target is watched too. If
 // the filesystem cannot notify, Run logs it and polls the file instead.
-func (l *reloader) Run(ctx context.Context, watch bool, hup <-chan os.Signal) error {
+func (l *Reloader) Run(ctx context.Context, watch bool, hup <-chan os.Signal) error {
 	var events <-chan fsnotify.Event
 	var werrs <-chan error
 	var w *fsnotify.Watcher
@@ -221,7 +234,7 @@ func (l *reloader) Run(ctx context.Context, watch bool, hup <-chan os.Signal) er
 		case <-hup:
 			timer.Stop()
 			debounced = nil
-			_ = l.Reload() // logged by Reload
+			_ = l.reload(true) // no caller to return the error to: log it
 			stamp = l.loadedStamp()
 		case ev, ok := <-events:
 			if !ok {
@@ -246,7 +259,7 @@ func (l *reloader) Run(ctx context.Context, watch bool, hup <-chan os.Signal) er
 			}
 		case <-debounced:
 			debounced = nil
-			_ = l.Reload() // logged by Reload
+			_ = l.reload(true) // no caller to return the error to: log it
 			stamp = l.loadedStamp()
 			if w != nil {
 				l.addWatches(w, watched) // a symlink may point elsewhere now
@@ -263,13 +276,13 @@ type fileStamp struct {
 	missing bool
 }
 
-func (l *reloader) loadedStamp() fileStamp {
+func (l *Reloader) loadedStamp() fileStamp {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.loaded
 }
 
-func (l *reloader) stamp() fileStamp {
+func (l *Reloader) stamp() fileStamp {
 	target, _ := filepath.EvalSymlinks(l.path)
 	fi, err := os.Stat(l.path)
 	if err != nil {
@@ -280,7 +293,7 @@ func (l *reloader) stamp() fileStamp {
 
 // watchDirs are the directories whose entries decide the rules file's
 // content: its own, and its symlink target's.
-func (l *reloader) watchDirs() []string {
+func (l *Reloader) watchDirs() []string {
 	dirs := []string{filepath.Dir(l.path)}
 	if target, err := filepath.EvalSymlinks(l.path); err == nil {
 		if d := filepath.Dir(target); d != dirs[0] {
@@ -290,7 +303,7 @@ func (l *reloader) watchDirs() []string {
 	return dirs
 }
 
-func (l *reloader) addWatches(w *fsnotify.Watcher, watched map[string]bool) {
+func (l *Reloader) addWatches(w *fsnotify.Watcher, watched map[string]bool) {
 	for _, d := range l.watchDirs() {
 		abs, _ := filepath.Abs(d)
 		if watched[abs] {
@@ -307,7 +320,7 @@ func (l *reloader) addWatches(w *fsnotify.Watcher, watched map[string]bool) {
 // relevant reports whether ev may have changed the rules file: an event on
 // its name (or its symlink target's), or on a Kubernetes "..data"-style
 // entry. Attribute changes alone do not count.
-func (l *reloader) relevant(ev fsnotify.Event) bool {
+func (l *Reloader) relevant(ev fsnotify.Event) bool {
 	if ev.Op == fsnotify.Chmod {
 		return false
 	}

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/sidecar/sidecar/config"
+	"github.com/sidecar/sidecar/rules"
+	"github.com/sidecar/sidecar/rules/rulestest"
+)
+
+// runCheck is `sidecar check [--config F]`: it loads the config and the
+// rules file as serve would, prints "ok: N rules in FILE", or every problem
+// as "file:line: ..." on stderr and fails.
+func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "config file (YAML); SIDECAR_* environment variables override it")
+	if err := fs.Parse(args); err != nil {
+		return errReported
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "check: unexpected argument %q\n", fs.Arg(0))
+		return errReported
+	}
+	environ := os.Environ()
+	cfg, warnings, err := config.Load(*path, environ)
+	for _, w := range warnings {
+		fmt.Fprintln(stderr, "warning:", w)
+	}
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	set, err := rules.Load(cfg.Rules.File, rules.Options{
+		Registry:   rules.Builtin(),
+		Lookup:     lookupIn(environ),
+		AllowEmpty: cfg.Rules.AllowEmpty,
+	})
+	if err != nil {
+		var list rules.ErrorList
+		if !errors.As(err, &list) {
+			return err
+		}
+		for _, e := range list {
+			fmt.Fprintln(stderr, e.Error())
+		}
+		return fmt.Errorf("%s: %d %s", cfg.Rules.File, len(list), plural(len(list), "error", "errors"))
+	}
+	fmt.Fprintf(stdout, "ok: %d rules in %s\n", set.Len(), cfg.Rules.File)
+	return nil
+}
+
+// lookupIn is os.LookupEnv over environ ("K=V" strings).
+func lookupIn(environ []string) func(string) (string, bool) {
+	m := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// runTest is `sidecar test FILE...`: rulestest.Run over the files. It
+// fails if any case or file does.
+func runTest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		return errReported
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprintln(stderr, "usage: sidecar test FILE...")
+		return errReported
+	}
+	_, err := rulestest.Run(ctx, fs.Args(), stdout)
+	return err
+}

@@ -1,0 +1,201 @@
+// Package config is the sidecar's configuration: the Config struct, its
+// defaults, the loader (defaults, then the YAML file, then SIDECAR_
+// environment variables) and validation. The keys are the contract
+// (docs/DESIGN.md); config.example.yaml documents every one, and a test
+// keeps the file and the struct in step.
+package config
+
+import (
+	"time"
+
+	"github.com/sidecar/sidecar/engine"
+	"github.com/sidecar/sidecar/engine/auth"
+	"github.com/sidecar/sidecar/engine/forward"
+	"github.com/sidecar/sidecar/engine/webhook"
+)
+
+// Config is the whole configuration file. Field names and koanf tags are the
+// contract (docs/DESIGN.md); config.example.yaml documents every key and a
+// test keeps the two in step.
+type Config struct {
+	Listen   string   `koanf:"listen"`
+	Log      Log      `koanf:"log"`
+	Auth     Auth     `koanf:"auth"`
+	API      API      `koanf:"api"`
+	Webhooks Webhooks `koanf:"webhooks"`
+	Forward  Forward  `koanf:"forward"`
+	Rules    Rules    `koanf:"rules"`
+	Store    Store    `koanf:"store"`
+	Presence Presence `koanf:"presence"`
+	Broker   Broker   `koanf:"broker"`
+	Limits   Limits   `koanf:"limits"`
+}
+
+// Log is the log section: the process logger.
+type Log struct {
+	Level  string `koanf:"level"`  // debug, info, warn, error
+	Format string `koanf:"format"` // text or json
+}
+
+// Auth is the auth section: how tokens are checked.
+type Auth struct {
+	JWTSecret     string        `koanf:"jwt_secret"`
+	Algorithms    []string      `koanf:"algorithms"`
+	PublicKeyFile string        `koanf:"public_key_file"`
+	UserClaim     string        `koanf:"user_claim"` // empty: sub, then id, then userId
+	Issuer        string        `koanf:"issuer"`
+	Audience      string        `koanf:"audience"`
+	Leeway        time.Duration `koanf:"leeway"`
+	Origins       []string      `koanf:"origins"`
+	MaxTokenBytes int           `koanf:"max_token_bytes"`
+}
+
+// API is the api section: who may call /api/*.
+type API struct {
+	AdminIf string   `koanf:"admin_if"`
+	Keys    []string `koanf:"keys"`
+}
+
+// Webhooks is the webhooks section: the app's signed events in.
+type Webhooks struct {
+	Secrets      []string      `koanf:"secrets"`
+	MaxBodyBytes int64         `koanf:"max_body_bytes"`
+	Tolerance    time.Duration `koanf:"tolerance"`
+	DedupTTL     time.Duration `koanf:"dedup_ttl"`
+	Concurrency  int           `koanf:"concurrency"` // webhooks in the pipeline at once; beyond it: 429
+}
+
+// Forward is outbound delivery to the app (the forward action).
+type Forward struct {
+	Secret         string        `koanf:"secret"` // whsec_ secret that signs outbound requests
+	Timeout        time.Duration `koanf:"timeout"`
+	RetryHorizon   time.Duration `koanf:"retry_horizon"`
+	InitialBackoff time.Duration `koanf:"initial_backoff"`
+	MaxBackoff     time.Duration `koanf:"max_backoff"`
+	Concurrency    int           `koanf:"concurrency"`
+	// The outbox caps: queued items, queued body bytes, and one user's
+	// share of those bytes.
+	MaxPending        int   `koanf:"max_pending"`
+	MaxPendingBytes   int64 `koanf:"max_pending_bytes"`
+	MaxPendingPerUser int64 `koanf:"max_pending_per_user"`
+}
+
+// Rules is the rules section: the rules file and how rules run.
+type Rules struct {
+	File    string        `koanf:"file"`     // relative paths are relative to the config file
+	Watch   bool          `koanf:"watch"`    // reload when the file changes (SIGHUP always reloads)
+	Timeout time.Duration `koanf:"timeout"`  // deadline of one rule's evaluation
+	MaxCost int           `koanf:"max_cost"` // operation budget of one rule's evaluation
+	Workers int           `koanf:"workers"`  // goroutines running rules for client and lifecycle events; 0: 2 × GOMAXPROCS
+	// AllowEmpty lets an empty rules list load (rules.Options.AllowEmpty);
+	// without it "rules: []" stops the start-up and a reload to it is
+	// refused, since it would turn off all routing.
+	AllowEmpty bool `koanf:"allow_empty"`
+}
+
+// Store is the store section: the buntdb file.
+type Store struct {
+	Path string `koanf:"path"` // ":memory:" keeps nothing; relative to the config file
+	Sync string `koanf:"sync"` // always, everysecond, never
+}
+
+// Presence is the presence section.
+type Presence struct {
+	Grace time.Duration `koanf:"grace"`
+}
+
+// Broker is the broker section: one node or several.
+type Broker struct {
+	RedisURL string `koanf:"redis_url"`
+}
+
+// Limits is the limits section: what one node and one connection may use.
+type Limits struct {
+	MaxConnections            int           `koanf:"max_connections"`
+	MaxMessageBytes           int           `koanf:"max_message_bytes"`
+	OutboundQueueBytes        int           `koanf:"outbound_queue_bytes"`
+	WriteTimeout              time.Duration `koanf:"write_timeout"`
+	HandshakeTimeout          time.Duration `koanf:"handshake_timeout"`
+	PingInterval              time.Duration `koanf:"ping_interval"`
+	IdleTimeout               time.Duration `koanf:"idle_timeout"`
+	ClientEventsPerSecond     int           `koanf:"client_events_per_second"` // per connection; 0: no limit
+	ConnectionsPerIPPerSecond int           `koanf:"connections_per_ip_per_second"`
+	Workers                   int           `koanf:"workers"` // read workers; 0: 4 × GOMAXPROCS
+	ClientEventsBurst         int           `koanf:"client_events_burst"`
+	CloseTimeout              time.Duration `koanf:"close_timeout"`
+	SendBufferBytes           int           `koanf:"send_buffer_bytes"` // SO_SNDBUF; 0: the kernel's default
+}
+
+// Default is the configuration with every default filled in. The
+// config file and the environment override it. Where a package defines
+// what its zero value means (forward.DefaultTimeout, auth.DefaultLeeway,
+// ...), the default is that constant, so the two cannot drift, and a test
+// keeps it so. The engine's Limits defaults are not exported yet, so
+// limits.* are still literals here.
+func Default() Config {
+	el, wl := engine.DefaultLimits(), engine.DefaultWebhookLimits()
+	return Config{
+		Listen: ":8080",
+		Log:    Log{Level: "info", Format: "text"},
+		Auth: Auth{
+			Algorithms:    []string{"HS256"},
+			Leeway:        auth.DefaultLeeway,
+			MaxTokenBytes: auth.DefaultMaxTokenBytes,
+		},
+		API: API{AdminIf: `claims.role == "admin"`},
+		Webhooks: Webhooks{
+			MaxBodyBytes: wl.MaxBodyBytes,
+			Tolerance:    webhook.DefaultTolerance,
+			DedupTTL:     MinDedupTTL,
+			Concurrency:  wl.Concurrency,
+		},
+		Forward: Forward{
+			Timeout:           forward.DefaultTimeout,
+			RetryHorizon:      forward.DefaultRetryHorizon,
+			InitialBackoff:    forward.DefaultInitialBackoff,
+			MaxBackoff:        forward.DefaultMaxBackoff,
+			Concurrency:       forward.DefaultConcurrency,
+			MaxPending:        forward.DefaultMaxPending,
+			MaxPendingBytes:   64 << 20,
+			MaxPendingPerUser: 1 << 20,
+		},
+		Rules: Rules{
+			File:    "rules.yaml",
+			Watch:   true,
+			Timeout: 100 * time.Millisecond,
+			MaxCost: 1_000_000,
+		},
+		Store:    Store{Path: "sidecar.db", Sync: "everysecond"},
+		Presence: Presence{Grace: 3 * time.Second},
+		Limits: Limits{
+			MaxConnections:            el.MaxConnections,
+			MaxMessageBytes:           el.MaxMessageBytes,
+			OutboundQueueBytes:        el.OutboundQueueBytes,
+			WriteTimeout:              el.WriteTimeout,
+			HandshakeTimeout:          el.HandshakeTimeout,
+			PingInterval:              el.PingInterval,
+			IdleTimeout:               el.IdleTimeout,
+			ClientEventsPerSecond:     el.ClientEventsPerSecond,
+			ConnectionsPerIPPerSecond: el.ConnectionsPerIPPerSecond,
+			ClientEventsBurst:         el.ClientEventsBurst,
+			CloseTimeout:              el.CloseTimeout,
+			SendBufferBytes:           el.SendBufferBytes,
+		},
+	}
+}
+
+// Development secrets. config.example.yaml falls back to them so that it
+// runs as-is; Load warns when one is in use.
+const (
+	devJWTSecret     = "sidecar-dev-secret-change-me"
+	devWebhookSecret = "whsec_fVAXsbyPsUMoThNjlKTAnZ8Wir0pRw7lAb4Z0hedzoo="
+)
+
+// MinDedupTTL is the shortest webhooks.dedup_ttl: the contract
+// (docs/DESIGN.md) remembers a webhook-id for at least 24 h, so a retry
+// within a day is never delivered twice.
+const MinDedupTTL = 24 * time.Hour
+
+// EnvPrefix starts every environment variable that overrides a config key:
+// SIDECAR_ + the key in capitals, "__" between levels.
+const EnvPrefix = "SIDECAR_"

@@ -1,0 +1,208 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/sidecar/sidecar/engine/auth"
+	"github.com/sidecar/sidecar/engine/webhook"
+)
+
+// secretWarnings reports secrets that work but should not go to production.
+func (c *Config) secretWarnings() []string {
+	var w []string
+	switch {
+	case c.Auth.JWTSecret == devJWTSecret:
+		w = append(w, "using the development secret; set JWT_SECRET")
+	case c.Auth.JWTSecret != "" && len(c.Auth.JWTSecret) < 32 && c.usesHMAC():
+		w = append(w, "auth.jwt_secret is shorter than 32 bytes; HS256 wants a random secret of at least 32 bytes")
+	}
+	if slices.Contains(c.Webhooks.Secrets, devWebhookSecret) {
+		w = append(w, "using the development webhook secret; set WEBHOOK_SECRET")
+	}
+	if len(c.Webhooks.Secrets) == 0 {
+		w = append(w, "webhooks.secrets is empty: every webhook will be rejected")
+	}
+	return w
+}
+
+func (c *Config) usesHMAC() bool {
+	algs := c.Auth.Algorithms
+	if len(algs) == 0 {
+		algs = []string{"HS256"}
+	}
+	for _, a := range algs {
+		if strings.HasPrefix(a, "HS") {
+			return true
+		}
+	}
+	return false
+}
+
+// verifierConfig is the auth.Config for these settings.
+func (c Auth) VerifierConfig() auth.Config {
+	var secret []byte
+	if c.JWTSecret != "" {
+		secret = []byte(c.JWTSecret)
+	}
+	return auth.Config{
+		Secret:        secret,
+		Algorithms:    c.Algorithms,
+		PublicKeyFile: c.PublicKeyFile,
+		UserClaim:     c.UserClaim,
+		Issuer:        c.Issuer,
+		Audience:      c.Audience,
+		Leeway:        c.Leeway,
+		MaxTokenBytes: c.MaxTokenBytes,
+	}
+}
+
+// Validate checks every setting and returns all problems at once, each
+// naming its key. It builds an auth verifier to check the algorithms and
+// read the public key file, so a bad key fails here and not at the first
+// connection. Secret values never appear in its errors.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	positive := func(key string, n int64) {
+		if n <= 0 {
+			bad(key, "must be positive, got %d", n)
+		}
+	}
+	positiveDur := func(key string, d time.Duration) {
+		if d <= 0 {
+			bad(key, "must be positive, got %s", d)
+		}
+	}
+	oneOf := func(key, val string, allowed ...string) {
+		if !slices.Contains(allowed, val) {
+			bad(key, "must be one of %s, got %q", strings.Join(allowed, ", "), val)
+		}
+	}
+
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen", "%q is not host:port (e.g. \":8080\")", c.Listen)
+	}
+	oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	oneOf("log.format", c.Log.Format, "text", "json")
+
+	nAuth := len(errs)
+	if c.Auth.JWTSecret == "" && c.usesHMAC() {
+		bad("auth.jwt_secret", "required when auth.algorithms allows HS256/HS384/HS512; set JWT_SECRET or %s", envName("auth.jwt_secret"))
+	}
+	if c.Auth.Leeway < 0 || c.Auth.Leeway > auth.MaxLeeway {
+		bad("auth.leeway", "must be between 0s and %s, got %s", auth.MaxLeeway, c.Auth.Leeway)
+	}
+	positive("auth.max_token_bytes", int64(c.Auth.MaxTokenBytes))
+	for i, o := range c.Auth.Origins {
+		if strings.TrimSpace(o) == "" {
+			bad(fmt.Sprintf("auth.origins[%d]", i), "is empty")
+		}
+	}
+	if len(errs) == nAuth {
+		if _, err := auth.New(c.Auth.VerifierConfig()); err != nil {
+			errs = append(errs, err)
+		}
+	}
+
+	if strings.TrimSpace(c.API.AdminIf) == "" {
+		bad("api.admin_if", "must not be empty (default: %s)", Default().API.AdminIf)
+	}
+	for i, key := range c.API.Keys {
+		if key == "" || strings.ContainsFunc(key, unicode.IsSpace) {
+			bad(fmt.Sprintf("api.keys[%d]", i), "must be non-empty with no spaces")
+		}
+	}
+
+	for i, s := range c.Webhooks.Secrets {
+		if _, err := webhook.ParseSecret(s); err != nil {
+			bad(fmt.Sprintf("webhooks.secrets[%d]", i), "%v", err)
+		}
+	}
+	positive("webhooks.max_body_bytes", c.Webhooks.MaxBodyBytes)
+	positiveDur("webhooks.tolerance", c.Webhooks.Tolerance)
+	if c.Webhooks.DedupTTL < MinDedupTTL {
+		bad("webhooks.dedup_ttl", "must be at least 24h (the contract remembers a webhook-id at least 24 h), got %s", c.Webhooks.DedupTTL)
+	}
+	positive("webhooks.concurrency", int64(c.Webhooks.Concurrency))
+
+	if c.Forward.Secret != "" {
+		if _, err := webhook.ParseSecret(c.Forward.Secret); err != nil {
+			bad("forward.secret", "%v", err)
+		}
+	}
+	positiveDur("forward.timeout", c.Forward.Timeout)
+	positiveDur("forward.retry_horizon", c.Forward.RetryHorizon)
+	positiveDur("forward.initial_backoff", c.Forward.InitialBackoff)
+	if c.Forward.MaxBackoff < c.Forward.InitialBackoff {
+		bad("forward.max_backoff", "%s is less than forward.initial_backoff %s", c.Forward.MaxBackoff, c.Forward.InitialBackoff)
+	}
+	positive("forward.concurrency", int64(c.Forward.Concurrency))
+	positive("forward.max_pending", int64(c.Forward.MaxPending))
+	positive("forward.max_pending_bytes", c.Forward.MaxPendingBytes)
+	positive("forward.max_pending_per_user", c.Forward.MaxPendingPerUser)
+	if c.Forward.MaxPendingPerUser > c.Forward.MaxPendingBytes && c.Forward.MaxPendingBytes > 0 {
+		bad("forward.max_pending_per_user", "%d is more than forward.max_pending_bytes %d", c.Forward.MaxPendingPerUser, c.Forward.MaxPendingBytes)
+	}
+
+	if c.Rules.File == "" {
+		bad("rules.file", "must not be empty")
+	}
+	positiveDur("rules.timeout", c.Rules.Timeout)
+	positive("rules.max_cost", int64(c.Rules.MaxCost))
+	if c.Rules.Workers < 0 {
+		bad("rules.workers", "must not be negative (0: 2 × GOMAXPROCS), got %d", c.Rules.Workers)
+	}
+	if c.Store.Path == "" {
+		bad("store.path", `must not be empty (":memory:" keeps nothing)`)
+	}
+	oneOf("store.sync", c.Store.Sync, "always", "everysecond", "never")
+	if c.Presence.Grace < 0 {
+		bad("presence.grace", "must not be negative, got %s", c.Presence.Grace)
+	}
+	if c.Broker.RedisURL != "" {
+		// The URL may hold a password: never print it.
+		if u, err := url.Parse(c.Broker.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+			bad("broker.redis_url", "must be redis://host:port or rediss://host:port")
+		}
+	}
+
+	l := c.Limits
+	positive("limits.max_connections", int64(l.MaxConnections))
+	positive("limits.max_message_bytes", int64(l.MaxMessageBytes))
+	positive("limits.outbound_queue_bytes", int64(l.OutboundQueueBytes))
+	positiveDur("limits.write_timeout", l.WriteTimeout)
+	positiveDur("limits.handshake_timeout", l.HandshakeTimeout)
+	positiveDur("limits.ping_interval", l.PingInterval)
+	if l.IdleTimeout <= l.PingInterval {
+		bad("limits.idle_timeout", "%s must be longer than limits.ping_interval %s", l.IdleTimeout, l.PingInterval)
+	}
+	if l.ClientEventsPerSecond < 0 {
+		bad("limits.client_events_per_second", "must not be negative (0: no limit), got %d", l.ClientEventsPerSecond)
+	}
+	switch {
+	case l.ClientEventsBurst < 0:
+		bad("limits.client_events_burst", "must not be negative, got %d", l.ClientEventsBurst)
+	case l.ClientEventsPerSecond > 0 && l.ClientEventsBurst < l.ClientEventsPerSecond:
+		bad("limits.client_events_burst", "%d is less than limits.client_events_per_second %d", l.ClientEventsBurst, l.ClientEventsPerSecond)
+	}
+	positiveDur("limits.close_timeout", l.CloseTimeout)
+	if l.SendBufferBytes < 0 {
+		bad("limits.send_buffer_bytes", "must not be negative (0: the kernel's default), got %d", l.SendBufferBytes)
+	}
+	if l.ConnectionsPerIPPerSecond < 0 {
+		bad("limits.connections_per_ip_per_second", "must not be negative (0: no limit), got %d", l.ConnectionsPerIPPerSecond)
+	}
+	if l.Workers < 0 {
+		bad("limits.workers", "must not be negative (0: 4 × GOMAXPROCS), got %d", l.Workers)
+	}
+	return errors.Join(errs...)
+}
