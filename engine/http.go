@@ -15,7 +15,7 @@ import (
 	"github.com/sidecar/sidecar/rules"
 )
 
-// Handler is the node's whole HTTP surface (DESIGN.md section 3).
+// Handler is the node's whole HTTP surface (docs/DESIGN.md section 3).
 func (e *Engine) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ws", e.serveWS)

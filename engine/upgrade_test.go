@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// RELIABILITY.md (docs/) B.17: request headers over 16 KiB get 431. net/http lets
+// docs/RELIABILITY.md case 17: request headers over 16 KiB get 431. net/http lets
 // MaxHeaderBytes + 4096 through, so 17 KiB of headers used to be upgraded.
 func TestHeadersOver16KiBAre431(t *testing.T) {
 	n := startNode(t)

@@ -4,7 +4,7 @@
 // goroutine, a write goroutine and a 256-slot send channel; a single hub
 // goroutine owns the registry and fans a broadcast out over the channels.
 //
-// It speaks enough of the sidecar's contract (DESIGN.md sections 3 and 4) for
+// It speaks enough of the sidecar's contract (docs/DESIGN.md sections 3 and 4) for
 // the same load generator to drive both:
 //
 //	GET  /ws?token=<JWT>                   HS256, user from "sub"

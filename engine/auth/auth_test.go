@@ -111,7 +111,7 @@ func checkErr(t *testing.T, token string, err, want, detail error) {
 	}
 }
 
-// TestAuthenticateHS256 is the table of RELIABILITY.md section 1.
+// TestAuthenticateHS256 is the table of docs/RELIABILITY.md section 1.
 func TestAuthenticateHS256(t *testing.T) {
 	plain := mustNew(t, Config{Secret: testSecret})
 	scoped := mustNew(t, Config{Secret: testSecret, Issuer: "sidecar-app", Audience: "notify"})

@@ -11,7 +11,7 @@
 //	pr:, rp:                  reserved for presence and replay streams
 //
 // buntdb keeps everything in memory and appends every commit to the file.
-// What this package adds around it (see RELIABILITY.md section 3):
+// What this package adds around it (see docs/RELIABILITY.md section 3):
 //   - a file with garbage in the middle (buntdb.ErrInvalid, or a parse
 //     panic) is moved aside to <path>.corrupt-<unix> and the store starts
 //     empty, logged at Error; a torn tail is dropped by buntdb itself;
