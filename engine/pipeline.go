@@ -33,8 +33,26 @@ var ErrOverloaded = errors.New("engine: overloaded")
 
 // outcome is what one event caused, for the webhook's answer.
 type outcome struct {
-	matched []string // rules whose decisions were carried out
-	failed  []string // rules that failed at run time, or whose output could not be encoded
+	matched []string      // rules whose decisions were carried out
+	errors  []ruleFailure // rules that failed at run time, or whose output could not be encoded
+}
+
+// ruleFailure is one rule that failed for an event, as the webhook's
+// answer tells the app: which rule, what kind of failure, and why.
+type ruleFailure struct {
+	Rule    string `json:"rule"`
+	Kind    string `json:"kind"`
+	Message string `json:"message"`
+}
+
+// failed reports whether rule is among the failures.
+func (o *outcome) failed(rule string) bool {
+	for i := range o.errors {
+		if o.errors[i].Rule == rule {
+			return true
+		}
+	}
+	return false
 }
 
 // process routes ev and carries out what the rules decided. An error means
@@ -44,20 +62,20 @@ func (e *Engine) process(ctx context.Context, ev *Event) (outcome, error) {
 	cmds, rerr := e.router.Route(ctx, ev, nil)
 	var out outcome
 	if rerr != nil {
-		out.failed = e.ruleLog.failures(ev, rerr)
+		out.errors = e.ruleLog.failures(ev, rerr)
 	}
 	// 2. Encode every emit once; a rule whose emit cannot be encoded is
 	// dropped whole, like any rule that fails at run time.
 	payloads := make([][]byte, len(cmds))
 	for i := range cmds {
 		cmd := &cmds[i]
-		if cmd.Op != OpEmit || containsString(out.failed, cmd.Rule) {
+		if cmd.Op != OpEmit || out.failed(cmd.Rule) {
 			continue
 		}
 		p, err := encodeData(cmd.Data)
 		if err != nil {
-			e.ruleLog.failed(ev, cmd.Rule, "encode", fmt.Errorf("emit %s: %w", cmd.Event, err))
-			out.failed = append(out.failed, cmd.Rule)
+			err = fmt.Errorf("rule %q: emit %s: data cannot be sent as JSON: %w", cmd.Rule, cmd.Event, err)
+			out.errors = append(out.errors, e.ruleLog.failed(ev, cmd.Rule, "encode", err))
 			continue
 		}
 		payloads[i] = p
@@ -65,7 +83,7 @@ func (e *Engine) process(ctx context.Context, ev *Event) (outcome, error) {
 	// 3. Forwards first.
 	for i := range cmds {
 		cmd := &cmds[i]
-		if cmd.Op != OpForward || containsString(out.failed, cmd.Rule) {
+		if cmd.Op != OpForward || out.failed(cmd.Rule) {
 			continue
 		}
 		if err := e.forward(ctx, ev, cmd, i); err != nil {
@@ -75,7 +93,7 @@ func (e *Engine) process(ctx context.Context, ev *Event) (outcome, error) {
 	// 4. Emits and rooms.
 	for i := range cmds {
 		cmd := &cmds[i]
-		if containsString(out.failed, cmd.Rule) {
+		if out.failed(cmd.Rule) {
 			continue
 		}
 		switch cmd.Op {
@@ -96,8 +114,8 @@ func (e *Engine) process(ctx context.Context, ev *Event) (outcome, error) {
 	if out.matched == nil {
 		out.matched = []string{}
 	}
-	if out.failed == nil {
-		out.failed = []string{}
+	if out.errors == nil {
+		out.errors = []ruleFailure{}
 	}
 	return out, nil
 }

@@ -33,8 +33,13 @@ func TestEmitThatCannotBeEncodedIsARuleError(t *testing.T) {
 	if status != http.StatusAccepted {
 		t.Fatalf("webhook = %d %v", status, resp)
 	}
-	if fmt.Sprint(resp["matched"]) != "[fine]" || fmt.Sprint(resp["failed"]) != "[bad-division]" {
-		t.Fatalf("answer = %v, want matched [fine] and failed [bad-division]", resp)
+	errs, _ := resp["errors"].([]any)
+	if fmt.Sprint(resp["matched"]) != "[fine]" || len(errs) != 1 {
+		t.Fatalf("answer = %v, want matched [fine] and one error", resp)
+	}
+	if e := errs[0].(map[string]any); e["rule"] != "bad-division" || e["kind"] != "encode" ||
+		!strings.Contains(e["message"].(string), "cannot be sent as JSON") {
+		t.Fatalf("error = %v, want bad-division, encode, and why", e)
 	}
 	c.mustEvent("y")
 	if got := scrape(t, n, `sidecar_rule_errors_total{kind="encode",rule="bad-division"}`); got != "1" {
@@ -110,4 +115,25 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// A webhook whose rule fails at run time (its payload lacks what the rule
+// needs) is accepted, and the answer says which rule failed and why, so
+// the app's developer sees it without the sidecar's logs.
+func TestWebhookAnswerListsRuleErrors(t *testing.T) {
+	n := startNode(t)
+	n.router.fail = func(ev *Event) error {
+		if ev.Type == "booking.created" {
+			return testRuleError{rule: "booking-created", kind: "nil", msg: "emit.to (line 29): user(): id is nil"}
+		}
+		return nil
+	}
+	status, resp := n.postWebhook("msg_nil", time.Now(), []byte(`{"type":"booking.created","data":{}}`), nil)
+	errs, _ := resp["errors"].([]any)
+	if status != http.StatusAccepted || len(errs) != 1 {
+		t.Fatalf("webhook = %d %v, want 202 with one error", status, resp)
+	}
+	if e := errs[0].(map[string]any); e["rule"] != "booking-created" || e["kind"] != "nil" || !strings.Contains(e["message"].(string), "id is nil") {
+		t.Fatalf("error = %v", e)
+	}
 }

@@ -37,10 +37,10 @@ const logInterval = 10 * time.Second
 // come from the rules file, which a reload can change.
 const maxRuleLabels = 1000
 
-// failures accounts for every rule failure joined in err and returns the
-// names of the failed rules.
-func (l *ruleLog) failures(ev *Event, err error) []string {
-	var names []string
+// failures accounts for every rule failure joined in err and returns
+// them, one per rule.
+func (l *ruleLog) failures(ev *Event, err error) []ruleFailure {
+	var out []ruleFailure
 	var walk func(error)
 	walk = func(err error) {
 		if u, ok := err.(interface{ Unwrap() []error }); ok {
@@ -54,17 +54,20 @@ func (l *ruleLog) failures(ev *Event, err error) []string {
 		if errors.As(err, &re) {
 			name, kind = re.RuleName(), re.Kind()
 		}
-		l.failed(ev, name, kind, err)
-		if name != "" && !containsString(names, name) {
-			names = append(names, name)
+		f := l.failed(ev, name, kind, err)
+		for i := range out {
+			if out[i].Rule == name {
+				return // one per rule: the first says why
+			}
 		}
+		out = append(out, f)
 	}
 	walk(err)
-	return names
+	return out
 }
 
-// failed accounts for one rule failure.
-func (l *ruleLog) failed(ev *Event, rule, kind string, err error) {
+// failed accounts for one rule failure and returns it.
+func (l *ruleLog) failed(ev *Event, rule, kind string, err error) ruleFailure {
 	if l.limited.labels(rule) {
 		l.errors.WithLabelValues(rule, kind).Inc()
 	} else {
@@ -74,6 +77,7 @@ func (l *ruleLog) failed(ev *Event, rule, kind string, err error) {
 		l.log.Warn("rule failed at run time; skipped for this event", "rule", rule, "kind", kind,
 			"event", ev.Type, "id", ev.ID, "err", err, "suppressed_since_last", suppressed)
 	})
+	return ruleFailure{Rule: rule, Kind: kind, Message: err.Error()}
 }
 
 // limitedLog lets a key write at most one line per logInterval.

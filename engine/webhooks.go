@@ -26,9 +26,11 @@ type webhookBody struct {
 //     retry goes through);
 //  5. the webhook-id, atomically (a retry is answered 200 and does nothing);
 //  6. the rules, and 202 with the names of the rules whose decisions were
-//     carried out ("matched") and of those that failed at run time or whose
-//     output could not be encoded ("failed": a rule bug that a retry would
-//     not fix, so it is counted and logged, not retried).
+//     carried out ("matched"), and those that failed at run time or whose
+//     output could not be encoded, each with why ("errors": [{rule, kind,
+//     message}]: the payload lacks what a rule needs, or a rule has a bug;
+//     a retry would fail the same way, so it is accepted, counted and
+//     told, not refused).
 //
 // If what the rules decided cannot be kept (a forward cannot be queued: 503
 // "overloaded" when the outbox is full; or the node is stopping), the id is
@@ -104,5 +106,5 @@ func (e *Engine) serveWebhook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	e.metrics.webhook(http.StatusAccepted)
-	writeJSON(w, http.StatusAccepted, map[string]any{"id": id, "type": wb.Type, "matched": out.matched, "failed": out.failed})
+	writeJSON(w, http.StatusAccepted, map[string]any{"id": id, "type": wb.Type, "matched": out.matched, "errors": out.errors})
 }
