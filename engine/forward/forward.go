@@ -53,7 +53,9 @@ var (
 // Config configures a Forwarder. Zero durations and counts take the
 // defaults above; negative ones are an error.
 type Config struct {
-	Store *store.Store // required; the outbox shares the node's file
+	Store *store.Store // required unless Outbox is set; the outbox shares the node's file
+	// Outbox, if set, is used instead of Store.Outbox(): a seam for tests.
+	Outbox Outbox
 	// Signer signs each attempt. nil sends unsigned requests (with
 	// webhook-id and webhook-timestamp) and logs a warning once, in New.
 	Signer *webhook.Signer
@@ -102,7 +104,7 @@ type Stats struct {
 // concurrent use, also while Run is running.
 type Forwarder struct {
 	cfg       Config
-	store     *store.Store
+	ob        Outbox
 	client    *http.Client
 	ownClient bool // client was made here; Run closes its idle connections
 	log       *slog.Logger
@@ -126,8 +128,12 @@ type Forwarder struct {
 // New checks cfg and counts the items already queued in the store (from an
 // earlier run); Run delivers them.
 func New(cfg Config) (*Forwarder, error) {
-	if cfg.Store == nil {
-		return nil, errors.New("forward: Config.Store is nil")
+	ob := cfg.Outbox
+	if ob == nil {
+		if cfg.Store == nil {
+			return nil, errors.New("forward: Config.Store is nil")
+		}
+		ob = cfg.Store.Outbox()
 	}
 	for _, d := range []struct {
 		name string
@@ -160,7 +166,7 @@ func New(cfg Config) (*Forwarder, error) {
 	}
 	f := &Forwarder{
 		cfg:    cfg,
-		store:  cfg.Store,
+		ob:     ob,
 		client: cfg.Client,
 		log:    cfg.Logger,
 		now:    cfg.Now,
@@ -184,13 +190,18 @@ func New(cfg Config) (*Forwarder, error) {
 			},
 		}
 	}
-	n, err := count(cfg.Store)
+	var n int64
+	dropped, err := ob.Restore(func(store.OutboxRecord) { n++ })
 	if err != nil {
-		return nil, fmt.Errorf("forward: count outbox: %w", err)
+		return nil, fmt.Errorf("forward: %w", err)
 	}
 	f.pending.Store(n)
+	f.failed.Store(int64(dropped))
 	if cfg.Signer == nil {
 		f.log.Warn("no signing secret: forwarded requests are unsigned")
+	}
+	if dropped > 0 {
+		f.log.Error("outbox items from an earlier run were unreadable: dropped", "dropped", dropped)
 	}
 	if n > 0 {
 		f.log.Info("outbox has items from an earlier run", "pending", n)
@@ -212,16 +223,19 @@ func (f *Forwarder) Enqueue(ctx context.Context, it Item) error {
 	if it.Created.IsZero() {
 		it.Created = now
 	}
-	rec := record{
-		ID: it.ID, EventID: it.EventID, URL: it.URL, Body: it.Body,
+	if f.pending.Load() >= int64(f.cfg.MaxPending) {
+		if _, ok, err := f.ob.Load(it.ID); err == nil && ok {
+			return nil // already queued: a no-op, even when full
+		}
+		return ErrFull
+	}
+	rec := store.OutboxRecord{
+		ID: it.ID, EventID: it.EventID, URL: it.URL,
 		Created: it.Created, Due: now.UnixNano(),
 	}
-	full := func() bool { return f.pending.Load() >= int64(f.cfg.MaxPending) }
-	switch err := insert(f.store, &rec, full); {
-	case errors.Is(err, errExists):
+	switch err := f.ob.Insert(rec, it.Body); {
+	case errors.Is(err, store.ErrExists):
 		return nil
-	case errors.Is(err, ErrFull):
-		return ErrFull
 	case err != nil:
 		return fmt.Errorf("forward: enqueue %s: %w", it.ID, err)
 	}

@@ -13,11 +13,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/tidwall/buntdb"
 	"go.uber.org/goleak"
 
 	"github.com/sidecar/sidecar/engine/store"
@@ -203,9 +203,9 @@ func enqueue(t testing.TB, f *Forwarder, it Item) {
 	}
 }
 
-func loadT(t testing.TB, f *Forwarder, id string) (record, bool) {
+func loadT(t testing.TB, f *Forwarder, id string) (store.OutboxRecord, bool) {
 	t.Helper()
-	rec, ok, err := load(f.store, id)
+	rec, ok, err := f.ob.Load(id)
 	if err != nil {
 		t.Fatalf("load(%s) = %v", id, err)
 	}
@@ -434,29 +434,35 @@ func TestRetryHorizon(t *testing.T) {
 func TestRestartResumes(t *testing.T) {
 	checkLeaks(t)
 	path := filepath.Join(t.TempDir(), "node.db")
-	down := newApp(t, time.Now, statuses(503))
+	var (
+		up     atomic.Bool // the app answers 503 until it is up
+		mu     sync.Mutex
+		served = map[string]int{} // 2xx answers per webhook-id
+	)
+	a := newApp(t, time.Now, func(_ int, r *http.Request, _ http.ResponseWriter) int {
+		if !up.Load() {
+			return 503
+		}
+		mu.Lock()
+		served[r.Header.Get(webhook.HeaderID)]++
+		mu.Unlock()
+		return 200
+	})
 
 	s := openStore(t, path)
 	f := newForwarder(t, Config{Store: s, Signer: signer(t), InitialBackoff: time.Millisecond, MaxBackoff: time.Millisecond})
-	enqueue(t, f, Item{ID: "fwd_failed_once", URL: down.URL})
+	enqueue(t, f, Item{ID: "fwd_failed_once", URL: a.URL})
 	stop := startRun(t, f)
 	waitFor(t, "a failed attempt", func() bool { return f.Stats().Retried >= 1 })
 	stop()
-	// Point the remaining attempts at the app that is back up, as a config
-	// change across the restart would.
-	up := newApp(t, time.Now, nil)
-	rec, _ := loadT(t, f, "fwd_failed_once")
-	rec.URL = up.URL
-	if err := reschedule(s, &rec, rec.Due); err != nil {
-		t.Fatal(err)
-	}
 	for i := range 3 {
-		enqueue(t, f, Item{ID: "fwd_" + strconv.Itoa(i), URL: up.URL, Body: []byte(`{"n":` + strconv.Itoa(i) + `}`)})
+		enqueue(t, f, Item{ID: "fwd_" + strconv.Itoa(i), URL: a.URL, Body: []byte(`{"n":` + strconv.Itoa(i) + `}`)})
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 
+	up.Store(true)
 	s = openStore(t, path)
 	defer func() { _ = s.Close() }()
 	f = newForwarder(t, Config{Store: s, Signer: signer(t), InitialBackoff: time.Millisecond, MaxBackoff: time.Millisecond})
@@ -466,16 +472,16 @@ func TestRestartResumes(t *testing.T) {
 	stop = startRun(t, f)
 	waitFor(t, "all four delivered", func() bool { return f.Stats().Delivered == 4 })
 	stop()
-	seen := map[string]int{}
-	for _, r := range up.requests() {
-		seen[r.id()]++
+	for _, r := range a.requests() {
 		if r.verifyErr != nil {
 			t.Errorf("%s: %v", r.id(), r.verifyErr)
 		}
 	}
+	mu.Lock()
+	defer mu.Unlock()
 	for _, id := range []string{"fwd_failed_once", "fwd_0", "fwd_1", "fwd_2"} {
-		if seen[id] != 1 {
-			t.Errorf("%s delivered %d times after restart, want 1", id, seen[id])
+		if served[id] != 1 {
+			t.Errorf("%s delivered %d times after restart, want 1", id, served[id])
 		}
 	}
 	if got := f.Stats().Pending; got != 0 {
@@ -489,7 +495,11 @@ func TestShutdownMidAttempt(t *testing.T) {
 	checkLeaks(t)
 	path := filepath.Join(t.TempDir(), "node.db")
 	entered := make(chan struct{}, 1)
+	var fast atomic.Bool // after the restart the app answers at once
 	slow := newApp(t, time.Now, func(_ int, r *http.Request, _ http.ResponseWriter) int {
+		if fast.Load() {
+			return 200
+		}
 		entered <- struct{}{}
 		<-r.Context().Done()
 		return 500
@@ -507,13 +517,10 @@ func TestShutdownMidAttempt(t *testing.T) {
 	if !ok || rec.Attempts != 0 {
 		t.Errorf("record after shutdown = %+v, %v; want queued with 0 attempts", rec, ok)
 	}
-	rec.URL = newApp(t, time.Now, nil).URL
-	if err := reschedule(s, &rec, rec.Due); err != nil {
-		t.Fatal(err)
-	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
+	fast.Store(true)
 
 	s = openStore(t, path)
 	defer func() { _ = s.Close() }()
@@ -669,35 +676,6 @@ func TestUnsignedWarnsOnce(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "level=WARN"); n != 1 {
 		t.Errorf("%d warnings logged, want 1:\n%s", n, logs.String())
-	}
-}
-
-// A record that does not decode (a hand-edited file) can never be sent: it
-// is dropped, counted Failed, and does not stop the others.
-func TestUnreadableRecordDropped(t *testing.T) {
-	checkLeaks(t)
-	a := newApp(t, time.Now, nil)
-	f := newForwarder(t, Config{Signer: signer(t)})
-	err := f.store.Update(func(tx *buntdb.Tx) error {
-		if _, _, err := tx.Set(recordKey("broken"), "{not json", nil); err != nil {
-			return err
-		}
-		_, _, err := tx.Set(dueKey(1, "broken"), "", nil)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.pending.Add(1) // as New would have counted it
-	enqueue(t, f, Item{ID: "fine", URL: a.URL})
-	stop := startRun(t, f)
-	waitFor(t, "both handled", func() bool { s := f.Stats(); return s.Failed == 1 && s.Delivered == 1 })
-	stop()
-	if n, err := count(f.store); err != nil || n != 0 {
-		t.Errorf("outbox holds %d records (%v), want 0", n, err)
-	}
-	if got := f.Stats().Pending; got != 0 {
-		t.Errorf("Stats().Pending = %d, want 0", got)
 	}
 }
 

@@ -59,7 +59,9 @@ func Open(path string, opt Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	return &Store{db: db, path: path, log: log, commit: (*buntdb.Tx).Commit}, nil
+	s := &Store{db: db, path: path, log: log, commit: (*buntdb.Tx).Commit}
+	s.outbox = &Outbox{s: s}
+	return s, nil
 }
 
 // openDB is buntdb.Open with its parse failures marked errCorrupt. Besides
