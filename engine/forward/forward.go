@@ -4,6 +4,11 @@
 // 2xx, answers 410 Gone, or the retry horizon passes. Pending items survive a
 // restart and resume when Run starts again.
 //
+// The bodies of queued items are not held in memory: with a file store
+// they are written once to the store's spool directory, read back for each
+// attempt, and a retry rewrites only the small bookkeeping record (see
+// store.Outbox). With the in-memory store they stay in memory.
+//
 // Delivery is at least once: if the node stops between the app's 2xx and the
 // removal of the item, the item is sent again with the same webhook-id, which
 // the app can use as its idempotency key. Items are not ordered.
@@ -86,7 +91,7 @@ type Item struct {
 	ID      string
 	EventID string // the event that caused it, for logs
 	URL     string // absolute http or https URL
-	Body    []byte // sent as is, as application/json; copied by Enqueue
+	Body    []byte // sent as is, as application/json; not kept by Enqueue
 	// Created starts the retry horizon; zero means now.
 	Created time.Time
 }

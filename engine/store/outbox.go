@@ -10,15 +10,18 @@ import (
 	"github.com/tidwall/buntdb"
 )
 
-// The outbox lives under two prefixes, written together in one
-// transaction:
+// The outbox keeps each item in three parts. Two live in buntdb under two
+// prefixes, written together in one transaction:
 //
-//	ob:<id>                        the record (JSON)
+//	ob:<id>                        the record (JSON, a few hundred bytes)
 //	ob_due:<19-digit nanos>:<id>   empty value; keys sort by next-attempt time
 //
 // The second is the due index: finding due items is one ordered range scan
 // over keys, with no per-comparison JSON parsing and nothing to rebuild
-// at Open (buntdb's own indexes live in memory only).
+// at Open (buntdb's own indexes live in memory only). The third, the body,
+// is a file in the spool (see spool.go), written once before the record is
+// committed and removed after it: a retry rewrites only the record, and no
+// body is held in memory between attempts.
 const (
 	dueDigits = 19 // math.MaxInt64 has 19 decimal digits
 	dueIDAt   = len(prefixOutboxDue) + dueDigits + 1
@@ -30,7 +33,8 @@ var (
 	// ErrNotQueued is returned for an id the outbox does not hold.
 	ErrNotQueued = errors.New("store: outbox id not queued")
 	// ErrUnreadable (wrapped) marks an item that can never be delivered:
-	// its record does not decode.
+	// its record does not decode, or its body file is missing or does not
+	// match the size and checksum in the record.
 	ErrUnreadable = errors.New("store: outbox item unreadable")
 )
 
@@ -51,12 +55,16 @@ type OutboxRecord struct {
 
 // storedRecord is OutboxRecord as JSON.
 type storedRecord struct {
-	ID       string    `json:"id"`
-	EventID  string    `json:"event_id,omitempty"`
-	URL      string    `json:"url"`
-	User     string    `json:"user,omitempty"`
-	Body     []byte    `json:"body"`
-	Size     int64     `json:"size"`
+	ID      string `json:"id"`
+	EventID string `json:"event_id,omitempty"`
+	URL     string `json:"url"`
+	User    string `json:"user,omitempty"`
+	File    uint64 `json:"file,omitempty"` // spool number of the body; 0: empty body
+	Size    int64  `json:"size"`           // of the body
+	CRC     uint32 `json:"crc,omitempty"`  // CRC-32C of the body
+	// Body is the body inline, as records were written before the spool;
+	// Restore moves it to a file.
+	Body     []byte    `json:"body,omitempty"`
 	Created  time.Time `json:"created"`
 	Due      int64     `json:"due"` // mirrors the ob_due key
 	Attempts int       `json:"attempts"`
@@ -70,34 +78,40 @@ func (r *storedRecord) record() OutboxRecord {
 	}
 }
 
-// Outbox is the forward outbox's storage in the node's file: one record
-// per item and an index of items by next-attempt time. Its methods are safe
-// for concurrent use, except Restore, which runs alone, before the others.
+// Outbox is the forward outbox's storage: in the node's file one record
+// per item and an index of items by next-attempt time, and the bodies in a
+// spool directory next to it, <store path>.outbox/, one file per item. With
+// the in-memory store (Memory) the bodies are kept in memory instead, bounded
+// only by what the caller lets in. Its methods are safe for concurrent use,
+// except Restore, which runs alone, before the others.
 type Outbox struct {
-	s *Store
+	s  *Store
+	sp *spool
 }
 
 // Outbox returns the store's outbox.
 func (s *Store) Outbox() *Outbox { return s.outbox }
 
 // Restore brings the outbox back after a restart and calls fn for each
-// queued item, in id order. Records that do not decode are removed, and
-// the due index is repaired where a torn write left it out of step with
-// the records (a record without its entry, or an entry without a record);
-// dropped is the number of items removed, to be counted as failed.
-// It must run before any other method, and only once.
+// queued item, in id order. It drops the items that can never be sent (a
+// record that does not decode, a body file that is missing or of the wrong
+// size) and reports how many as dropped; removes body files no record
+// refers to; moves inline bodies of records from before the spool into
+// files; and repairs the due index where a torn write left it out of step
+// with the records. It must run before any other method, and only once.
 func (o *Outbox) Restore(fn func(OutboxRecord)) (dropped int, err error) {
 	var (
 		recs  []storedRecord
-		bad   []string              // record keys that do not decode
-		due   = map[string]string{} // id → due key; duplicates go to extra
+		del   []string              // keys to delete: bad records, stray entries
+		due   = map[string]string{} // id → due key
 		extra []string
 	)
 	err = o.s.db.View(func(tx *buntdb.Tx) error {
 		err := tx.AscendRange("", prefixOutbox, prefixEnd(prefixOutbox), func(key, val string) bool {
 			var r storedRecord
 			if err := json.Unmarshal([]byte(val), &r); err != nil || r.ID != key[len(prefixOutbox):] {
-				bad = append(bad, key)
+				del = append(del, key)
+				dropped++
 				return true
 			}
 			recs = append(recs, r)
@@ -108,11 +122,7 @@ func (o *Outbox) Restore(fn func(OutboxRecord)) (dropped int, err error) {
 		}
 		return tx.AscendRange("", prefixOutboxDue, prefixEnd(prefixOutboxDue), func(key, _ string) bool {
 			_, id, ok := parseDueKey(key)
-			if !ok {
-				extra = append(extra, key)
-				return true
-			}
-			if _, dup := due[id]; dup {
+			if _, dup := due[id]; !ok || dup {
 				extra = append(extra, key)
 				return true
 			}
@@ -123,66 +133,135 @@ func (o *Outbox) Restore(fn func(OutboxRecord)) (dropped int, err error) {
 	if err != nil {
 		return 0, fmt.Errorf("restore outbox: %w", err)
 	}
+	del = append(del, extra...)
 
-	// Work out the repairs: what to delete and which due keys to add.
-	del := append(bad, extra...)
-	var add []string
-	for i := range recs {
-		r := &recs[i]
+	// Keep the records whose body is there; note the legacy inline ones.
+	keep := map[uint64]bool{}
+	live := recs[:0]
+	var legacy []int // indexes into live
+	for _, r := range recs {
+		switch {
+		case r.File == 0 && len(r.Body) > 0:
+			legacy = append(legacy, len(live))
+		case r.File == 0 && r.Size != 0:
+			del = append(del, recordKey(r.ID))
+			dropped++
+			continue
+		case r.File != 0:
+			size, ok, err := o.sp.size(r.File)
+			if err != nil {
+				return 0, fmt.Errorf("restore outbox: %w", err)
+			}
+			if !ok || size != r.Size {
+				del = append(del, recordKey(r.ID))
+				dropped++
+				continue
+			}
+			keep[r.File] = true
+		}
+		live = append(live, r)
+	}
+	if err := o.sp.restore(keep, o.s.log.Warn); err != nil {
+		return 0, fmt.Errorf("restore outbox: %w", err)
+	}
+	var set [][2]string // key, value
+	var migrated []uint64
+	for _, i := range legacy {
+		r := &live[i]
+		n, crc, err := o.sp.put(r.Body)
+		if err != nil {
+			o.removeBodies(migrated)
+			return 0, fmt.Errorf("restore outbox: %w", err)
+		}
+		migrated = append(migrated, n)
+		r.File, r.Size, r.CRC, r.Body = n, int64(len(r.Body)), crc, nil
+		val, err := json.Marshal(r)
+		if err != nil {
+			o.removeBodies(migrated)
+			return 0, err
+		}
+		set = append(set, [2]string{recordKey(r.ID), string(val)})
+	}
+	for i := range live {
+		r := &live[i]
 		want := dueKey(r.Due, r.ID)
 		switch have, ok := due[r.ID]; {
 		case !ok:
-			add = append(add, want)
+			set = append(set, [2]string{want, ""})
 		case have != want:
 			del = append(del, have)
-			add = append(add, want)
+			set = append(set, [2]string{want, ""})
 		}
 		delete(due, r.ID)
 	}
-	for _, key := range due { // entries without a record
+	for _, key := range due { // entries without a live record
 		del = append(del, key)
 	}
-	if len(del) > 0 || len(add) > 0 {
+	if len(del) > 0 || len(set) > 0 {
 		err := o.s.write(func(tx *buntdb.Tx) (bool, error) {
 			for _, key := range del {
 				if _, err := tx.Delete(key); err != nil && !errors.Is(err, buntdb.ErrNotFound) {
 					return false, err
 				}
 			}
-			for _, key := range add {
-				if _, _, err := tx.Set(key, "", nil); err != nil {
+			for _, kv := range set {
+				if _, _, err := tx.Set(kv[0], kv[1], nil); err != nil {
 					return false, err
 				}
 			}
 			return true, nil
 		})
 		if err != nil {
+			o.removeBodies(migrated)
 			return 0, fmt.Errorf("restore outbox: repair: %w", err)
 		}
 	}
-	for i := range recs {
-		fn(recs[i].record())
+	for i := range live {
+		fn(live[i].record())
 	}
-	return len(bad), nil
+	return dropped, nil
+}
+
+func (o *Outbox) removeBodies(ns []uint64) {
+	for _, n := range ns {
+		_ = o.sp.remove(n)
+	}
 }
 
 // Insert queues rec (its Size is set from body) unless its id is still
-// queued (ErrExists). When it returns nil the item is as durable as the
-// store's sync policy makes it.
+// queued (ErrExists). The body is written to its file first, then the
+// record is committed; on any error neither is left. When it returns nil
+// the item is as durable as the store's sync policy makes it. A failure to
+// write the body (a full disk) is reported by Healthy like any write.
 func (o *Outbox) Insert(rec OutboxRecord, body []byte) error {
+	if _, ok, err := o.get(rec.ID); ok || err != nil {
+		if err == nil {
+			err = ErrExists // checked before writing a body for nothing
+		}
+		return err
+	}
+	if err := o.s.brokenErr(); err != nil {
+		return fmt.Errorf("outbox insert %s: %w", rec.ID, err)
+	}
+	n, crc, err := o.sp.put(body)
+	if err != nil {
+		o.s.setWriteErr(err)
+		return fmt.Errorf("outbox insert %s: %w", rec.ID, err)
+	}
 	sr := storedRecord{
-		ID: rec.ID, EventID: rec.EventID, URL: rec.URL, User: rec.User, Body: body,
-		Size: int64(len(body)), Created: rec.Created, Due: rec.Due,
+		ID: rec.ID, EventID: rec.EventID, URL: rec.URL, User: rec.User,
+		File: n, Size: int64(len(body)), CRC: crc, Created: rec.Created, Due: rec.Due,
 		Attempts: rec.Attempts, LastErr: rec.LastErr,
 	}
 	val, err := json.Marshal(&sr)
 	if err != nil {
+		_ = o.sp.remove(n)
 		return err
 	}
 	err = o.s.write(func(tx *buntdb.Tx) (bool, error) {
 		switch _, err := tx.Get(recordKey(rec.ID)); {
 		case err == nil:
-			return false, ErrExists
+			return false, ErrExists // a concurrent Insert of the same id won
 		case !errors.Is(err, buntdb.ErrNotFound):
 			return false, err
 		}
@@ -192,10 +271,14 @@ func (o *Outbox) Insert(rec OutboxRecord, body []byte) error {
 		_, _, err := tx.Set(dueKey(rec.Due, rec.ID), "", nil)
 		return true, err
 	})
-	if err != nil && !errors.Is(err, ErrExists) {
+	if err != nil {
+		_ = o.sp.remove(n)
+		if errors.Is(err, ErrExists) {
+			return err
+		}
 		return fmt.Errorf("outbox insert %s: %w", rec.ID, err)
 	}
-	return err
+	return nil
 }
 
 // Load reads the record for id; ok is false if it is not queued.
@@ -207,7 +290,8 @@ func (o *Outbox) Load(id string) (rec OutboxRecord, ok bool, err error) {
 	return sr.record(), true, nil
 }
 
-// Body returns the body queued with id, read for an attempt.
+// Body reads the body queued with id from its file, for an attempt; it is
+// not cached. The caller must not modify it.
 func (o *Outbox) Body(id string) ([]byte, error) {
 	sr, ok, err := o.get(id)
 	switch {
@@ -215,8 +299,14 @@ func (o *Outbox) Body(id string) ([]byte, error) {
 		return nil, err
 	case !ok:
 		return nil, fmt.Errorf("outbox body %s: %w", id, ErrNotQueued)
+	case sr.File == 0 && len(sr.Body) > 0:
+		return sr.Body, nil // an inline body Restore has not moved yet
 	}
-	return sr.Body, nil
+	body, err := o.sp.get(sr.File, sr.Size, sr.CRC)
+	if err != nil {
+		return nil, fmt.Errorf("outbox body %s: %w", id, err)
+	}
+	return body, nil
 }
 
 // get reads and decodes the record for id.
@@ -275,9 +365,11 @@ func (o *Outbox) Reschedule(id string, due int64, attempts int, lastErr string) 
 	return nil
 }
 
-// Remove deletes the item id: delivered, gone or dropped. Removing an id
-// that is not queued is not an error.
+// Remove deletes the item id: delivered, gone or dropped. The record goes
+// first, then the body file; a file that cannot be removed is logged and
+// left to Restore. Removing an id that is not queued is not an error.
 func (o *Outbox) Remove(id string) error {
+	var file uint64
 	err := o.s.write(func(tx *buntdb.Tx) (bool, error) {
 		val, err := tx.Delete(recordKey(id))
 		if errors.Is(err, buntdb.ErrNotFound) {
@@ -290,6 +382,7 @@ func (o *Outbox) Remove(id string) error {
 		var dues []string
 		if json.Unmarshal([]byte(val), &sr) == nil {
 			dues = append(dues, dueKey(sr.Due, id))
+			file = sr.File
 		} else if dues, err = dueKeysOf(tx, id); err != nil {
 			return false, err
 		}
@@ -302,6 +395,9 @@ func (o *Outbox) Remove(id string) error {
 	})
 	if err != nil {
 		return fmt.Errorf("outbox remove %s: %w", id, err)
+	}
+	if err := o.sp.remove(file); err != nil {
+		o.s.log.Warn("remove outbox body file; left for the next start", "id", id, "err", err)
 	}
 	return nil
 }

@@ -10,6 +10,9 @@
 //	ob_due:<nanos>:<item-id>  outbox due-time index (Outbox)
 //	pr:, rp:                  reserved for presence and replay streams
 //
+// Outbox bodies are not in buntdb, which keeps every value in memory: they
+// are files in <path>.outbox/ (see Outbox).
+//
 // buntdb, the keys and the prefixes stay inside this package: its users see
 // methods named for what they do (MarkSeen, Outbox().Insert) and declare
 // the small interfaces they need themselves.
