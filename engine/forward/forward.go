@@ -39,6 +39,10 @@ const (
 	DefaultMaxBackoff     = 10 * time.Minute
 	DefaultConcurrency    = 4
 	DefaultMaxPending     = 100_000
+	// DefaultMaxPendingBytes fits a small VM: with a file store the bodies
+	// are on disk, so this is mostly disk; with ":memory:" it is memory.
+	DefaultMaxPendingBytes   = 64 << 20
+	DefaultMaxPendingPerUser = 1 << 20
 )
 
 // userAgent is sent on every request.
@@ -48,9 +52,15 @@ var (
 	// ErrInvalidItem is returned (wrapped) by Enqueue for an item that can
 	// never be delivered: empty or malformed ID, URL not absolute http(s).
 	ErrInvalidItem = errors.New("forward: invalid item")
-	// ErrFull is returned by Enqueue when MaxPending items are queued; the
-	// inbound request should be refused (503) so its sender retries later.
+	// ErrFull is returned by Enqueue when the item would take the outbox
+	// past MaxPending items or MaxPendingBytes: the inbound request should
+	// be refused (a webhook with 503 and Retry-After, a client event with
+	// an "overloaded" error ack) so its sender retries later.
 	ErrFull = errors.New("forward: outbox full")
+	// ErrUserFull is returned by Enqueue when the item would take its
+	// Item.User past MaxPendingPerUser. It wraps ErrFull, so
+	// errors.Is(err, ErrFull) holds for both.
+	ErrUserFull = fmt.Errorf("%w: the user's share is used up", ErrFull)
 	// ErrRunning is returned by Run when another Run is active.
 	ErrRunning = errors.New("forward: already running")
 )
@@ -77,7 +87,13 @@ type Config struct {
 	InitialBackoff time.Duration // ceiling of the first retry delay; doubles per failure
 	MaxBackoff     time.Duration // largest ceiling, also caps Retry-After
 	Concurrency    int           // parallel deliveries
-	MaxPending     int           // Enqueue refuses beyond this many queued items (approximate under concurrency)
+
+	// Caps on what is queued; Enqueue refuses an item that would pass one.
+	// An item counts as its body plus 512 bytes for its bookkeeping.
+	// Items queued by an earlier run count too, even past a lowered cap.
+	MaxPending        int   // items (default 100,000)
+	MaxPendingBytes   int64 // bytes in all (default 64 MiB)
+	MaxPendingPerUser int64 // bytes per Item.User (default 1 MiB); items with no User count in the totals only
 
 	Logger *slog.Logger     // nil discards
 	Now    func() time.Time // nil is time.Now; tests freeze it
@@ -90,19 +106,23 @@ type Item struct {
 	// '.'. Enqueueing an ID that is still queued is a no-op.
 	ID      string
 	EventID string // the event that caused it, for logs
-	URL     string // absolute http or https URL
-	Body    []byte // sent as is, as application/json; not kept by Enqueue
+	// User is who caused it, for the per-user cap: the sender of a client
+	// event. Empty for webhooks, which are not capped per user.
+	User string
+	URL  string // absolute http or https URL
+	Body []byte // sent as is, as application/json; not kept by Enqueue
 	// Created starts the retry horizon; zero means now.
 	Created time.Time
 }
 
 // Stats are counters since New, except Pending, which is the outbox size.
 type Stats struct {
-	Pending   int64 // queued now, including items waiting for a retry
-	Delivered int64 // answered 2xx
-	Retried   int64 // attempts that failed and were rescheduled
-	Failed    int64 // dropped: the retry horizon passed (or the record was unreadable)
-	Gone      int64 // dropped because the app answered 410 Gone
+	Pending      int64 // queued now, including items waiting for a retry
+	PendingBytes int64 // what they count against MaxPendingBytes
+	Delivered    int64 // answered 2xx
+	Retried      int64 // attempts that failed and were rescheduled
+	Failed       int64 // dropped: the retry horizon passed (or the record was unreadable)
+	Gone         int64 // dropped because the app answered 410 Gone
 }
 
 // Forwarder queues and delivers items. Enqueue and Stats are safe for
@@ -127,7 +147,9 @@ type Forwarder struct {
 	// until the time it may be tried again. The scheduler skips held ids.
 	hold map[string]time.Time
 
-	pending, delivered, retried, failed, gone atomic.Int64
+	budget *budget // what is queued, against the caps
+
+	delivered, retried, failed, gone atomic.Int64
 }
 
 // New checks cfg and counts the items already queued in the store (from an
@@ -160,14 +182,21 @@ func New(cfg Config) (*Forwarder, error) {
 	if cfg.InitialBackoff > cfg.MaxBackoff {
 		return nil, fmt.Errorf("forward: InitialBackoff %v above MaxBackoff %v", cfg.InitialBackoff, cfg.MaxBackoff)
 	}
-	if cfg.Concurrency < 0 || cfg.MaxPending < 0 {
-		return nil, fmt.Errorf("forward: negative Concurrency %d or MaxPending %d", cfg.Concurrency, cfg.MaxPending)
+	if cfg.Concurrency < 0 || cfg.MaxPending < 0 || cfg.MaxPendingBytes < 0 || cfg.MaxPendingPerUser < 0 {
+		return nil, fmt.Errorf("forward: negative Concurrency %d, MaxPending %d, MaxPendingBytes %d or MaxPendingPerUser %d",
+			cfg.Concurrency, cfg.MaxPending, cfg.MaxPendingBytes, cfg.MaxPendingPerUser)
 	}
 	if cfg.Concurrency == 0 {
 		cfg.Concurrency = DefaultConcurrency
 	}
 	if cfg.MaxPending == 0 {
 		cfg.MaxPending = DefaultMaxPending
+	}
+	if cfg.MaxPendingBytes == 0 {
+		cfg.MaxPendingBytes = DefaultMaxPendingBytes
+	}
+	if cfg.MaxPendingPerUser == 0 {
+		cfg.MaxPendingPerUser = DefaultMaxPendingPerUser
 	}
 	f := &Forwarder{
 		cfg:    cfg,
@@ -178,6 +207,7 @@ func New(cfg Config) (*Forwarder, error) {
 		jitter: fullJitter,
 		wake:   make(chan struct{}, 1),
 		hold:   make(map[string]time.Time),
+		budget: newBudget(int64(cfg.MaxPending), cfg.MaxPendingBytes, cfg.MaxPendingPerUser),
 	}
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
@@ -195,12 +225,10 @@ func New(cfg Config) (*Forwarder, error) {
 			},
 		}
 	}
-	var n int64
-	dropped, err := ob.Restore(func(store.OutboxRecord) { n++ })
+	dropped, err := ob.Restore(func(r store.OutboxRecord) { f.budget.restore(r.User, charge(r.Size)) })
 	if err != nil {
 		return nil, fmt.Errorf("forward: %w", err)
 	}
-	f.pending.Store(n)
 	f.failed.Store(int64(dropped))
 	if cfg.Signer == nil {
 		f.log.Warn("no signing secret: forwarded requests are unsigned")
@@ -208,8 +236,8 @@ func New(cfg Config) (*Forwarder, error) {
 	if dropped > 0 {
 		f.log.Error("outbox items from an earlier run were unreadable: dropped", "dropped", dropped)
 	}
-	if n > 0 {
-		f.log.Info("outbox has items from an earlier run", "pending", n)
+	if n, bytes := f.budget.counts(); n > 0 {
+		f.log.Info("outbox has items from an earlier run", "pending", n, "bytes", bytes)
 	}
 	return f, nil
 }
@@ -217,6 +245,9 @@ func New(cfg Config) (*Forwarder, error) {
 // Enqueue stores it in the outbox; when it returns nil the item is as
 // durable as the store's sync policy makes it, and Run will deliver it.
 // Enqueueing an ID that is still queued does nothing and returns nil.
+// It returns ErrFull or ErrUserFull when the item would pass a cap, and
+// another error when the store cannot take it (a full disk); either way
+// nothing is queued.
 func (f *Forwarder) Enqueue(ctx context.Context, it Item) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -228,35 +259,39 @@ func (f *Forwarder) Enqueue(ctx context.Context, it Item) error {
 	if it.Created.IsZero() {
 		it.Created = now
 	}
-	if f.pending.Load() >= int64(f.cfg.MaxPending) {
-		if _, ok, err := f.ob.Load(it.ID); err == nil && ok {
+	size := charge(int64(len(it.Body)))
+	if err := f.budget.reserve(it.User, size); err != nil {
+		if _, ok, lerr := f.ob.Load(it.ID); lerr == nil && ok {
 			return nil // already queued: a no-op, even when full
 		}
-		return ErrFull
+		return err
 	}
 	rec := store.OutboxRecord{
-		ID: it.ID, EventID: it.EventID, URL: it.URL,
+		ID: it.ID, EventID: it.EventID, URL: it.URL, User: it.User,
 		Created: it.Created, Due: now.UnixNano(),
 	}
-	switch err := f.ob.Insert(rec, it.Body); {
-	case errors.Is(err, store.ErrExists):
-		return nil
-	case err != nil:
+	err := f.ob.Insert(rec, it.Body)
+	if err != nil {
+		f.budget.release(it.User, size)
+		if errors.Is(err, store.ErrExists) {
+			return nil
+		}
 		return fmt.Errorf("forward: enqueue %s: %w", it.ID, err)
 	}
-	f.pending.Add(1)
 	f.poke()
 	return nil
 }
 
 // Stats returns the current counters.
 func (f *Forwarder) Stats() Stats {
+	pending, bytes := f.budget.counts()
 	return Stats{
-		Pending:   f.pending.Load(),
-		Delivered: f.delivered.Load(),
-		Retried:   f.retried.Load(),
-		Failed:    f.failed.Load(),
-		Gone:      f.gone.Load(),
+		Pending:      pending,
+		PendingBytes: bytes,
+		Delivered:    f.delivered.Load(),
+		Retried:      f.retried.Load(),
+		Failed:       f.failed.Load(),
+		Gone:         f.gone.Load(),
 	}
 }
 

@@ -368,6 +368,7 @@ func TestStatusHandling(t *testing.T) {
 			stop := startRun(t, f)
 			waitFor(t, "the outcome", func() bool { s := f.Stats(); return s.Pending == 0 || s.Retried > 0 })
 			stop()
+			tc.want.PendingBytes = tc.want.Pending * charge(2) // a retried item still counts
 			if got := f.Stats(); got != tc.want {
 				t.Errorf("Stats() = %+v, want %+v", got, tc.want)
 			}
@@ -510,7 +511,7 @@ func TestShutdownMidAttempt(t *testing.T) {
 	stop := startRun(t, f)
 	<-entered
 	stop()
-	if got, want := f.Stats(), (Stats{Pending: 1}); got != want {
+	if got, want := f.Stats(), (Stats{Pending: 1, PendingBytes: charge(0)}); got != want {
 		t.Errorf("Stats() after shutdown mid-attempt = %+v, want %+v", got, want)
 	}
 	rec, ok := loadT(t, f, "fwd_slow")
@@ -644,6 +645,8 @@ func TestNewErrors(t *testing.T) {
 		{"initial above max", Config{Store: s, InitialBackoff: time.Hour, MaxBackoff: time.Minute}},
 		{"negative concurrency", Config{Store: s, Concurrency: -1}},
 		{"negative max pending", Config{Store: s, MaxPending: -1}},
+		{"negative max pending bytes", Config{Store: s, MaxPendingBytes: -1}},
+		{"negative max pending per user", Config{Store: s, MaxPendingPerUser: -1}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -782,7 +785,7 @@ func BenchmarkEnqueue(b *testing.B) {
 				if s, err = store.Open(path, store.Options{Sync: "everysecond"}); err != nil {
 					b.Fatal(err)
 				}
-				if f, err = New(Config{Store: s, Signer: signer(b), MaxPending: 1 << 30}); err != nil {
+				if f, err = New(Config{Store: s, Signer: signer(b), MaxPending: 1 << 30, MaxPendingBytes: 1 << 40}); err != nil {
 					b.Fatal(err)
 				}
 			}

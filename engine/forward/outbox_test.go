@@ -2,7 +2,6 @@ package forward
 
 import (
 	"cmp"
-	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -141,21 +140,5 @@ func TestUnreadableItemDropped(t *testing.T) {
 	}
 	if n := a.count(); n != 1 {
 		t.Errorf("app got %d requests, want 1 (the readable item)", n)
-	}
-}
-
-// A store error from Insert is returned, not ErrFull, and nothing is
-// counted.
-func TestEnqueueStoreError(t *testing.T) {
-	ob := newFakeOutbox()
-	errDisk := errors.New("disk on fire")
-	ob.insert = func(store.OutboxRecord) error { return errDisk }
-	f := newForwarder(t, Config{Outbox: ob, Signer: signer(t)})
-	err := f.Enqueue(t.Context(), Item{ID: "x", URL: "http://app.invalid/", Body: []byte("{}")})
-	if !errors.Is(err, errDisk) || errors.Is(err, ErrFull) {
-		t.Errorf("Enqueue with a failing store = %v, want the store's error, not ErrFull", err)
-	}
-	if got := f.Stats(); got != (Stats{}) {
-		t.Errorf("Stats() = %+v after a failed Enqueue, want zero", got)
 	}
 }

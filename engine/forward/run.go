@@ -166,7 +166,8 @@ func (f *Forwarder) deliver(ctx context.Context, j job) {
 	}
 	switch {
 	case errors.Is(err, store.ErrUnreadable):
-		f.dropUnreadable(j.id, err)
+		rec.ID = j.id // a record that does not decode is all zero
+		f.dropUnreadable(&rec, err)
 		return
 	case err != nil:
 		f.log.Error("read outbox item", "id", j.id, "err", err)
@@ -188,15 +189,21 @@ func (f *Forwarder) deliver(ctx context.Context, j job) {
 
 // dropUnreadable removes an item that cannot be read back (the file was
 // edited or damaged): it can never be delivered. Counted as Failed.
-func (f *Forwarder) dropUnreadable(id string, err error) {
-	f.log.Error("dropping unreadable outbox item", "id", id, "err", err)
-	if rmErr := f.ob.Remove(id); rmErr != nil {
-		f.storeFailed(id, 1, f.now(), rmErr)
+func (f *Forwarder) dropUnreadable(rec *store.OutboxRecord, err error) {
+	f.log.Error("dropping unreadable outbox item", "id", rec.ID, "err", err)
+	if rmErr := f.ob.Remove(rec.ID); rmErr != nil {
+		f.storeFailed(rec.ID, 1, f.now(), rmErr)
 		return
 	}
-	f.release(id)
-	f.pending.Add(-1)
+	f.removed(rec)
 	f.failed.Add(1)
+}
+
+// removed releases the hold on rec and its room in the outbox, once it has
+// been removed from the store.
+func (f *Forwarder) removed(rec *store.OutboxRecord) {
+	f.release(rec.ID)
+	f.budget.release(rec.User, charge(rec.Size))
 }
 
 // attempt POSTs body for rec once. desc says what happened, for logs and
@@ -250,8 +257,7 @@ func (f *Forwarder) finish(rec *store.OutboxRecord, res outcome, retryAfter time
 			f.storeFailed(rec.ID, rec.Attempts+1, now, err)
 			return
 		}
-		f.release(rec.ID)
-		f.pending.Add(-1)
+		f.removed(rec)
 		if res == outcomeDelivered {
 			f.delivered.Add(1)
 			return
@@ -270,8 +276,7 @@ func (f *Forwarder) finish(rec *store.OutboxRecord, res outcome, retryAfter time
 			f.storeFailed(rec.ID, rec.Attempts, now, err)
 			return
 		}
-		f.release(rec.ID)
-		f.pending.Add(-1)
+		f.removed(rec)
 		f.failed.Add(1)
 		f.log.Warn("retry horizon passed: item dropped", "id", rec.ID, "event_id", rec.EventID,
 			"url", rec.URL, "attempts", rec.Attempts, "horizon", f.cfg.RetryHorizon)
