@@ -88,9 +88,11 @@ type Config struct {
 	MaxBackoff     time.Duration // largest ceiling, also caps Retry-After
 	Concurrency    int           // parallel deliveries
 
-	// Caps on what is queued; Enqueue refuses an item that would pass one.
-	// An item counts as its body plus 512 bytes for its bookkeeping.
-	// Items queued by an earlier run count too, even past a lowered cap.
+	// Caps on what is queued; Enqueue refuses an item that would pass one
+	// (ErrFull, ErrUserFull). An item counts as its body plus 1 KiB for
+	// its bookkeeping, which covers what it takes in memory, so the byte
+	// caps bound memory as well as disk. Items queued by an earlier run
+	// are counted at New, even past a cap lowered since.
 	MaxPending        int   // items (default 100,000)
 	MaxPendingBytes   int64 // bytes in all (default 64 MiB)
 	MaxPendingPerUser int64 // bytes per Item.User (default 1 MiB); items with no User count in the totals only
@@ -115,13 +117,14 @@ type Item struct {
 	Created time.Time
 }
 
-// Stats are counters since New, except Pending, which is the outbox size.
+// Stats are counters since New, except Pending and PendingBytes, which
+// are the outbox's size now.
 type Stats struct {
 	Pending      int64 // queued now, including items waiting for a retry
 	PendingBytes int64 // what they count against MaxPendingBytes
 	Delivered    int64 // answered 2xx
 	Retried      int64 // attempts that failed and were rescheduled
-	Failed       int64 // dropped: the retry horizon passed (or the record was unreadable)
+	Failed       int64 // dropped: the retry horizon passed, or the item was unreadable (also found so at New)
 	Gone         int64 // dropped because the app answered 410 Gone
 }
 

@@ -92,37 +92,56 @@ func TestRetryDoesNotRewriteBody(t *testing.T) {
 
 // Issue 7: queued bodies sat in buntdb, in memory (1,000 × 60 KB took RSS
 // from 16 MB to 450 MB). With a file store they are on disk: queueing
-// 60 MB of bodies leaves the Go heap far below 60 MB.
+// 60 MB of bodies leaves the Go heap far below 60 MB. And what an item is
+// charged against the byte cap covers what it does take in memory, so the
+// cap bounds memory too, whatever the body sizes.
 func TestQueuedBodiesOutOfRAM(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "node.db")
-	s, err := store.Open(path, store.Options{Sync: "never"})
-	if err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name    string
+		n, size int
+		maxHeap int64
+	}{
+		{"1000 x 60 KB", 1000, 60 << 10, 12 << 20},
+		{"5000 x 256 B (inline)", 5000, 256, 5000 * charge(256)},
+		{"5000 x 257 B (in files)", 5000, 257, 5000 * charge(0)},
+		{"5000 x 0 B", 5000, 0, 5000 * charge(0)},
 	}
-	defer func() { _ = s.Close() }()
-	f := newForwarder(t, Config{Store: s, Signer: signer(t)})
-	body := bytes.Repeat([]byte("m"), 60<<10)
-	heap := func() int64 {
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return int64(ms.HeapInuse)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "node.db")
+			s, err := store.Open(path, store.Options{Sync: "never"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = s.Close() }()
+			f := newForwarder(t, Config{Store: s, Signer: signer(t), MaxPendingBytes: 1 << 40})
+			b := bytes.Repeat([]byte("m"), tc.size)
+			heap := func() int64 {
+				runtime.GC()
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				return int64(ms.HeapInuse)
+			}
+			base := heap()
+			for i := range tc.n {
+				// ids and URL as the engine makes them
+				id := "fwd_1764590000000-" + strconv.Itoa(100000+i) + "_0"
+				enqueue(t, f, Item{ID: id, EventID: id[4 : len(id)-2], URL: "http://app.internal/api/bookings/socket-update", Body: b})
+			}
+			grown := heap() - base
+			runtime.KeepAlive(f)
+			if got := f.Stats().Pending; got != int64(tc.n) {
+				t.Fatalf("Stats().Pending = %d, want %d", got, tc.n)
+			}
+			if grown > tc.maxHeap {
+				t.Errorf("heap grew %.1f MB queueing %d x %d B, want at most %.1f MB", mb(grown), tc.n, tc.size, mb(tc.maxHeap))
+			}
+			t.Logf("heap grew %.1f MB (%d B per item) for %.1f MB of queued bodies", mb(grown), grown/int64(tc.n), mb(int64(tc.n*tc.size)))
+		})
 	}
-	base := heap()
-	const n = 1000
-	for i := range n {
-		enqueue(t, f, Item{ID: "fwd_" + strconv.Itoa(i), URL: "http://app.invalid/", Body: body})
-	}
-	grown := heap() - base
-	runtime.KeepAlive(f)
-	if got := f.Stats().Pending; got != n {
-		t.Fatalf("Stats().Pending = %d, want %d", got, n)
-	}
-	if grown > 12<<20 {
-		t.Errorf("heap grew %d MB queueing %d × 60 KB bodies, want far below %d MB", grown>>20, n, n*len(body)>>20)
-	}
-	t.Logf("heap grew %.1f MB for %d MB of queued bodies", float64(grown)/(1<<20), n*len(body)>>20)
 }
+
+func mb(n int64) float64 { return float64(n) / (1 << 20) }
 
 // A body file removed behind the forwarder's back (while it was down):
 // New drops the item, counts it Failed and logs once; the others are
@@ -134,7 +153,7 @@ func TestRestartWithMissingBody(t *testing.T) {
 	s := openStore(t, path)
 	f := newForwarder(t, Config{Store: s, Signer: signer(t)})
 	for i := range 3 {
-		enqueue(t, f, Item{ID: "fwd_" + strconv.Itoa(i), URL: a.URL, Body: []byte(`{"n":` + strconv.Itoa(i) + `}`)})
+		enqueue(t, f, Item{ID: "fwd_" + strconv.Itoa(i), URL: a.URL, Body: body(1000)}) // over 512 bytes: in a file
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -184,7 +203,7 @@ func TestEnqueueDiskFull(t *testing.T) {
 	s := openStore(t, path)
 	defer func() { _ = s.Close() }()
 	f := newForwarder(t, Config{Store: s, Signer: signer(t)})
-	enqueue(t, f, Item{ID: "fwd_before", URL: "http://app.invalid/", Body: []byte("{}")})
+	enqueue(t, f, Item{ID: "fwd_before", URL: "http://app.invalid/", Body: body(1000)})
 
 	var old syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {

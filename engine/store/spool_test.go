@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"io/fs"
 	"log/slog"
@@ -30,6 +31,9 @@ func spoolFiles(t testing.TB, s *Store) []string {
 	}
 	return names
 }
+
+// big pads s past inlineMax, so that its body goes to a file.
+func big(s string) string { return s + strings.Repeat(".", inlineMax) }
 
 // bodyPath is the file holding id's body.
 func bodyPath(t testing.TB, o *Outbox, id string) string {
@@ -98,7 +102,7 @@ func TestOutboxBodyFileNames(t *testing.T) {
 	restoreT(t, o)
 	ids := []string{"../../escape", "/abs", "a/b", "con", strings.Repeat("x", 256), "fwd_1"}
 	for _, id := range ids {
-		if err := o.Insert(OutboxRecord{ID: id, Due: 1}, []byte("body of "+id)); err != nil {
+		if err := o.Insert(OutboxRecord{ID: id, Due: 1}, []byte(big("body of "+id))); err != nil {
 			t.Fatalf("Insert(%q) = %v", id, err)
 		}
 	}
@@ -115,7 +119,7 @@ func TestOutboxBodyFileNames(t *testing.T) {
 		t.Errorf("%s holds %d entries, want node.db and node.db.outbox only", dir, len(top))
 	}
 	for _, id := range ids {
-		if got, err := o.Body(id); err != nil || string(got) != "body of "+id {
+		if got, err := o.Body(id); err != nil || string(got) != big("body of "+id) {
 			t.Errorf("Body(%q) = %q, %v", id, got, err)
 		}
 		if err := o.Remove(id); err != nil {
@@ -149,9 +153,10 @@ func TestOutboxRestoreSpool(t *testing.T) {
 	o := s.Outbox()
 	restoreT(t, o)
 	for _, id := range []string{"kept", "missing", "short"} {
-		insertT(t, o, id, 1, "the body of "+id)
+		insertT(t, o, id, 1, big("the body of "+id))
 	}
 	insertT(t, o, "empty", 1, "")
+	insertT(t, o, "small", 1, "inline")
 	missing, short := bodyPath(t, o, "missing"), bodyPath(t, o, "short")
 	closeT(t, s)
 
@@ -178,8 +183,8 @@ func TestOutboxRestoreSpool(t *testing.T) {
 	if dropped != 2 {
 		t.Errorf("Restore dropped %d, want 2 (missing, short)", dropped)
 	}
-	if _, ok := recs["kept"]; !ok || len(recs) != 2 {
-		t.Errorf("restored %v, want kept and empty", recs)
+	if _, ok := recs["kept"]; !ok || len(recs) != 3 {
+		t.Errorf("restored %v, want kept, empty and small", recs)
 	}
 	if _, err := os.Stat(orphan); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("orphan body file still there: %v", err)
@@ -190,22 +195,25 @@ func TestOutboxRestoreSpool(t *testing.T) {
 	if _, err := os.Stat(short); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("the short body of a dropped record is still there: %v", err)
 	}
-	if got := scanT(t, o); !slices.Equal(got, []string{"empty", "kept"}) {
-		t.Errorf("Scan after Restore = %v, want [empty kept]", got)
+	if got := scanT(t, o); !slices.Equal(got, []string{"empty", "kept", "small"}) {
+		t.Errorf("Scan after Restore = %v, want [empty kept small]", got)
 	}
 	if !strings.Contains(logs.String(), "files=2") { // the orphan and the short body
 		t.Errorf("log = %q, want the orphan removal counted", logs.String())
 	}
 	// New bodies never reuse a number in use or left on disk.
-	insertT(t, o, "new", 1, "fresh")
-	if got, err := o.Body("new"); err != nil || string(got) != "fresh" {
+	insertT(t, o, "new", 1, big("fresh"))
+	if got, err := o.Body("new"); err != nil || string(got) != big("fresh") {
 		t.Errorf("Body(new) = %q, %v", got, err)
 	}
-	if got, err := o.Body("kept"); err != nil || string(got) != "the body of kept" {
+	if got, err := o.Body("kept"); err != nil || string(got) != big("the body of kept") {
 		t.Errorf("Body(kept) = %q, %v", got, err)
 	}
 	if got, err := o.Body("empty"); err != nil || len(got) != 0 {
 		t.Errorf("Body(empty) = %q, %v", got, err)
+	}
+	if got, err := o.Body("small"); err != nil || string(got) != "inline" {
+		t.Errorf("Body(small) = %q, %v", got, err)
 	}
 }
 
@@ -216,9 +224,9 @@ func TestOutboxBodyChecked(t *testing.T) {
 	defer closeT(t, s)
 	o := s.Outbox()
 	restoreT(t, o)
-	insertT(t, o, "flipped", 1, "abcdef")
-	insertT(t, o, "gone", 1, "abcdef")
-	if err := os.WriteFile(bodyPath(t, o, "flipped"), []byte("abcdeX"), 0o600); err != nil {
+	insertT(t, o, "flipped", 1, big("abcdef"))
+	insertT(t, o, "gone", 1, big("abcdef"))
+	if err := os.WriteFile(bodyPath(t, o, "flipped"), []byte(big("abcdeX")), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Remove(bodyPath(t, o, "gone")); err != nil {
@@ -234,28 +242,72 @@ func TestOutboxBodyChecked(t *testing.T) {
 	}
 }
 
-// Records written before the spool carry their body inline; Restore moves
-// it to a file and takes it out of the record.
+// Records written before the spool carry their body inline and no size;
+// Restore moves a large one to a file, keeps a small one inline, and sets
+// the sizes.
 func TestOutboxRestoreMovesInlineBodies(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "node.db")
-	old := `{"id":"legacy","url":"http://app/x","body":"eyJuIjoxfQ==","created":"2026-01-02T03:04:05Z","due":5,"attempts":2}`
-	aof := resp("set", recordKey("legacy"), old) + resp("set", dueKey(5, "legacy"), "")
+	large := big(`{"n":2}`)
+	oldSmall := `{"id":"small","url":"http://app/x","body":"eyJuIjoxfQ==","created":"2026-01-02T03:04:05Z","due":5,"attempts":2}`
+	oldLarge := `{"id":"large","url":"http://app/x","body":"` + base64.StdEncoding.EncodeToString([]byte(large)) + `","created":"2026-01-02T03:04:05Z","due":6}`
+	aof := resp("set", recordKey("small"), oldSmall) + resp("set", dueKey(5, "small"), "") +
+		resp("set", recordKey("large"), oldLarge) + resp("set", dueKey(6, "large"), "")
 	if err := os.WriteFile(path, []byte(aof), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	s := openT(t, path, Options{})
-	defer closeT(t, s)
 	o := s.Outbox()
 	recs, dropped := restoreT(t, o)
-	if r := recs["legacy"]; dropped != 0 || r.Size != 7 || r.Attempts != 2 || r.Due != 5 {
-		t.Errorf("restored %+v, dropped %d; want legacy with 7 bytes, 2 attempts", recs, dropped)
+	if r := recs["small"]; dropped != 0 || r.Size != 7 || r.Attempts != 2 || r.Due != 5 {
+		t.Errorf("restored %+v, dropped %d; want small with 7 bytes, 2 attempts", recs, dropped)
 	}
-	if got, err := o.Body("legacy"); err != nil || string(got) != `{"n":1}` {
-		t.Errorf("Body(legacy) = %q, %v", got, err)
+	if r := recs["large"]; r.Size != int64(len(large)) {
+		t.Errorf("restored large = %+v, want %d bytes", r, len(large))
 	}
-	sr, _, _ := o.get("legacy")
-	if sr.File == 0 || sr.Body != nil {
-		t.Errorf("record after Restore = %+v, want a file and no inline body", sr)
+	if sr, _, _ := o.get("large"); sr.File == 0 || sr.Body != nil {
+		t.Errorf("large record after Restore = %+v, want a file and no inline body", sr)
+	}
+	closeT(t, s)
+
+	s = openT(t, path, Options{})
+	defer closeT(t, s)
+	o = s.Outbox()
+	recs, _ = restoreT(t, o)
+	if recs["small"].Size != 7 || recs["large"].Size != int64(len(large)) {
+		t.Errorf("sizes after a second restart = %+v", recs)
+	}
+	if got, err := o.Body("small"); err != nil || string(got) != `{"n":1}` {
+		t.Errorf("Body(small) = %q, %v", got, err)
+	}
+	if got, err := o.Body("large"); err != nil || string(got) != large {
+		t.Errorf("Body(large) = %q, %v", got, err)
+	}
+}
+
+// Bodies of up to inlineMax bytes stay in the record: no file.
+func TestOutboxSmallBodiesInline(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "node.db")
+	s := openT(t, path, Options{})
+	o := s.Outbox()
+	restoreT(t, o)
+	small := strings.Repeat("s", inlineMax)
+	insertT(t, o, "small", 1, small)
+	insertT(t, o, "large", 1, small+"l")
+	if names := spoolFiles(t, s); len(names) != 1 {
+		t.Errorf("spool = %v, want one file (the large body)", names)
+	}
+	closeT(t, s)
+	s = openT(t, path, Options{})
+	defer closeT(t, s)
+	o = s.Outbox()
+	if recs, dropped := restoreT(t, o); len(recs) != 2 || dropped != 0 {
+		t.Errorf("Restore = %v, dropped %d", recs, dropped)
+	}
+	if got, err := o.Body("small"); err != nil || string(got) != small {
+		t.Errorf("Body(small) = %d bytes, %v", len(got), err)
+	}
+	if got, err := o.Body("large"); err != nil || string(got) != small+"l" {
+		t.Errorf("Body(large) = %d bytes, %v", len(got), err)
 	}
 }
 
@@ -275,7 +327,7 @@ func TestOutboxBodyWriteFails(t *testing.T) {
 		}
 		return &fs.PathError{Op: "write", Path: name, Err: syscall.ENOSPC}
 	}
-	err := o.Insert(OutboxRecord{ID: "x", Due: 1}, []byte("a body that does not fit"))
+	err := o.Insert(OutboxRecord{ID: "x", Due: 1}, []byte(big("a body that does not fit")))
 	if !errors.Is(err, syscall.ENOSPC) || errors.Is(err, ErrExists) {
 		t.Fatalf("Insert on a full disk = %v, want ENOSPC", err)
 	}
@@ -289,7 +341,7 @@ func TestOutboxBodyWriteFails(t *testing.T) {
 		t.Errorf("spool after the failed write = %v, want empty", names)
 	}
 	o.sp.write = writeBodyFile
-	insertT(t, o, "x", 1, "fits now")
+	insertT(t, o, "x", 1, big("fits now"))
 	if err := s.Healthy(); err != nil {
 		t.Errorf("Healthy() after a successful Insert = %v, want nil", err)
 	}
@@ -335,7 +387,7 @@ func TestOutboxMemoryBodies(t *testing.T) {
 	defer closeT(t, s)
 	o := s.Outbox()
 	restoreT(t, o)
-	body := []byte("caller's buffer")
+	body := []byte(big("caller's buffer"))
 	insertT(t, o, "m", 1, string(body))
 	if got, err := o.Body("m"); err != nil || string(got) != string(body) {
 		t.Errorf("Body(m) = %q, %v", got, err)
@@ -385,19 +437,19 @@ func TestOutboxDuplicateWritesNoBody(t *testing.T) {
 	defer closeT(t, s)
 	o := s.Outbox()
 	restoreT(t, o)
-	insertT(t, o, "d", 1, "first")
+	insertT(t, o, "d", 1, big("first"))
 	writes := 0
 	o.sp.write = func(name string, body []byte, sync bool) error {
 		writes++
 		return writeBodyFile(name, body, sync)
 	}
-	if err := o.Insert(OutboxRecord{ID: "d", Due: 2}, []byte("second")); !errors.Is(err, ErrExists) {
+	if err := o.Insert(OutboxRecord{ID: "d", Due: 2}, []byte(big("second"))); !errors.Is(err, ErrExists) {
 		t.Errorf("Insert(d) again = %v, want ErrExists", err)
 	}
 	if writes != 0 || len(spoolFiles(t, s)) != 1 {
 		t.Errorf("a duplicate wrote %d bodies; spool %v", writes, spoolFiles(t, s))
 	}
-	if got, _ := o.Body("d"); string(got) != "first" {
+	if got, _ := o.Body("d"); string(got) != big("first") {
 		t.Errorf("Body(d) = %q, want the first body kept", got)
 	}
 }
