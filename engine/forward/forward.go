@@ -4,6 +4,11 @@
 // 2xx, answers 410 Gone, or the retry horizon passes. Pending items survive a
 // restart and resume when Run starts again.
 //
+// The bodies of queued items are not held in memory: with a file store
+// they are written once to the store's spool directory, read back for each
+// attempt, and a retry rewrites only the small bookkeeping record (see
+// store.Outbox). With the in-memory store they stay in memory.
+//
 // Delivery is at least once: if the node stops between the app's 2xx and the
 // removal of the item, the item is sent again with the same webhook-id, which
 // the app can use as its idempotency key. Items are not ordered.
@@ -34,6 +39,10 @@ const (
 	DefaultMaxBackoff     = 10 * time.Minute
 	DefaultConcurrency    = 4
 	DefaultMaxPending     = 100_000
+	// DefaultMaxPendingBytes fits a small VM: with a file store the bodies
+	// are on disk, so this is mostly disk; with ":memory:" it is memory.
+	DefaultMaxPendingBytes   = 64 << 20
+	DefaultMaxPendingPerUser = 1 << 20
 )
 
 // userAgent is sent on every request.
@@ -43,9 +52,15 @@ var (
 	// ErrInvalidItem is returned (wrapped) by Enqueue for an item that can
 	// never be delivered: empty or malformed ID, URL not absolute http(s).
 	ErrInvalidItem = errors.New("forward: invalid item")
-	// ErrFull is returned by Enqueue when MaxPending items are queued; the
-	// inbound request should be refused (503) so its sender retries later.
+	// ErrFull is returned by Enqueue when the item would take the outbox
+	// past MaxPending items or MaxPendingBytes: the inbound request should
+	// be refused (a webhook with 503 and Retry-After, a client event with
+	// an "overloaded" error ack) so its sender retries later.
 	ErrFull = errors.New("forward: outbox full")
+	// ErrUserFull is returned by Enqueue when the item would take its
+	// Item.User past MaxPendingPerUser. It wraps ErrFull, so
+	// errors.Is(err, ErrFull) holds for both.
+	ErrUserFull = fmt.Errorf("%w: the user's share is used up", ErrFull)
 	// ErrRunning is returned by Run when another Run is active.
 	ErrRunning = errors.New("forward: already running")
 )
@@ -53,7 +68,9 @@ var (
 // Config configures a Forwarder. Zero durations and counts take the
 // defaults above; negative ones are an error.
 type Config struct {
-	Store *store.Store // required; the outbox shares the node's file
+	Store *store.Store // required unless Outbox is set; the outbox shares the node's file
+	// Outbox, if set, is used instead of Store.Outbox(): a seam for tests.
+	Outbox Outbox
 	// Signer signs each attempt. nil sends unsigned requests (with
 	// webhook-id and webhook-timestamp) and logs a warning once, in New.
 	Signer *webhook.Signer
@@ -70,7 +87,15 @@ type Config struct {
 	InitialBackoff time.Duration // ceiling of the first retry delay; doubles per failure
 	MaxBackoff     time.Duration // largest ceiling, also caps Retry-After
 	Concurrency    int           // parallel deliveries
-	MaxPending     int           // Enqueue refuses beyond this many queued items (approximate under concurrency)
+
+	// Caps on what is queued; Enqueue refuses an item that would pass one
+	// (ErrFull, ErrUserFull). An item counts as its body plus 1 KiB for
+	// its bookkeeping, which covers what it takes in memory, so the byte
+	// caps bound memory as well as disk. Items queued by an earlier run
+	// are counted at New, even past a cap lowered since.
+	MaxPending        int   // items (default 100,000)
+	MaxPendingBytes   int64 // bytes in all (default 64 MiB)
+	MaxPendingPerUser int64 // bytes per Item.User (default 1 MiB); items with no User count in the totals only
 
 	Logger *slog.Logger     // nil discards
 	Now    func() time.Time // nil is time.Now; tests freeze it
@@ -83,26 +108,31 @@ type Item struct {
 	// '.'. Enqueueing an ID that is still queued is a no-op.
 	ID      string
 	EventID string // the event that caused it, for logs
-	URL     string // absolute http or https URL
-	Body    []byte // sent as is, as application/json; copied by Enqueue
+	// User is who caused it, for the per-user cap: the sender of a client
+	// event. Empty for webhooks, which are not capped per user.
+	User string
+	URL  string // absolute http or https URL
+	Body []byte // sent as is, as application/json; not kept by Enqueue
 	// Created starts the retry horizon; zero means now.
 	Created time.Time
 }
 
-// Stats are counters since New, except Pending, which is the outbox size.
+// Stats are counters since New, except Pending and PendingBytes, which
+// are the outbox's size now.
 type Stats struct {
-	Pending   int64 // queued now, including items waiting for a retry
-	Delivered int64 // answered 2xx
-	Retried   int64 // attempts that failed and were rescheduled
-	Failed    int64 // dropped: the retry horizon passed (or the record was unreadable)
-	Gone      int64 // dropped because the app answered 410 Gone
+	Pending      int64 // queued now, including items waiting for a retry
+	PendingBytes int64 // what they count against MaxPendingBytes
+	Delivered    int64 // answered 2xx
+	Retried      int64 // attempts that failed and were rescheduled
+	Failed       int64 // dropped: the retry horizon passed, or the item was unreadable (also found so at New)
+	Gone         int64 // dropped because the app answered 410 Gone
 }
 
 // Forwarder queues and delivers items. Enqueue and Stats are safe for
 // concurrent use, also while Run is running.
 type Forwarder struct {
 	cfg       Config
-	store     *store.Store
+	ob        Outbox
 	client    *http.Client
 	ownClient bool // client was made here; Run closes its idle connections
 	log       *slog.Logger
@@ -120,14 +150,20 @@ type Forwarder struct {
 	// until the time it may be tried again. The scheduler skips held ids.
 	hold map[string]time.Time
 
-	pending, delivered, retried, failed, gone atomic.Int64
+	budget *budget // what is queued, against the caps
+
+	delivered, retried, failed, gone atomic.Int64
 }
 
 // New checks cfg and counts the items already queued in the store (from an
 // earlier run); Run delivers them.
 func New(cfg Config) (*Forwarder, error) {
-	if cfg.Store == nil {
-		return nil, errors.New("forward: Config.Store is nil")
+	ob := cfg.Outbox
+	if ob == nil {
+		if cfg.Store == nil {
+			return nil, errors.New("forward: Config.Store is nil")
+		}
+		ob = cfg.Store.Outbox()
 	}
 	for _, d := range []struct {
 		name string
@@ -149,8 +185,9 @@ func New(cfg Config) (*Forwarder, error) {
 	if cfg.InitialBackoff > cfg.MaxBackoff {
 		return nil, fmt.Errorf("forward: InitialBackoff %v above MaxBackoff %v", cfg.InitialBackoff, cfg.MaxBackoff)
 	}
-	if cfg.Concurrency < 0 || cfg.MaxPending < 0 {
-		return nil, fmt.Errorf("forward: negative Concurrency %d or MaxPending %d", cfg.Concurrency, cfg.MaxPending)
+	if cfg.Concurrency < 0 || cfg.MaxPending < 0 || cfg.MaxPendingBytes < 0 || cfg.MaxPendingPerUser < 0 {
+		return nil, fmt.Errorf("forward: negative Concurrency %d, MaxPending %d, MaxPendingBytes %d or MaxPendingPerUser %d",
+			cfg.Concurrency, cfg.MaxPending, cfg.MaxPendingBytes, cfg.MaxPendingPerUser)
 	}
 	if cfg.Concurrency == 0 {
 		cfg.Concurrency = DefaultConcurrency
@@ -158,15 +195,22 @@ func New(cfg Config) (*Forwarder, error) {
 	if cfg.MaxPending == 0 {
 		cfg.MaxPending = DefaultMaxPending
 	}
+	if cfg.MaxPendingBytes == 0 {
+		cfg.MaxPendingBytes = DefaultMaxPendingBytes
+	}
+	if cfg.MaxPendingPerUser == 0 {
+		cfg.MaxPendingPerUser = DefaultMaxPendingPerUser
+	}
 	f := &Forwarder{
 		cfg:    cfg,
-		store:  cfg.Store,
+		ob:     ob,
 		client: cfg.Client,
 		log:    cfg.Logger,
 		now:    cfg.Now,
 		jitter: fullJitter,
 		wake:   make(chan struct{}, 1),
 		hold:   make(map[string]time.Time),
+		budget: newBudget(int64(cfg.MaxPending), cfg.MaxPendingBytes, cfg.MaxPendingPerUser),
 	}
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
@@ -184,16 +228,19 @@ func New(cfg Config) (*Forwarder, error) {
 			},
 		}
 	}
-	n, err := count(cfg.Store)
+	dropped, err := ob.Restore(func(r store.OutboxRecord) { f.budget.restore(r.User, charge(r.Size)) })
 	if err != nil {
-		return nil, fmt.Errorf("forward: count outbox: %w", err)
+		return nil, fmt.Errorf("forward: %w", err)
 	}
-	f.pending.Store(n)
+	f.failed.Store(int64(dropped))
 	if cfg.Signer == nil {
 		f.log.Warn("no signing secret: forwarded requests are unsigned")
 	}
-	if n > 0 {
-		f.log.Info("outbox has items from an earlier run", "pending", n)
+	if dropped > 0 {
+		f.log.Error("outbox items from an earlier run were unreadable: dropped", "dropped", dropped)
+	}
+	if n, bytes := f.budget.counts(); n > 0 {
+		f.log.Info("outbox has items from an earlier run", "pending", n, "bytes", bytes)
 	}
 	return f, nil
 }
@@ -201,6 +248,9 @@ func New(cfg Config) (*Forwarder, error) {
 // Enqueue stores it in the outbox; when it returns nil the item is as
 // durable as the store's sync policy makes it, and Run will deliver it.
 // Enqueueing an ID that is still queued does nothing and returns nil.
+// It returns ErrFull or ErrUserFull when the item would pass a cap, and
+// another error when the store cannot take it (a full disk); either way
+// nothing is queued.
 func (f *Forwarder) Enqueue(ctx context.Context, it Item) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -212,32 +262,39 @@ func (f *Forwarder) Enqueue(ctx context.Context, it Item) error {
 	if it.Created.IsZero() {
 		it.Created = now
 	}
-	rec := record{
-		ID: it.ID, EventID: it.EventID, URL: it.URL, Body: it.Body,
+	size := charge(int64(len(it.Body)))
+	if err := f.budget.reserve(it.User, size); err != nil {
+		if _, ok, lerr := f.ob.Load(it.ID); lerr == nil && ok {
+			return nil // already queued: a no-op, even when full
+		}
+		return err
+	}
+	rec := store.OutboxRecord{
+		ID: it.ID, EventID: it.EventID, URL: it.URL, User: it.User,
 		Created: it.Created, Due: now.UnixNano(),
 	}
-	full := func() bool { return f.pending.Load() >= int64(f.cfg.MaxPending) }
-	switch err := insert(f.store, &rec, full); {
-	case errors.Is(err, errExists):
-		return nil
-	case errors.Is(err, ErrFull):
-		return ErrFull
-	case err != nil:
+	err := f.ob.Insert(rec, it.Body)
+	if err != nil {
+		f.budget.release(it.User, size)
+		if errors.Is(err, store.ErrExists) {
+			return nil
+		}
 		return fmt.Errorf("forward: enqueue %s: %w", it.ID, err)
 	}
-	f.pending.Add(1)
 	f.poke()
 	return nil
 }
 
 // Stats returns the current counters.
 func (f *Forwarder) Stats() Stats {
+	pending, bytes := f.budget.counts()
 	return Stats{
-		Pending:   f.pending.Load(),
-		Delivered: f.delivered.Load(),
-		Retried:   f.retried.Load(),
-		Failed:    f.failed.Load(),
-		Gone:      f.gone.Load(),
+		Pending:      pending,
+		PendingBytes: bytes,
+		Delivered:    f.delivered.Load(),
+		Retried:      f.retried.Load(),
+		Failed:       f.failed.Load(),
+		Gone:         f.gone.Load(),
 	}
 }
 

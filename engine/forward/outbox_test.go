@@ -1,145 +1,144 @@
 package forward
 
 import (
-	"math"
-	"net/http"
+	"cmp"
+	"fmt"
 	"slices"
-	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/sidecar/sidecar/engine/store"
 )
 
-func TestBackoffCeiling(t *testing.T) {
-	tests := []struct {
-		initial, ceiling time.Duration
-		failures         int
-		want             time.Duration
-	}{
-		{time.Second, 10 * time.Second, 1, time.Second},
-		{time.Second, 10 * time.Second, 2, 2 * time.Second},
-		{time.Second, 10 * time.Second, 3, 4 * time.Second},
-		{time.Second, 10 * time.Second, 4, 8 * time.Second},
-		{time.Second, 10 * time.Second, 5, 10 * time.Second},
-		{time.Second, 10 * time.Second, 1000, 10 * time.Second},
-		{time.Second, time.Second, 3, time.Second},
-		{time.Nanosecond, time.Duration(math.MaxInt64), math.MaxInt32, time.Duration(math.MaxInt64)},
-	}
-	for _, tc := range tests {
-		if got := backoffCeiling(tc.initial, tc.ceiling, tc.failures); got != tc.want {
-			t.Errorf("backoffCeiling(%v, %v, %d) = %v, want %v", tc.initial, tc.ceiling, tc.failures, got, tc.want)
-		}
-	}
+// fakeOutbox is an Outbox in a map, with hooks to make it fail.
+type fakeOutbox struct {
+	mu         sync.Mutex
+	recs       map[string]store.OutboxRecord // guarded by mu
+	bodies     map[string][]byte             // guarded by mu
+	unreadable map[string]bool               // guarded by mu; Body fails with ErrUnreadable
+	// insert, if set, runs before an Insert is applied; an error refuses it.
+	insert func(rec store.OutboxRecord) error
 }
 
-func TestFullJitter(t *testing.T) {
-	const ceiling = 10 * time.Millisecond
-	var low, high bool
-	for range 2000 {
-		d := fullJitter(ceiling)
-		if d < 0 || d >= ceiling {
-			t.Fatalf("fullJitter(%v) = %v, want in [0, %v)", ceiling, d, ceiling)
-		}
-		low = low || d < ceiling/4
-		high = high || d > ceiling*3/4
-	}
-	if !low || !high {
-		t.Errorf("fullJitter never went below a quarter (%v) or above three quarters (%v) of the ceiling in 2000 draws", low, high)
-	}
-	if d := fullJitter(0); d != 0 {
-		t.Errorf("fullJitter(0) = %v, want 0", d)
-	}
+var _ Outbox = (*fakeOutbox)(nil)
+
+func newFakeOutbox() *fakeOutbox {
+	return &fakeOutbox{recs: map[string]store.OutboxRecord{}, bodies: map[string][]byte{}, unreadable: map[string]bool{}}
 }
 
-func TestDueKey(t *testing.T) {
-	tests := []struct {
-		nanos  int64
-		id     string
-		wantAt int64
-	}{
-		{0, "a", 0},
-		{1, "fwd:with:colons", 1},
-		{1_700_000_000_123_456_789, "x", 1_700_000_000_123_456_789},
-		{math.MaxInt64, "max", math.MaxInt64},
-		{-5, "negative", 0},
+func (o *fakeOutbox) Restore(fn func(store.OutboxRecord)) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, r := range o.recs {
+		fn(r)
 	}
-	for _, tc := range tests {
-		key := dueKey(tc.nanos, tc.id)
-		if !strings.HasPrefix(key, store.PrefixOutboxDue) || len(key) != dueIDAt+len(tc.id) {
-			t.Errorf("dueKey(%d, %q) = %q: wrong layout", tc.nanos, tc.id, key)
-		}
-		at, id, ok := parseDueKey(key)
-		if !ok || at != tc.wantAt || id != tc.id {
-			t.Errorf("parseDueKey(dueKey(%d, %q)) = %d, %q, %v; want %d, %q, true", tc.nanos, tc.id, at, id, ok, tc.wantAt, tc.id)
-		}
-	}
-	// Lexical order of keys is time order, whatever the ids.
-	times := []int64{9, 10, 100, 1_000_000_000, 1_700_000_000_000_000_000, math.MaxInt64}
-	var keys []string
-	for i := len(times) - 1; i >= 0; i-- {
-		keys = append(keys, dueKey(times[i], "z"+strings.Repeat("z", i)))
-	}
-	slices.Sort(keys)
-	for i, k := range keys {
-		if at, _, _ := parseDueKey(k); at != times[i] {
-			t.Errorf("sorted key %d is due at %d, want %d", i, at, times[i])
-		}
-	}
-	for _, bad := range []string{"", "ob_due:", "ob_due:123:x", "ob:0000000000000000001:x", "ob_due:000000000000000000x:id", "ob_due:0000000000000000001-id"} {
-		if _, _, ok := parseDueKey(bad); ok {
-			t.Errorf("parseDueKey(%q) ok, want rejected", bad)
-		}
-	}
+	return 0, nil
 }
 
-func FuzzDueKey(f *testing.F) {
-	f.Add(int64(0), "a", "ob_due:0000000000000000001:x")
-	f.Add(int64(math.MaxInt64), "fwd:1", "ob_due:")
-	f.Add(int64(-1), "", "ob_due:-000000000000000001:x")
-	f.Fuzz(func(t *testing.T, nanos int64, id, raw string) {
-		parseDueKey(raw) // must not panic
-		if id == "" {
-			return
+func (o *fakeOutbox) Insert(rec store.OutboxRecord, body []byte) error {
+	if o.insert != nil {
+		if err := o.insert(rec); err != nil {
+			return err
 		}
-		at, got, ok := parseDueKey(dueKey(nanos, id))
-		if !ok || got != id || at != max(nanos, 0) {
-			t.Fatalf("round trip of (%d, %q) = %d, %q, %v", nanos, id, at, got, ok)
-		}
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if _, ok := o.recs[rec.ID]; ok {
+		return store.ErrExists
+	}
+	rec.Size = int64(len(body))
+	o.recs[rec.ID] = rec
+	o.bodies[rec.ID] = append([]byte(nil), body...)
+	return nil
+}
+
+func (o *fakeOutbox) Load(id string) (store.OutboxRecord, bool, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	r, ok := o.recs[id]
+	return r, ok, nil
+}
+
+func (o *fakeOutbox) Body(id string) ([]byte, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.unreadable[id] {
+		return nil, fmt.Errorf("%w: fake", store.ErrUnreadable)
+	}
+	b, ok := o.bodies[id]
+	if !ok {
+		return nil, store.ErrNotQueued
+	}
+	return b, nil
+}
+
+func (o *fakeOutbox) Reschedule(id string, due int64, attempts int, lastErr string) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	r, ok := o.recs[id]
+	if !ok {
+		return store.ErrNotQueued
+	}
+	r.Due, r.Attempts, r.LastErr = due, attempts, lastErr
+	o.recs[id] = r
+	return nil
+}
+
+func (o *fakeOutbox) Remove(id string) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	delete(o.recs, id)
+	delete(o.bodies, id)
+	return nil
+}
+
+func (o *fakeOutbox) Scan(fn func(id string, due int64) bool) error {
+	o.mu.Lock()
+	recs := make([]store.OutboxRecord, 0, len(o.recs))
+	for _, r := range o.recs {
+		recs = append(recs, r)
+	}
+	o.mu.Unlock()
+	slices.SortFunc(recs, func(a, b store.OutboxRecord) int {
+		return cmp.Or(cmp.Compare(a.Due, b.Due), cmp.Compare(a.ID, b.ID))
 	})
-}
-
-func TestPrefixEnd(t *testing.T) {
-	for _, p := range []string{store.PrefixOutbox, store.PrefixOutboxDue} {
-		end := prefixEnd(p)
-		if !(p < end) || strings.HasPrefix(end, p) || !(p+"\xff\xff" < end) {
-			t.Errorf("prefixEnd(%q) = %q does not bound the prefix", p, end)
+	for _, r := range recs {
+		if !fn(r.ID, r.Due) {
+			return nil
 		}
 	}
-	// The two outbox prefixes do not overlap.
-	if strings.HasPrefix(store.PrefixOutboxDue, store.PrefixOutbox) {
-		t.Errorf("%q is inside %q: count() would include index keys", store.PrefixOutboxDue, store.PrefixOutbox)
-	}
+	return nil
 }
 
-func TestParseRetryAfter(t *testing.T) {
-	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	tests := []struct {
-		in   string
-		want time.Duration
-	}{
-		{"", 0},
-		{"30", 30 * time.Second},
-		{"0", 0},
-		{"-5", 0},
-		{"soon", 0},
-		{"99999999999999", 0},
-		{now.Add(2 * time.Minute).Format(http.TimeFormat), 2 * time.Minute},
-		{now.Add(-time.Minute).Format(http.TimeFormat), 0},
+func (o *fakeOutbox) len() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.recs)
+}
+
+// An item whose body cannot be read back (a damaged spool) can never be
+// sent: it is dropped, counted Failed, and does not stop the others.
+func TestUnreadableItemDropped(t *testing.T) {
+	checkLeaks(t)
+	a := newApp(t, time.Now, nil)
+	ob := newFakeOutbox()
+	f := newForwarder(t, Config{Outbox: ob, Signer: signer(t)})
+	enqueue(t, f, Item{ID: "broken", URL: a.URL})
+	enqueue(t, f, Item{ID: "fine", URL: a.URL})
+	ob.mu.Lock()
+	ob.unreadable["broken"] = true
+	ob.mu.Unlock()
+	stop := startRun(t, f)
+	waitFor(t, "both handled", func() bool { s := f.Stats(); return s.Failed == 1 && s.Delivered == 1 })
+	stop()
+	if n := ob.len(); n != 0 {
+		t.Errorf("outbox holds %d items, want 0", n)
 	}
-	for _, tc := range tests {
-		if got := parseRetryAfter(tc.in, now); got != tc.want {
-			t.Errorf("parseRetryAfter(%q) = %v, want %v", tc.in, got, tc.want)
-		}
+	if got := f.Stats().Pending; got != 0 {
+		t.Errorf("Stats().Pending = %d, want 0", got)
+	}
+	if n := a.count(); n != 1 {
+		t.Errorf("app got %d requests, want 1 (the readable item)", n)
 	}
 }

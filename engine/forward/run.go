@@ -11,8 +11,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/tidwall/buntdb"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/sidecar/sidecar/engine/store"
 )
 
 // maxIdle bounds how long the scheduler sleeps without looking at the
@@ -55,11 +56,9 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-// job is one due item handed to a worker: its id and the due time its index
-// entry is filed under.
+// job is one due item handed to a worker.
 type job struct {
-	id  string
-	due int64
+	id string
 }
 
 // schedule hands due items to workers, then sleeps until the next item is
@@ -108,32 +107,26 @@ func (f *Forwarder) schedule(ctx context.Context, work chan<- job) error {
 func (f *Forwarder) due(jobs []job) (_ []job, next time.Time, err error) {
 	now := f.now()
 	nowNanos := now.UnixNano()
-	err = f.store.View(func(tx *buntdb.Tx) error {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return tx.AscendRange("", duePrefix, prefixEnd(duePrefix), func(key, _ string) bool {
-			at, id, ok := parseDueKey(key)
-			if !ok {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	err = f.ob.Scan(func(id string, at int64) bool {
+		if at > nowNanos {
+			if next.IsZero() || time.Unix(0, at).Before(next) {
+				next = time.Unix(0, at)
+			}
+			return false // items come in due order: nothing further is due
+		}
+		if until, held := f.hold[id]; held {
+			if until.IsZero() || until.After(now) {
+				if !until.IsZero() && (next.IsZero() || until.Before(next)) {
+					next = until
+				}
 				return true
 			}
-			if at > nowNanos {
-				if next.IsZero() || time.Unix(0, at).Before(next) {
-					next = time.Unix(0, at)
-				}
-				return false // keys are in due order: nothing further is due
-			}
-			if until, held := f.hold[id]; held {
-				if until.IsZero() || until.After(now) {
-					if !until.IsZero() && (next.IsZero() || until.Before(next)) {
-						next = until
-					}
-					return true
-				}
-			}
-			f.hold[id] = time.Time{}
-			jobs = append(jobs, job{id: id, due: at})
-			return len(jobs) < cap(jobs)
-		})
+		}
+		f.hold[id] = time.Time{}
+		jobs = append(jobs, job{id: id})
+		return len(jobs) < cap(jobs)
 	})
 	return jobs, next, err
 }
@@ -166,21 +159,25 @@ const (
 // deliver makes one attempt for j and records its outcome in the store.
 func (f *Forwarder) deliver(ctx context.Context, j job) {
 	defer f.poke() // the scheduler may have skipped j, or be waiting on a worker
-	rec, ok, err := load(f.store, j.id)
-	var dErr *decodeError
+	rec, ok, err := f.ob.Load(j.id)
+	var body []byte
+	if err == nil && ok {
+		body, err = f.ob.Body(j.id)
+	}
 	switch {
-	case errors.As(err, &dErr):
-		f.dropUnreadable(j, err)
+	case errors.Is(err, store.ErrUnreadable):
+		rec.ID = j.id // a record that does not decode is all zero
+		f.dropUnreadable(&rec, err)
 		return
 	case err != nil:
-		f.log.Error("read outbox record", "id", j.id, "err", err)
+		f.log.Error("read outbox item", "id", j.id, "err", err)
 		f.holdUntil(j.id, f.now().Add(f.cfg.InitialBackoff))
 		return
 	case !ok:
 		f.release(j.id) // delivered or dropped since it was listed
 		return
 	}
-	res, retryAfter, desc := f.attempt(ctx, &rec)
+	res, retryAfter, desc := f.attempt(ctx, &rec, body)
 	if res == outcomeRetry {
 		rec.LastErr = desc
 	}
@@ -190,30 +187,37 @@ func (f *Forwarder) deliver(ctx context.Context, j job) {
 	}
 }
 
-// dropUnreadable removes a record that does not decode (the file was edited
-// or damaged): it can never be delivered. Counted as Failed.
-func (f *Forwarder) dropUnreadable(j job, err error) {
-	f.log.Error("dropping unreadable outbox record", "id", j.id, "err", err)
-	if rmErr := remove(f.store, j.id, j.due); rmErr != nil {
-		f.storeFailed(j.id, 1, f.now(), rmErr)
+// dropUnreadable removes an item that cannot be read back (the file was
+// edited or damaged): it can never be delivered. Counted as Failed.
+func (f *Forwarder) dropUnreadable(rec *store.OutboxRecord, err error) {
+	f.log.Error("dropping unreadable outbox item", "id", rec.ID, "err", err)
+	if rmErr := f.ob.Remove(rec.ID); rmErr != nil {
+		f.storeFailed(rec.ID, 1, f.now(), rmErr)
 		return
 	}
-	f.release(j.id)
-	f.pending.Add(-1)
+	f.removed(rec)
 	f.failed.Add(1)
 }
 
-// attempt POSTs rec once. desc says what happened, for logs and the record.
-func (f *Forwarder) attempt(parent context.Context, rec *record) (res outcome, retryAfter time.Duration, desc string) {
+// removed releases the hold on rec and its room in the outbox, once it has
+// been removed from the store.
+func (f *Forwarder) removed(rec *store.OutboxRecord) {
+	f.release(rec.ID)
+	f.budget.release(rec.User, charge(rec.Size))
+}
+
+// attempt POSTs body for rec once. desc says what happened, for logs and
+// the record.
+func (f *Forwarder) attempt(parent context.Context, rec *store.OutboxRecord, body []byte) (res outcome, retryAfter time.Duration, desc string) {
 	ctx, cancel := context.WithTimeout(parent, f.cfg.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, rec.URL, bytes.NewReader(rec.Body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, rec.URL, bytes.NewReader(body))
 	if err != nil {
 		return outcomeRetry, 0, err.Error()
 	}
 	ts := f.now()
 	if f.cfg.Signer != nil {
-		for k, v := range f.cfg.Signer.Headers(rec.ID, ts, rec.Body) {
+		for k, v := range f.cfg.Signer.Headers(rec.ID, ts, body) {
 			req.Header[k] = v
 		}
 	} else {
@@ -242,19 +246,18 @@ func (f *Forwarder) attempt(parent context.Context, rec *record) (res outcome, r
 }
 
 // finish records the outcome of an attempt on rec and releases its hold.
-func (f *Forwarder) finish(rec *record, res outcome, retryAfter time.Duration) {
+func (f *Forwarder) finish(rec *store.OutboxRecord, res outcome, retryAfter time.Duration) {
 	now := f.now()
 	switch res {
 	case outcomeCancelled:
 		f.release(rec.ID) // stays due; tried first on the next Run
 		return
 	case outcomeDelivered, outcomeGone:
-		if err := remove(f.store, rec.ID, rec.Due); err != nil {
+		if err := f.ob.Remove(rec.ID); err != nil {
 			f.storeFailed(rec.ID, rec.Attempts+1, now, err)
 			return
 		}
-		f.release(rec.ID)
-		f.pending.Add(-1)
+		f.removed(rec)
 		if res == outcomeDelivered {
 			f.delivered.Add(1)
 			return
@@ -264,25 +267,23 @@ func (f *Forwarder) finish(rec *record, res outcome, retryAfter time.Duration) {
 		return
 	}
 
-	oldDue := rec.Due
 	rec.Attempts++
 	delay := f.jitter(backoffCeiling(f.cfg.InitialBackoff, f.cfg.MaxBackoff, rec.Attempts))
 	delay = max(delay, min(retryAfter, f.cfg.MaxBackoff))
 	nextAt := now.Add(delay)
 	if nextAt.After(rec.Created.Add(f.cfg.RetryHorizon)) {
-		if err := remove(f.store, rec.ID, oldDue); err != nil {
+		if err := f.ob.Remove(rec.ID); err != nil {
 			f.storeFailed(rec.ID, rec.Attempts, now, err)
 			return
 		}
-		f.release(rec.ID)
-		f.pending.Add(-1)
+		f.removed(rec)
 		f.failed.Add(1)
 		f.log.Warn("retry horizon passed: item dropped", "id", rec.ID, "event_id", rec.EventID,
 			"url", rec.URL, "attempts", rec.Attempts, "horizon", f.cfg.RetryHorizon)
 		return
 	}
 	rec.Due = nextAt.UnixNano()
-	if err := reschedule(f.store, rec, oldDue); err != nil {
+	if err := f.ob.Reschedule(rec.ID, rec.Due, rec.Attempts, rec.LastErr); err != nil {
 		f.storeFailed(rec.ID, rec.Attempts, now, err)
 		return
 	}

@@ -17,9 +17,12 @@ import (
 var errCorrupt = errors.New("store: corrupt file")
 
 // Open opens or creates the buntdb file at path (Memory keeps nothing).
+// The outbox keeps its bodies in the directory <path>.outbox, made when
+// first needed.
 //
 // A file with garbage in the middle is moved aside to <path>.corrupt-<unix>
-// (with a "-N" suffix if that name is taken) and replaced by an empty store;
+// (with a "-N" suffix if that name is taken, and its outbox directory with
+// it, as <path>.corrupt-<unix>.outbox) and replaced by an empty store;
 // this is logged at Error, and Open succeeds, so a corrupt file cannot cause
 // a crash loop. The node's stored state is derived or retried data (dedup
 // keys, outbox, presence), so starting empty is preferable to not starting.
@@ -43,6 +46,11 @@ func Open(path string, opt Options) (*Store, error) {
 		}
 		log.Error("store file corrupt: moved aside, starting empty",
 			"path", path, "moved_to", aside, "err", err)
+		// The outbox bodies belong to the records in the damaged file:
+		// keep them with it rather than let Restore remove them as orphans.
+		if mvErr := os.Rename(path+spoolSuffix, aside+spoolSuffix); mvErr != nil && !errors.Is(mvErr, fs.ErrNotExist) {
+			log.Error("moving the outbox bodies aside", "path", path+spoolSuffix, "err", mvErr)
+		}
 		db, err = openDB(path)
 	}
 	if err != nil {
@@ -59,7 +67,9 @@ func Open(path string, opt Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	return &Store{db: db, path: path, log: log, commit: (*buntdb.Tx).Commit}, nil
+	s := &Store{db: db, path: path, log: log, commit: (*buntdb.Tx).Commit}
+	s.outbox = &Outbox{s: s, sp: newSpool(path, policy == buntdb.Always)}
+	return s, nil
 }
 
 // openDB is buntdb.Open with its parse failures marked errCorrupt. Besides

@@ -25,7 +25,7 @@ func (s *Store) MarkSeen(id string, ttl time.Duration) (first bool, err error) {
 	if ttl <= 0 {
 		return false, fmt.Errorf("store: MarkSeen: ttl %v, want > 0", ttl)
 	}
-	key := PrefixWebhook + id
+	key := prefixWebhook + id
 	err = s.write(func(tx *buntdb.Tx) (bool, error) {
 		switch _, err := tx.Get(key); {
 		case err == nil:
@@ -50,7 +50,7 @@ func (s *Store) MarkSeen(id string, ttl time.Duration) (first bool, err error) {
 // it when handling failed after MarkSeen returned first=true. Unmarking an
 // unknown id is not an error.
 func (s *Store) Unmark(id string) error {
-	key := PrefixWebhook + id
+	key := prefixWebhook + id
 	err := s.write(func(tx *buntdb.Tx) (bool, error) {
 		_, err := tx.Delete(key)
 		if errors.Is(err, buntdb.ErrNotFound) {

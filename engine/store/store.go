@@ -5,10 +5,17 @@
 // Every concern owns a key prefix, so they can share the file without
 // colliding and a scan stays within its concern:
 //
-//	wh:<webhook-id>           idempotency keys (this package, MarkSeen)
-//	ob:<item-id>              outbox items (engine/forward)
-//	ob_due:<nanos>:<item-id>  outbox due-time index (engine/forward)
+//	wh:<webhook-id>           idempotency keys (MarkSeen)
+//	ob:<item-id>              outbox records (Outbox)
+//	ob_due:<nanos>:<item-id>  outbox due-time index (Outbox)
 //	pr:, rp:                  reserved for presence and replay streams
+//
+// Outbox bodies are not in buntdb, which keeps every value in memory: they
+// are files in <path>.outbox/ (see Outbox).
+//
+// buntdb, the keys and the prefixes stay inside this package: its users see
+// methods named for what they do (MarkSeen, Outbox().Insert) and declare
+// the small interfaces they need themselves.
 //
 // buntdb keeps everything in memory and appends every commit to the file.
 // What this package adds around it (see docs/RELIABILITY.md section 3):
@@ -38,11 +45,11 @@ import (
 
 // Key prefixes, one per concern (see the package comment).
 const (
-	PrefixWebhook   = "wh:"
-	PrefixOutbox    = "ob:"
-	PrefixOutboxDue = "ob_due:"
-	PrefixPresence  = "pr:"
-	PrefixReplay    = "rp:"
+	prefixWebhook   = "wh:"
+	prefixOutbox    = "ob:"
+	prefixOutboxDue = "ob_due:"
+	prefixPresence  = "pr:" // reserved
+	prefixReplay    = "rp:" // reserved
 )
 
 // Memory is the path of a store that keeps nothing on disk.
@@ -67,9 +74,10 @@ type Options struct {
 // Store is an open buntdb database with health tracking. It is safe for
 // concurrent use.
 type Store struct {
-	db   *buntdb.DB
-	path string
-	log  *slog.Logger
+	db     *buntdb.DB
+	path   string
+	log    *slog.Logger
+	outbox *Outbox
 	// commit is (*buntdb.Tx).Commit; a field so tests can make it panic
 	// the way buntdb does when a truncate fails.
 	commit func(*buntdb.Tx) error
@@ -78,12 +86,6 @@ type Store struct {
 	writeErr error // guarded by mu; the last write error, nil after a successful write
 	broken   error // guarded by mu; non-nil (wrapping ErrBroken) forever once set
 }
-
-// DB returns the underlying buntdb database, for packages that need its full
-// API (indexes, iteration). Keys must start with the caller's prefix (see the
-// package comment). Writes made directly on it bypass Healthy and the commit
-// panic guard; prefer Update.
-func (s *Store) DB() *buntdb.DB { return s.db }
 
 // Close flushes and closes the file. Transactions must be finished first.
 func (s *Store) Close() error {
@@ -104,23 +106,13 @@ func (s *Store) Healthy() error {
 	return s.writeErr
 }
 
-// Update runs fn in a read-write transaction and commits it. A commit error
-// (the write reached the disk only in part, or not at all) rolls everything
-// back, is returned, and makes Healthy report it; a successful Update clears
-// that report. If fn returns an error, nothing is written and health is
-// unchanged.
-func (s *Store) Update(fn func(tx *buntdb.Tx) error) error {
-	return s.write(func(tx *buntdb.Tx) (bool, error) { return true, fn(tx) })
-}
-
-// View runs fn in a read-only transaction.
-func (s *Store) View(fn func(tx *buntdb.Tx) error) error {
-	return s.db.View(fn)
-}
-
-// write runs fn in a write transaction. fn reports whether it changed
-// anything, so that a no-op commit does not count as a write that proves the
-// disk works again.
+// write runs fn in a write transaction and commits it; every write in
+// this package goes through here. A commit error (the write reached the disk
+// only in part, or not at all) rolls everything back, is returned, and makes
+// Healthy report it; a successful write clears that report. If fn returns an
+// error, nothing is written and health is unchanged. fn reports whether it
+// changed anything, so that a no-op commit does not count as a write that
+// proves the disk works again.
 func (s *Store) write(fn func(tx *buntdb.Tx) (changed bool, err error)) error {
 	tx, err := s.db.Begin(true)
 	if err != nil {

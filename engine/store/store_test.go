@@ -80,7 +80,7 @@ func TestOpenSyncPolicy(t *testing.T) {
 			}
 			defer closeT(t, s)
 			var cfg buntdb.Config
-			if err := s.DB().ReadConfig(&cfg); err != nil {
+			if err := s.db.ReadConfig(&cfg); err != nil {
 				t.Fatal(err)
 			}
 			if cfg.SyncPolicy != tc.want {
@@ -455,15 +455,15 @@ func TestCommitPanicMarksBroken(t *testing.T) {
 		if _, err := s.MarkSeen("after", time.Hour); !errors.Is(err, ErrBroken) {
 			t.Errorf("MarkSeen after the store broke = %v, want ErrBroken", err)
 		}
-		if err := s.Update(func(tx *buntdb.Tx) error { return nil }); !errors.Is(err, ErrBroken) {
-			t.Errorf("Update after the store broke = %v, want ErrBroken", err)
+		if err := update(s, func(tx *buntdb.Tx) error { return nil }); !errors.Is(err, ErrBroken) {
+			t.Errorf("write after the store broke = %v, want ErrBroken", err)
 		}
 		// Reads still work, and the panicking transaction was rolled back.
-		err := s.View(func(tx *buntdb.Tx) error {
-			if _, err := tx.Get(PrefixWebhook + "before"); err != nil {
+		err := s.db.View(func(tx *buntdb.Tx) error {
+			if _, err := tx.Get(prefixWebhook + "before"); err != nil {
 				t.Errorf("Get(before) = %v, want it kept", err)
 			}
-			if _, err := tx.Get(PrefixWebhook + "boom"); !errors.Is(err, buntdb.ErrNotFound) {
+			if _, err := tx.Get(prefixWebhook + "boom"); !errors.Is(err, buntdb.ErrNotFound) {
 				t.Errorf("Get(boom) = %v, want ErrNotFound (rolled back)", err)
 			}
 			return nil
@@ -488,9 +488,14 @@ func TestCommitPanicMarksBroken(t *testing.T) {
 	}
 }
 
-// A panic in an Update callback (a bug) propagates, but does not leave the
+// update is write for a callback that always changes something.
+func update(s *Store, fn func(tx *buntdb.Tx) error) error {
+	return s.write(func(tx *buntdb.Tx) (bool, error) { return true, fn(tx) })
+}
+
+// A panic in a write callback (a bug) propagates, but does not leave the
 // write lock held or the half-done transaction applied.
-func TestUpdatePanicRollsBack(t *testing.T) {
+func TestWritePanicRollsBack(t *testing.T) {
 	s := openT(t, Memory, Options{})
 	defer closeT(t, s)
 	func() {
@@ -499,37 +504,37 @@ func TestUpdatePanicRollsBack(t *testing.T) {
 				t.Errorf("recover() = %v, want the callback's panic", r)
 			}
 		}()
-		_ = s.Update(func(tx *buntdb.Tx) error {
-			if _, _, err := tx.Set(PrefixWebhook+"half", "1", nil); err != nil {
+		_ = update(s, func(tx *buntdb.Tx) error {
+			if _, _, err := tx.Set(prefixWebhook+"half", "1", nil); err != nil {
 				return err
 			}
 			panic("bug")
 		})
 	}()
 	if !markT(t, s, "half", time.Hour) {
-		t.Error("MarkSeen(half) = false, want true: the panicking Update was applied")
+		t.Error("MarkSeen(half) = false, want true: the panicking write was applied")
 	}
 }
 
-// An error from an Update callback rolls back and does not touch health.
-func TestUpdateCallbackError(t *testing.T) {
+// An error from a write callback rolls back and does not touch health.
+func TestWriteCallbackError(t *testing.T) {
 	s := openT(t, Memory, Options{})
 	defer closeT(t, s)
 	errStop := errors.New("stop")
-	err := s.Update(func(tx *buntdb.Tx) error {
-		if _, _, err := tx.Set(PrefixWebhook+"x", "1", nil); err != nil {
+	err := update(s, func(tx *buntdb.Tx) error {
+		if _, _, err := tx.Set(prefixWebhook+"x", "1", nil); err != nil {
 			return err
 		}
 		return errStop
 	})
 	if !errors.Is(err, errStop) {
-		t.Errorf("Update() = %v, want the callback's error", err)
+		t.Errorf("write() = %v, want the callback's error", err)
 	}
 	if err := s.Healthy(); err != nil {
 		t.Errorf("Healthy() = %v, want nil: a callback error is not a write failure", err)
 	}
 	if !markT(t, s, "x", time.Hour) {
-		t.Error("the failed Update's Set was kept")
+		t.Error("the failed write's Set was kept")
 	}
 }
 
