@@ -156,8 +156,8 @@ func Default() Config {
 			MaxBackoff:        forward.DefaultMaxBackoff,
 			Concurrency:       forward.DefaultConcurrency,
 			MaxPending:        forward.DefaultMaxPending,
-			MaxPendingBytes:   64 << 20,
-			MaxPendingPerUser: 1 << 20,
+			MaxPendingBytes:   forward.DefaultMaxPendingBytes,
+			MaxPendingPerUser: forward.DefaultMaxPendingPerUser,
 		},
 		Rules: Rules{
 			File:    "rules.yaml",

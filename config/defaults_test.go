@@ -26,6 +26,8 @@ func TestDefaultsAgreeWithPackages(t *testing.T) {
 		{"forward.max_backoff", d.Forward.MaxBackoff, forward.DefaultMaxBackoff},
 		{"forward.concurrency", d.Forward.Concurrency, forward.DefaultConcurrency},
 		{"forward.max_pending", d.Forward.MaxPending, forward.DefaultMaxPending},
+		{"forward.max_pending_bytes", d.Forward.MaxPendingBytes, int64(forward.DefaultMaxPendingBytes)},
+		{"forward.max_pending_per_user", d.Forward.MaxPendingPerUser, int64(forward.DefaultMaxPendingPerUser)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.key, func(t *testing.T) {

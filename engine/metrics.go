@@ -63,6 +63,13 @@ func newMetrics(e *Engine) *metrics {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "sidecar", Name: "bytes_written_total", Help: "Bytes written to WebSocket connections."},
 			sum(func(p *partition) *atomic.Int64 { return &p.bytesOut })),
 	}
+	if fw := e.cfg.Forwarder; fw != nil {
+		m.collectors = append(m.collectors,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "sidecar", Name: "forward_pending", Help: "Requests to the app queued in the outbox."},
+				func() float64 { return float64(fw.Stats().Pending) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "sidecar", Name: "forward_pending_bytes", Help: "What the outbox's queued requests count against forward.max_pending_bytes."},
+				func() float64 { return float64(fw.Stats().PendingBytes) }))
+	}
 	return m
 }
 

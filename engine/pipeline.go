@@ -159,6 +159,9 @@ func (e *Engine) forward(ctx context.Context, ev *Event, cmd *Command, i int) er
 		Body:    body,
 		Created: ev.Time,
 	}
+	if ev.Source == SourceClient && ev.Sender != nil {
+		it.User = ev.Sender.UserID // a client's share of the outbox is bounded
+	}
 	if err := e.cfg.Forwarder.Enqueue(ctx, it); err != nil {
 		if errors.Is(err, forward.ErrFull) {
 			return fmt.Errorf("rule %s: queue forward: %w: %w", cmd.Rule, ErrOverloaded, err)

@@ -11,6 +11,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sidecar/sidecar/engine/forward"
+	"github.com/sidecar/sidecar/engine/store"
 )
 
 // An emit whose data cannot be encoded (+Inf has no JSON form) is a rule
@@ -135,5 +138,70 @@ func TestWebhookAnswerListsRuleErrors(t *testing.T) {
 	}
 	if e := errs[0].(map[string]any); e["rule"] != "booking-created" || e["kind"] != "nil" || !strings.Contains(e["message"].(string), "id is nil") {
 		t.Fatalf("error = %v", e)
+	}
+}
+
+// A full outbox is a clear refusal, never unbounded memory: a client event
+// whose forward does not fit the user's share is acked `overloaded`, and a
+// webhook whose forward does not fit the outbox is answered 503 with
+// Retry-After (its id forgotten, so the retry works once there is room).
+func TestFullOutboxIsRefusedClearly(t *testing.T) {
+	st, err := store.Open(":memory:", store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	fw, err := forward.New(forward.Config{Store: st, MaxPendingBytes: 512 << 10, MaxPendingPerUser: 200 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := startNode(t, func(c *Config) {
+		c.Forwarder = fw
+		c.Limits.ClientEventsPerSecond = 0
+	})
+	n.router.route = func(ev *Event) []Command {
+		switch ev.Type {
+		case "client.bookingUpdate", "booking.created":
+			return []Command{{Op: OpForward, Rule: "to-app", URL: "http://127.0.0.1:1/unreachable"}}
+		}
+		return nil
+	}
+	c := n.dial("flooder")
+	pad := strings.Repeat("x", 60<<10)
+	var ok, overloaded int
+	for i := 0; i < 10; i++ {
+		c.send(map[string]any{"event": "bookingUpdate", "data": map[string]any{"pad": pad}, "ack": i})
+		m, err := c.event(5 * time.Second)
+		if err != nil {
+			t.Fatalf("ack %d: %v", i, err)
+		}
+		switch e, _ := m["error"].(map[string]any); {
+		case m["ok"] == true:
+			ok++
+		case e["code"] == "overloaded":
+			overloaded++
+		default:
+			t.Fatalf("ack %d = %v", i, m)
+		}
+	}
+	if ok == 0 || ok > 4 || overloaded != 10-ok {
+		t.Fatalf("%d accepted and %d refused overloaded; want the user's 200 KiB share (3 of 60 KiB) then refusals", ok, overloaded)
+	}
+	// Fill the rest of the outbox from webhooks, then one more is refused.
+	body := []byte(`{"type":"booking.created","data":{"pad":"` + pad + `"}}`)
+	var refused map[string]any
+	for i := 0; i < 20 && refused == nil; i++ {
+		status, resp := n.postWebhook(fmt.Sprintf("msg_fill_%d", i), time.Now(), body, nil)
+		if status == http.StatusServiceUnavailable {
+			refused = resp
+		} else if status != http.StatusAccepted {
+			t.Fatalf("webhook %d = %d %v", i, status, resp)
+		}
+	}
+	if refused == nil || refused["error"] != "overloaded" {
+		t.Fatalf("no webhook refused as overloaded with a full outbox: %v", refused)
+	}
+	if got := fw.Stats().PendingBytes; got > 512<<10 {
+		t.Fatalf("outbox holds %d bytes, over its 512 KiB cap", got)
 	}
 }

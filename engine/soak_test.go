@@ -28,6 +28,22 @@ func measure(t *testing.T) usage {
 	return usage{ms.HeapObjects, ms.HeapAlloc, runtime.NumGoroutine(), openFDCount(t)}
 }
 
+// steady measures once goroutines and descriptors have stopped changing:
+// the baseline must not count a goroutine that was just finishing.
+func steady(t *testing.T) usage {
+	t.Helper()
+	prev := measure(t)
+	for i := 0; i < 100; i++ {
+		time.Sleep(50 * time.Millisecond)
+		u := measure(t)
+		if u.goroutines == prev.goroutines && u.fds == prev.fds {
+			return u
+		}
+		prev = u
+	}
+	return prev
+}
+
 // settle waits until goroutines and descriptors are back to base (closes
 // finish asynchronously), then measures.
 func settle(t *testing.T, base usage) usage {
@@ -55,11 +71,14 @@ func checkBaseline(t *testing.T, what string, base, after usage, cycles int) {
 	t.Logf("%s: heap %d → %d bytes (%+d), %d → %d objects, goroutines %d → %d, fds %d → %d",
 		what, base.heapBytes, after.heapBytes, int64(after.heapBytes)-int64(base.heapBytes),
 		base.heapObjects, after.heapObjects, base.goroutines, after.goroutines, base.fds, after.fds)
-	if after.goroutines != base.goroutines {
+	// Other tests' goroutines may still be ending in this shared process,
+	// so fewer than the baseline is no leak; the binary's soak
+	// (cmd/sidecar TestSoak) checks for exact equality.
+	if after.goroutines > base.goroutines {
 		buf := make([]byte, 1<<20)
 		t.Errorf("%s: %d goroutines, baseline %d\n%s", what, after.goroutines, base.goroutines, buf[:runtime.Stack(buf, true)])
 	}
-	if after.fds != base.fds {
+	if after.fds > base.fds {
 		t.Errorf("%s: %d open descriptors, baseline %d", what, after.fds, base.fds)
 	}
 	if after.heapBytes > base.heapBytes+heapMarginBytes || after.heapObjects > base.heapObjects+heapMarginObjects {
@@ -100,7 +119,7 @@ func TestConnectCyclesReturnToBaseline(t *testing.T) {
 		})
 	}
 	warm(300) // pools, maps and the runtime reach their working size
-	base := measure(t)
+	base := steady(t)
 	warm(cycles)
 	checkBaseline(t, fmt.Sprintf("%d connect cycles", cycles), base, settle(t, base), cycles)
 }

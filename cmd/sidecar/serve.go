@@ -105,15 +105,17 @@ func serve(ctx context.Context, cfg *config.Config, ln net.Listener, logger *slo
 		}
 	}
 	fw, err := forward.New(forward.Config{
-		Store:          st,
-		Signer:         signer,
-		Timeout:        cfg.Forward.Timeout,
-		RetryHorizon:   cfg.Forward.RetryHorizon,
-		InitialBackoff: cfg.Forward.InitialBackoff,
-		MaxBackoff:     cfg.Forward.MaxBackoff,
-		Concurrency:    cfg.Forward.Concurrency,
-		MaxPending:     cfg.Forward.MaxPending,
-		Logger:         logger,
+		Store:             st,
+		Signer:            signer,
+		Timeout:           cfg.Forward.Timeout,
+		RetryHorizon:      cfg.Forward.RetryHorizon,
+		InitialBackoff:    cfg.Forward.InitialBackoff,
+		MaxBackoff:        cfg.Forward.MaxBackoff,
+		Concurrency:       cfg.Forward.Concurrency,
+		MaxPending:        cfg.Forward.MaxPending,
+		MaxPendingBytes:   cfg.Forward.MaxPendingBytes,
+		MaxPendingPerUser: cfg.Forward.MaxPendingPerUser,
+		Logger:            logger,
 	})
 	if err != nil {
 		return fmt.Errorf("forward: %w", err)
