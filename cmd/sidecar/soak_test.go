@@ -114,7 +114,7 @@ log: {level: info}
 			c := dialSoak(t, srv.addr, user, nil)
 			defer c.Close()
 			var mu sync.Mutex // writes: the reader answers pings too
-			go func() {      // the reader; ends when c is closed
+			go func() {       // the reader; ends when c is closed
 				br := bufio.NewReader(c)
 				for {
 					h, err := ws.ReadHeader(br)
@@ -243,10 +243,10 @@ log: {level: info}
 			if i%2 == 0 {
 				content = append(append([]byte(nil), shipped...), extra...)
 			}
-			writeFile(t, rulesPath, content)
+			replaceFile(t, rulesPath, content)
 			reloads.Add(1)
 		}
-		writeFile(t, rulesPath, shipped)
+		replaceFile(t, rulesPath, shipped)
 	})
 
 	wg.Wait()
@@ -450,10 +450,20 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
+// replaceFile writes b to a new file and renames it over path, as editors
+// and ConfigMap updates do: a reader never sees it half written.
+func replaceFile(t *testing.T, path string, b []byte) {
+	t.Helper()
+	tmp := path + ".tmp"
+	writeFile(t, tmp, b)
+	if err := os.Rename(tmp, path); err != nil {
+		t.Error(err)
+	}
+}
+
 func writeFile(t *testing.T, path string, b []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Error(err)
 	}
 }
-
