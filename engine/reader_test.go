@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -131,4 +132,57 @@ func TestServerStallDoesNotCountAgainstTheRateLimit(t *testing.T) {
 			t.Fatalf("ack %d = %v %v", i, m, err)
 		}
 	}
+}
+
+// Rules that are slow for some connections' events hold up those
+// connections, not everyone: with more slow connections than rule workers,
+// another connection's event, sent after all the slow ones, is acked while
+// nearly all the slow work is still to do (each slow batch goes to the
+// back of the queue after a time slice).
+func TestSlowRulesDelayOnlyTheirOwnConnections(t *testing.T) {
+	n := startNode(t, func(c *Config) {
+		c.Limits.ClientEventsPerSecond = 0
+		c.Limits.RuleWorkers = 2
+	})
+	n.router.forget = true
+	n.router.route = func(ev *Event) []Command {
+		if ev.Type == "client.heavy" {
+			time.Sleep(50 * time.Millisecond) // a rule at the edge of its time budget
+		}
+		return nil
+	}
+	const slowConns, events = 6, 16
+	var acked atomic.Int64
+	var slows []*client
+	for i := 0; i < slowConns; i++ {
+		c := n.dial(fmt.Sprintf("slow-%d", i))
+		slows = append(slows, c)
+		for k := 0; k < events; k++ {
+			c.send(map[string]any{"event": "heavy", "ack": k})
+		}
+	}
+	var wg sync.WaitGroup
+	for _, c := range slows {
+		wg.Go(func() {
+			for k := 0; k < events; k++ {
+				if m, err := c.event(20 * time.Second); err != nil || m["ok"] != true {
+					return
+				}
+				acked.Add(1)
+			}
+		})
+	}
+	time.Sleep(50 * time.Millisecond) // the heavy events are in
+	quick := n.dial("quick")
+	quick.send(map[string]any{"event": "light", "ack": 1})
+	if m, err := quick.event(10 * time.Second); err != nil || m["ok"] != true {
+		t.Fatalf("quick ack = %v %v", m, err)
+	}
+	// A worker gives up a slow batch after one event here: the quick event
+	// waits for a few, not for whole batches (without the time slice,
+	// about 28 of the 96 were done first).
+	if done := acked.Load(); done > 2*slowConns {
+		t.Errorf("%d of %d slow events were done before the quick connection's ack", done, slowConns*events)
+	}
+	wg.Wait()
 }
