@@ -247,7 +247,7 @@ func resolve(n *yaml.Node) *yaml.Node {
 func (in *Input) Eval(e *Expr) (any, error) {
 	v, err := in.vm.Run(e.prog, &in.env)
 	if err != nil {
-		return nil, fmt.Errorf("%s (line %d): %s", e.key, e.line, exprMessage(err))
+		return nil, &evalError{e: e, err: err}
 	}
 	return v, nil
 }
@@ -260,7 +260,7 @@ func (in *Input) Target(e *Expr) (Target, error) {
 	}
 	t, err := toTarget(v)
 	if err != nil {
-		return Target{}, fmt.Errorf("%s (line %d): %w", e.key, e.line, err)
+		return Target{}, &evalError{e: e, err: err}
 	}
 	return t, nil
 }
@@ -273,7 +273,7 @@ func (in *Input) Rooms(e *Expr) ([]string, error) {
 	}
 	rooms, err := toRooms(v)
 	if err != nil {
-		return nil, fmt.Errorf("%s (line %d): %w", e.key, e.line, err)
+		return nil, &evalError{e: e, err: err}
 	}
 	return rooms, nil
 }
@@ -286,7 +286,7 @@ func (in *Input) ID(e *Expr) (string, error) {
 	}
 	id, err := idString(v)
 	if err != nil {
-		return "", fmt.Errorf("%s (line %d): %w", e.key, e.line, err)
+		return "", &evalError{e: e, err: err}
 	}
 	return id, nil
 }

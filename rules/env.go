@@ -94,7 +94,7 @@ func fnAll(...any) (any, error) { return Target{All: true}, nil }
 func fnExcept(args ...any) (any, error) {
 	t, ok := args[0].(Target)
 	if !ok {
-		return nil, fmt.Errorf("except(): first argument is %s, want a target", typeName(args[0]))
+		return nil, typeErrorf("except(): first argument is %s, want a target", typeName(args[0]))
 	}
 	var ids []string
 	var err error
@@ -113,7 +113,10 @@ func fnExcept(args ...any) (any, error) {
 	return out, nil
 }
 
-var errNilID = errors.New("id is nil")
+var (
+	errNilID   = errors.New("id is nil")
+	errNilList = errors.New("list is nil")
+)
 
 // idString turns a scalar id into the string it is compared as. Numbers
 // print without exponent or trailing zeros, as JSON would: 42.0 -> "42".
@@ -146,12 +149,12 @@ func idString(v any) (string, error) {
 	case reflect.String:
 		return idString(rv.String())
 	}
-	return "", fmt.Errorf("id is %s, want a string or a number", typeName(v))
+	return "", typeErrorf("id is %s, want a string or a number", typeName(v))
 }
 
 func floatID(f float64) (string, error) {
 	if math.IsNaN(f) || math.IsInf(f, 0) {
-		return "", fmt.Errorf("id is %v, want a string or a finite number", f)
+		return "", typeErrorf("id is %v, want a string or a finite number", f)
 	}
 	return strconv.FormatFloat(f, 'f', -1, 64), nil
 }
@@ -189,11 +192,11 @@ func idList(v any, dst []string) ([]string, error) {
 		}
 		return dst, nil
 	case nil:
-		return nil, errors.New("list is nil")
+		return nil, errNilList
 	}
 	rv := reflect.ValueOf(v)
 	if rv.Kind() != reflect.Slice && rv.Kind() != reflect.Array {
-		return nil, fmt.Errorf("got %s, want a list", typeName(v))
+		return nil, typeErrorf("got %s, want a list", typeName(v))
 	}
 	for i := range rv.Len() {
 		id, err := idString(rv.Index(i).Interface())
@@ -222,13 +225,13 @@ func toTarget(v any) (Target, error) {
 		for i, e := range x {
 			et, ok := e.(Target)
 			if !ok {
-				return Target{}, fmt.Errorf("item %d is %s, want a target such as user(id)", i, typeName(e))
+				return Target{}, typeErrorf("item %d is %s, want a target such as user(id)", i, typeName(e))
 			}
 			t = mergeTarget(t, et)
 		}
 		return t, nil
 	}
-	return Target{}, fmt.Errorf("got %s, want a target such as user(id) or a list of them", typeName(v))
+	return Target{}, typeErrorf("got %s, want a target such as user(id) or a list of them", typeName(v))
 }
 
 // mergeTarget is the union of two targets. Except lists are unioned too:

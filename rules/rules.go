@@ -14,7 +14,6 @@ package rules
 import (
 	"context"
 	"errors"
-	"fmt"
 	"path"
 	"strings"
 	"sync"
@@ -168,7 +167,7 @@ func (r *rule) run(ctx context.Context, in *Input, out []Output) (res []Output, 
 	res = out
 	defer func() {
 		if p := recover(); p != nil {
-			res, err = out[:n], fmt.Errorf("panic: %v", p)
+			res, err = out[:n], &panicError{v: p}
 		}
 	}()
 	if r.cond != nil {
