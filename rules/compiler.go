@@ -30,6 +30,16 @@ type Compiler struct {
 	rule   string
 	lookup func(string) (string, bool)
 	opts   []expr.Option // shared by every expression of one load
+	load   *loadState    // shared by every Compiler of one load
+}
+
+// loadState is what the Compilers of one load share.
+type loadState struct {
+	// exprBytes is the length of the expressions compiled so far, after
+	// ${VAR} and alias expansion. Past MaxFileBytes, compiling stops: the
+	// expression that went over gets over, and so do all later ones.
+	exprBytes int
+	over      *Error
 }
 
 // Expr is a compiled expression.
@@ -175,6 +185,17 @@ func (c *Compiler) compile(key string, n *yaml.Node, typeOK func(reflect.Type) b
 	}
 	if strings.TrimSpace(src) == "" {
 		return nil, c.Errorf(n, "%s: empty expression", key)
+	}
+	if l := c.load; l != nil {
+		if l.over == nil {
+			if l.exprBytes += len(src); l.exprBytes > MaxFileBytes {
+				l.over = c.Errorf(n, "%s: the expressions total more than %d MiB after ${VAR} and alias expansion; nothing after this one is compiled",
+					key, MaxFileBytes>>20)
+			}
+		}
+		if l.over != nil {
+			return nil, l.over
+		}
 	}
 	if nestingDepth(src) > maxNesting {
 		return nil, c.Errorf(n, "%s: expression nested more than %d levels deep", key, maxNesting)

@@ -33,10 +33,22 @@ type Options struct {
 	Now func() time.Time
 }
 
+// MaxFileBytes is the size limit of a rules file. The expressions of a file
+// may total no more either, counted after ${VAR} and YAML alias expansion:
+// an alias repeated many times must not make a load compile for minutes.
+const MaxFileBytes = 4 << 20
+
 // Load reads and compiles a rules file. Problems in the file come back
 // together as an ErrorList, each positioned "file:line: rule "name": ...".
 func Load(path string, opt Options) (*Set, error) {
-	src, err := os.ReadFile(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("load rules: %w", err)
+	}
+	defer f.Close()
+	// One byte more than the limit, so that Parse sees the file is too big
+	// without Load reading all of it.
+	src, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("load rules: %w", err)
 	}
@@ -45,6 +57,9 @@ func Load(path string, opt Options) (*Set, error) {
 
 // Parse compiles rules from src; name stands for the file in messages.
 func Parse(name string, src []byte, opt Options) (*Set, error) {
+	if len(src) > MaxFileBytes {
+		return nil, ErrorList{{File: name, Msg: fmt.Sprintf("larger than %d MiB, the most a rules file may hold", MaxFileBytes>>20)}}
+	}
 	if opt.Registry == nil {
 		opt.Registry = Builtin()
 	}
@@ -56,6 +71,12 @@ func Parse(name string, src []byte, opt Options) (*Set, error) {
 	}
 	p.parse(src)
 	if len(p.errs) > 0 {
+		if over := p.load.over; over != nil {
+			// Every expression after the limit got the same error; keep one.
+			first := slices.Index(p.errs, over)
+			p.errs = slices.DeleteFunc(p.errs, func(e *Error) bool { return e == over })
+			p.errs = slices.Insert(p.errs, min(first, len(p.errs)), over)
+		}
 		slices.SortStableFunc(p.errs, func(a, b *Error) int { return a.Line - b.Line })
 		return nil, p.errs
 	}
@@ -69,6 +90,7 @@ type parser struct {
 	set   *Set
 	errs  ErrorList
 	names map[string]int // rule name -> line
+	load  loadState
 }
 
 func (p *parser) errorf(n *yaml.Node, rule, format string, args ...any) {
@@ -141,6 +163,9 @@ func (p *parser) parse(src []byte) {
 	}
 	p.names = make(map[string]int, len(list.Content))
 	for i, item := range list.Content {
+		if p.load.over != nil {
+			break
+		}
 		p.rule(i, item)
 	}
 }
@@ -207,7 +232,7 @@ func (p *parser) rule(i int, node *yaml.Node) {
 		p.errorf(node, "", "rule %s: missing name", label)
 		return
 	}
-	c := &Compiler{file: p.file, rule: name, lookup: p.opt.Lookup, opts: p.base}
+	c := &Compiler{file: p.file, rule: name, lookup: p.opt.Lookup, opts: p.base, load: &p.load}
 	r := &rule{name: name, idx: i}
 	nerr := len(p.errs)
 	actionKeys := 0 // keys that are, or might be meant as, actions
