@@ -248,20 +248,37 @@ func mergeTarget(a, b Target) Target {
 	}
 }
 
-// appendUnique appends the ids not already in dst. Lists are short (a few
-// recipients), so a linear scan beats a map.
+// appendUnique appends the ids not already in dst (ids repeated within dst
+// stay). Lists are usually short, a few recipients, and a linear scan beats
+// a map; past smallIDs the scan would be quadratic in a list that came
+// with the event (except(all(), data.ids)), so a set takes over.
 func appendUnique(dst []string, ids ...string) []string {
-next:
-	for _, id := range ids {
-		for _, have := range dst {
-			if have == id {
-				continue next
+	if len(dst)+len(ids) <= smallIDs {
+	next:
+		for _, id := range ids {
+			for _, have := range dst {
+				if have == id {
+					continue next
+				}
 			}
+			dst = append(dst, id)
 		}
-		dst = append(dst, id)
+		return dst
+	}
+	seen := make(map[string]struct{}, len(dst)+len(ids))
+	for _, id := range dst {
+		seen[id] = struct{}{}
+	}
+	for _, id := range ids {
+		if _, ok := seen[id]; !ok {
+			seen[id] = struct{}{}
+			dst = append(dst, id)
+		}
 	}
 	return dst
 }
+
+const smallIDs = 32
 
 // toRooms converts what a join or leave expression yielded: one room name
 // or a list of them.

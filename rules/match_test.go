@@ -472,3 +472,33 @@ func TestErrorKinds(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendUniqueLargeLists: the set used for long id lists keeps the
+// linear scan's result exactly, and a long except list costs linear time
+// (it was quadratic: 200k ids took tens of seconds).
+func TestAppendUniqueLargeLists(t *testing.T) {
+	for _, tc := range []struct{ dst, ids []string }{
+		{[]string{"a", "a", "b"}, []string{"b", "c", "c", "a", "d"}},
+		{nil, []string{"x", "x"}},
+		{[]string{"q"}, nil},
+	} {
+		small := appendUnique(append([]string(nil), tc.dst...), tc.ids...)
+		pad := make([]string, smallIDs) // forces the set: ids no test uses
+		for i := range pad {
+			pad[i] = fmt.Sprintf("pad%d", i)
+		}
+		large := appendUnique(append(append([]string(nil), pad...), tc.dst...), tc.ids...)
+		if !reflect.DeepEqual(large[len(pad):], small) {
+			t.Errorf("appendUnique(%q, %q): with a set %q, with a scan %q", tc.dst, tc.ids, large[len(pad):], small)
+		}
+	}
+	ids := make([]any, 200_000)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("u%d", i%150_000)
+	}
+	s := mustParse(t, "rules:\n- {name: r, on: x, emit: {event: e, to: 'except(all(), data.ids)'}}\n", Options{})
+	out, err := match(t, s, &Event{Type: "x", Data: map[string]any{"ids": ids}})
+	if err != nil || len(out) != 1 || len(out[0].To.Except) != 150_000 {
+		t.Fatalf("Match(200k ids) = %d outputs, %v", len(out), err)
+	}
+}
