@@ -47,7 +47,7 @@ type Expr struct {
 	key  string // where it came from, for messages: "if", "emit.to", ...
 	line int
 	src  string
-	prog *vm.Program
+	prog *vm.Program // metered: see patch.go
 }
 
 // String returns the expression's source, after ${VAR} expansion.
@@ -204,11 +204,11 @@ func (c *Compiler) compile(key string, n *yaml.Node, typeOK func(reflect.Type) b
 	if n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 {
 		line++ // a block scalar's text starts on the line after | or >
 	}
-	opts := c.opts
-	if len(extra) > 0 {
-		opts = append(opts[:len(opts):len(opts)], extra...)
-	}
-	prog, err := expr.Compile(src, opts...)
+	// First as written, for the errors and the type (not optimized: the
+	// optimizer folds "a" + "b" + ..., and the second compile does not need
+	// it to); then metered, for the program that runs. See patch.go.
+	opts := append(c.opts[:len(c.opts):len(c.opts)], extra...)
+	checked, err := expr.Compile(src, append(opts, expr.Optimize(false))...)
 	if err != nil {
 		at := line
 		if n.Style&yaml.LiteralStyle != 0 {
@@ -217,9 +217,19 @@ func (c *Compiler) compile(key string, n *yaml.Node, typeOK func(reflect.Type) b
 		return nil, &Error{File: c.file, Line: at, Rule: c.rule, Msg: key + ": " + exprMessage(err)}
 	}
 	if typeOK != nil {
-		if t := prog.Node().Type(); t != nil && t.Kind() != reflect.Interface && !typeOK(t) {
+		if t := checked.Node().Type(); t != nil && t.Kind() != reflect.Interface && !typeOK(t) {
 			return nil, c.Errorf(n, "%s: yields %s, want %s", key, t, want)
 		}
+	}
+	p := &patcher{}
+	prog, err := expr.Compile(src, append(opts, expr.Patch(p))...)
+	switch {
+	case p.refused != "":
+		return nil, c.Errorf(n, "%s: %s", key, p.refused)
+	case err != nil:
+		// The source passed the first compile; the patcher made something
+		// expr rejects. A bug here, reported as a load error, not a crash.
+		return nil, c.Errorf(n, "%s: internal error metering the expression: %s", key, exprMessage(err))
 	}
 	return &Expr{key: key, line: line, src: src, prog: prog}, nil
 }

@@ -31,6 +31,15 @@ type Env struct {
 	Payload any            `expr:"payload"`
 	Sender  map[string]any `expr:"sender"`
 	Event   EventInfo      `expr:"event"`
+
+	// The meter of the evaluation, which compiled programs call before work
+	// that grows with the data (see patch.go). Expressions cannot name
+	// them: a load refuses identifiers starting with $, other than $env.
+	// They are fields, not registered functions, because the VM calls a
+	// func-typed field without allocating.
+	Cost func(x, weight any) any `expr:"$cost" json:"-"`
+	Deep func(x any) any         `expr:"$deep" json:"-"`
+	Call func(args ...any) any   `expr:"$call" json:"-"`
 }
 
 // EventInfo is the `event` variable of expressions.

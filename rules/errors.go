@@ -100,6 +100,8 @@ func errorKind(err error) string {
 		conv  *runtime.TypeAssertionError
 	)
 	switch {
+	case err == nil:
+		return ""
 	case errors.As(err, &limit):
 		return limit.kind
 	case errors.As(err, &pan):

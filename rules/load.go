@@ -31,6 +31,21 @@ type Options struct {
 	// Now is the clock behind now() in expressions; nil means time.Now.
 	// `sidecar test` pins it so that test outputs are reproducible.
 	Now func() time.Time
+
+	// MaxCost bounds the work of one rule for one event: its `if` and its
+	// actions' expressions together. The unit is one item a loop visits
+	// times the number of nodes in the loop's body, or one byte of a string
+	// that + builds or a builtin reads. Going over fails the rule for that
+	// event (Kind "budget"). 0 means DefaultMaxCost.
+	MaxCost int
+	// Timeout bounds the time of one rule for one event, checked as the
+	// meter counts; going over fails the rule (Kind "timeout"). 0 means
+	// DefaultTimeout.
+	Timeout time.Duration
+	// MaxMemory is expr's memory budget for one expression evaluation, in
+	// items of the ranges, lists and maps it builds (1..n is n items). 0
+	// means DefaultMaxMemory.
+	MaxMemory uint
 }
 
 // MaxFileBytes is the size limit of a rules file. The expressions of a file
@@ -67,7 +82,9 @@ func Parse(name string, src []byte, opt Options) (*Set, error) {
 		file: name,
 		opt:  opt,
 		base: newCompilerOptions(opt),
-		set:  &Set{source: name, exact: make(map[string][]*rule)},
+		set: &Set{source: name, exact: make(map[string][]*rule),
+			maxCost: positiveOr(opt.MaxCost, DefaultMaxCost), timeout: positiveOr(opt.Timeout, DefaultTimeout),
+			maxMemory: positiveOr(opt.MaxMemory, DefaultMaxMemory)},
 	}
 	p.parse(src)
 	if len(p.errs) > 0 {
@@ -323,6 +340,14 @@ func (p *parser) on(c *Compiler, r *rule, val *yaml.Node) {
 			}
 		}
 	}
+}
+
+// positiveOr is v, or def when v is zero or negative.
+func positiveOr[T int | uint | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
 }
 
 func isGlob(pat string) bool { return strings.ContainsAny(pat, `*?[\`) }
