@@ -100,6 +100,27 @@ func doubling(n int) string {
 	return b.String()
 }
 
+// TestHostileOutputsFailOnBudget: what an action yields is measured before
+// the engine gets it, when the expression could have built it by sharing
+// (reduce, let): a value of a trillion items would take the engine's JSON
+// encoder with it.
+func TestHostileOutputsFailOnBudget(t *testing.T) {
+	for _, tc := range []struct{ name, action string }{
+		{"emit.data", `emit: {event: e, to: all(), data: 'reduce(1..40, [#acc, #acc], 1)'}`},
+		{"emit.data with let", `emit: {event: e, to: all(), data: 'let a = [data.big, data.big]; let b = [a, a, a, a, a, a]; [b, b, b, b, b, b]'}`},
+		{"forward.data", `forward: {url: "http://app/x", data: 'map(1..1000, data)'}`},
+		{"emit.to", `emit: {event: e, to: 'let t = users(data.list); [` + strings.Repeat("t, ", 300) + `]'}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := mustParse(t, "rules:\n- name: r\n  on: x\n  "+tc.action+"\n", Options{Timeout: time.Hour})
+			out, err := match(t, s, &Event{Type: "x", Data: hostileData()})
+			if ruleKind(err) != KindBudget || len(out) != 0 {
+				t.Errorf("Match() = %d outputs, %v, want a %q error", len(out), err, KindBudget)
+			}
+		})
+	}
+}
+
 // TestBudgetLeavesOrdinaryRulesAlone: the rules of a working deployment,
 // over data of ordinary size and a bit more, run as before.
 func TestBudgetLeavesOrdinaryRulesAlone(t *testing.T) {

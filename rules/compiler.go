@@ -48,6 +48,9 @@ type Expr struct {
 	line int
 	src  string
 	prog *vm.Program // metered: see patch.go
+	// measure: the result may be far larger than the work that built it
+	// (patcher.flat), so Eval charges its size before handing it on.
+	measure bool
 }
 
 // String returns the expression's source, after ${VAR} expansion.
@@ -231,7 +234,7 @@ func (c *Compiler) compile(key string, n *yaml.Node, typeOK func(reflect.Type) b
 		// expr rejects. A bug here, reported as a load error, not a crash.
 		return nil, c.Errorf(n, "%s: internal error metering the expression: %s", key, exprMessage(err))
 	}
-	return &Expr{key: key, line: line, src: src, prog: prog}, nil
+	return &Expr{key: key, line: line, src: src, prog: prog, measure: !p.flat()}, nil
 }
 
 // nestingDepth is the deepest bracket nesting in src, outside string
@@ -277,6 +280,9 @@ func resolve(n *yaml.Node) *yaml.Node {
 // Eval runs e for the current event.
 func (in *Input) Eval(e *Expr) (any, error) {
 	v, err := in.vm.Run(e.prog, &in.env)
+	if err == nil && e.measure {
+		err = in.meter.measure(v, false)
+	}
 	if err != nil {
 		return nil, &evalError{e: e, err: err}
 	}

@@ -35,8 +35,9 @@ type Options struct {
 	// MaxCost bounds the work of one rule for one event: its `if` and its
 	// actions' expressions together. The unit is one item a loop visits
 	// times the number of nodes in the loop's body, or one byte of a string
-	// that + builds or a builtin reads. Going over fails the rule for that
-	// event (Kind "budget"). 0 means DefaultMaxCost.
+	// that + builds or a builtin reads, or one item or byte of a value an
+	// action yields when the expression has loops or lets. Going over fails
+	// the rule for that event (Kind "budget"). 0 means DefaultMaxCost.
 	MaxCost int
 	// Timeout bounds the time of one rule for one event, checked as the
 	// meter counts; going over fails the rule (Kind "timeout"). 0 means

@@ -39,6 +39,7 @@ import (
 type patcher struct {
 	refused string // the first construct refused, if any
 
+	loops, lets, envRefs int
 	// chains counts the + operators under each $cost call of a + chain;
 	// up to maxChain of them share one call.
 	chains map[*ast.CallNode]int
@@ -50,19 +51,39 @@ type patcher struct {
 // factor of the bytes charged.
 const maxChain = 4
 
+// flatEnvRefs is the number of references to the event (data, payload,
+// sender, $env) beyond which an expression's result is measured before an
+// action hands it on; see flat.
+const flatEnvRefs = 8
+
 func (p *patcher) refuse(format string, args ...any) {
 	if p.refused == "" {
 		p.refused = fmt.Sprintf(format, args...)
 	}
 }
 
+// flat reports whether the result of the expression is small without being
+// measured: no loop, no let (so no value referenced twice but through the
+// event), and few references to the event. Such a result is at most
+// flatEnvRefs times the event, plus strings the meter has charged. Any
+// other result may hold the same list many times over (reduce(1..40,
+// [#acc, #acc], 1) is a trillion items), and is measured before an action
+// hands it to the engine to encode.
+func (p *patcher) flat() bool {
+	return p.loops == 0 && p.lets == 0 && p.envRefs <= flatEnvRefs
+}
+
 func (p *patcher) Visit(node *ast.Node) {
 	switch n := (*node).(type) {
 	case *ast.IdentifierNode:
-		if strings.HasPrefix(n.Value, "$") && n.Value != "$env" {
+		switch {
+		case n.Value == "$env", n.Value == "data", n.Value == "payload", n.Value == "sender":
+			p.envRefs++
+		case strings.HasPrefix(n.Value, "$"):
 			p.refuse("%s: names starting with $ are reserved (only $env is defined)", n.Value)
 		}
 	case *ast.VariableDeclaratorNode:
+		p.lets++
 		if sized(n.Value) {
 			n.Value = costCall(n.Value, 1)
 		}
@@ -153,6 +174,7 @@ func (p *patcher) builtin(node *ast.Node, n *ast.BuiltinNode) {
 	}
 	switch g {
 	case guardLoop:
+		p.loops++
 		// Each iteration charges the size of the body it runs: (tick; body)
 		// has the body's type, and charges exactly what runs, so any() that
 		// stops at the first item costs one. sum(list) and count(list), with
