@@ -237,6 +237,10 @@ func TestMaxMemory(t *testing.T) {
 	if ruleKind(err) != KindBudget {
 		t.Errorf("Match(MaxMemory 1000) = %v, want a %q error", err, KindBudget)
 	}
+	want := `rule "r": if (line 2): memory budget of 1000 items exceeded (ranges, lists and maps built); raise rules.max_memory or simplify`
+	if err == nil || err.Error() != want {
+		t.Errorf("Match(MaxMemory 1000) = %v, want %q", err, want)
+	}
 }
 
 // TestMeteringKeepsLoadErrors: the metered compile does not hide what the

@@ -284,7 +284,7 @@ func (in *Input) Eval(e *Expr) (any, error) {
 		err = in.meter.measure(v, false)
 	}
 	if err != nil {
-		return nil, &evalError{e: e, err: err}
+		return nil, &evalError{e: e, err: err, memory: in.vm.MemoryBudget}
 	}
 	return v, nil
 }

@@ -164,12 +164,17 @@ func (e *panicError) Error() string { return fmt.Sprintf("panic: %v", e.v) }
 // evalError is a failed evaluation of one expression. Its message is built
 // only when printed, so a rule failing on every event costs no formatting.
 type evalError struct {
-	e   *Expr
-	err error
+	e      *Expr
+	err    error
+	memory uint // expr's memory budget, to say which limit "memory budget exceeded" is
 }
 
 func (e *evalError) Error() string {
-	return fmt.Sprintf("%s (line %d): %s", e.e.key, e.e.line, exprMessage(e.err))
+	msg := exprMessage(e.err)
+	if msg == "memory budget exceeded" && e.memory > 0 {
+		msg = fmt.Sprintf("memory budget of %d items exceeded (ranges, lists and maps built); raise rules.max_memory or simplify", e.memory)
+	}
+	return fmt.Sprintf("%s (line %d): %s", e.e.key, e.e.line, msg)
 }
 func (e *evalError) Unwrap() error { return e.err }
 
