@@ -26,12 +26,12 @@ const (
 )
 
 // meter counts the work of one rule evaluation: its `if` and its actions'
-// expressions together. The programs Compile builds call it (through the
-// $cost, $deep and $call fields of Env) before each step whose work grows
-// with the data: a loop, a string built by +, a builtin reading a long
-// string or list. A unit is one item a loop visits times the size of the
-// loop's body, or one byte of a string built or scanned, or one item of a
-// value measured.
+// expressions together. The metered programs (patch.go) call it through the
+// $cost, $deep and $call fields of Env before each step whose work grows
+// with the data: a loop iteration, a string built by +, a builtin reading a
+// long string or list. A unit is one node of a loop's body run once, or one
+// byte of a string built or scanned, or one item or byte of a value
+// measured.
 //
 // The clock is read lazily: the deadline is set the first time the meter
 // looks at the clock, so that a rule which does little never calls
@@ -48,9 +48,6 @@ type meter struct {
 }
 
 func (m *meter) reset(ctx context.Context) {
-	if ctx == nil {
-		ctx = context.Background()
-	}
 	m.used, m.calls, m.next = 0, 0, clockEveryUnits
 	m.deadline = time.Time{}
 	m.ctx = ctx
@@ -72,6 +69,9 @@ func (m *meter) add(n int) error {
 	now := time.Now()
 	if m.deadline.IsZero() {
 		m.deadline = now.Add(m.timeout)
+	}
+	if m.ctx == nil {
+		m.ctx = context.Background()
 	}
 	if err := m.ctx.Err(); err != nil {
 		kind := KindTimeout
@@ -103,9 +103,9 @@ func (m *meter) measure(v any, indent bool) error {
 }
 
 // cost is $cost(x, w): it charges w units, and w more per byte of x if x is
-// a string or per item if it is a list or a map, and returns x. Loops call it
-// on their collection with w the size of their body; + and let call it on
-// what they built, builtins on what they are about to read.
+// a string or per item if it is a list or a map, and returns x. Each loop
+// iteration calls $cost(nil, w), w the size of the body; + and let call it
+// on what they built, builtins on what they are about to read.
 func (m *meter) cost(x, w any) any {
 	m.charge(mul(1+shallowLen(x), w.(int)))
 	return x
@@ -113,8 +113,8 @@ func (m *meter) cost(x, w any) any {
 
 // deep is $deep(x): it charges the size of x, counting a list or map
 // referenced twice twice, and returns x. It guards what walks a value
-// whole: string(), flatten(), == between two computed values, and what an
-// action hands to the engine to encode.
+// whole: string(), flatten(), == between two computed values. (Eval
+// measures the same way what an action hands to the engine to encode.)
 func (m *meter) deep(x any) any {
 	if err := m.measure(x, false); err != nil {
 		panic(err)

@@ -328,3 +328,20 @@ func TestMeterKeepsNoMatchFree(t *testing.T) {
 		t.Errorf("Match of an unmatched type: %v allocs, want 0", n)
 	}
 }
+
+// TestLoadDoesNotFoldLongStringChains: expr's optimizer folds "a" + "b"
+// at compile time, each step copying the whole prefix: a chain of 2,000
+// literals of 1 KB (2 MB of source) made a load allocate 2 GB. The checked
+// compile no longer optimizes, and the metered one folds only within the
+// chains one $cost call covers.
+func TestLoadDoesNotFoldLongStringChains(t *testing.T) {
+	lit := `"` + strings.Repeat("x", 1000) + `"`
+	src := "rules:\n- name: r\n  on: x\n  if: '" + strings.Repeat(lit+" + ", 1999) + lit + ` != ""'` + "\n  join: '[\"r\"]'\n"
+	var err error
+	if n := allocated(func() { _, err = Parse("t.yaml", []byte(src), Options{}) }); n > 256<<20 {
+		t.Errorf("Parse(%d KB) allocated %d MB, want less than 256", len(src)>>10, n>>20)
+	}
+	if err != nil {
+		t.Errorf("Parse() = %v", err)
+	}
+}
