@@ -137,6 +137,8 @@ func shallowLen(x any) int {
 		return len(v)
 	case []int:
 		return len(v)
+	case Target:
+		return len(v.Users) + len(v.Rooms) + len(v.Except)
 	}
 	switch rv := reflect.ValueOf(x); rv.Kind() {
 	case reflect.String, reflect.Slice, reflect.Array, reflect.Map:
@@ -161,17 +163,24 @@ func mul(a, b int) int {
 // and indentation toJSON writes before each value. A list or map referenced
 // twice counts twice, as it is written twice. It stops as soon as the size
 // passes limit, so measuring a value built to be huge (a list holding
-// itself twice, forty levels deep) costs no more than limit.
+// itself twice, forty levels deep) costs no more than limit. A value nested
+// deeper than maxDepth counts as over the limit: JSON decoders refuse it
+// (Go's at 10,000 levels), and walking it would take as deep a stack.
 type sizer struct {
 	n, limit int
 	indent   bool
 }
+
+const maxDepth = 10_000
 
 var timeType = reflect.TypeFor[time.Time]()
 
 func (s *sizer) value(v any, depth int) {
 	if s.n++; s.indent {
 		s.n += 1 + 2*depth
+	}
+	if depth > maxDepth {
+		s.n = s.limit + 1
 	}
 	if s.n > s.limit {
 		return
@@ -210,6 +219,9 @@ func (s *sizer) value(v any, depth int) {
 
 // reflect measures the types the fast cases of value do not know.
 func (s *sizer) reflect(rv reflect.Value, depth int) {
+	if depth > maxDepth {
+		s.n = s.limit + 1
+	}
 	if s.n > s.limit {
 		return
 	}

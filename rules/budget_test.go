@@ -110,6 +110,8 @@ func TestHostileOutputsFailOnBudget(t *testing.T) {
 		{"emit.data with let", `emit: {event: e, to: all(), data: 'let a = [data.big, data.big]; let b = [a, a, a, a, a, a]; [b, b, b, b, b, b]'}`},
 		{"forward.data", `forward: {url: "http://app/x", data: 'map(1..1000, data)'}`},
 		{"emit.to", `emit: {event: e, to: 'let t = users(data.list); [` + strings.Repeat("t, ", 300) + `]'}`},
+		{"emit.to, except of except", `emit: {event: e, to: '` + strings.Repeat("except(", 100) + "except(all(), data.list)" + strings.Repeat(`, "x")`, 100) + `'}`},
+		{"emit.data nested deep", `emit: {event: e, to: all(), data: 'reduce(1..20000, [#acc], 0)'}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := mustParse(t, "rules:\n- name: r\n  on: x\n  "+tc.action+"\n", Options{Timeout: time.Hour})
