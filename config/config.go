@@ -12,6 +12,7 @@ import (
 	"github.com/sidecar/sidecar/engine/auth"
 	"github.com/sidecar/sidecar/engine/forward"
 	"github.com/sidecar/sidecar/engine/webhook"
+	"github.com/sidecar/sidecar/rules"
 )
 
 // Config is the whole configuration file. Field names and koanf tags are the
@@ -86,7 +87,10 @@ type Rules struct {
 	Watch   bool          `koanf:"watch"`    // reload when the file changes (SIGHUP always reloads)
 	Timeout time.Duration `koanf:"timeout"`  // deadline of one rule's evaluation
 	MaxCost int           `koanf:"max_cost"` // operation budget of one rule's evaluation
-	Workers int           `koanf:"workers"`  // goroutines running rules for client and lifecycle events; 0: 2 × GOMAXPROCS
+	// MaxMemory is expr's memory budget of one expression evaluation, in
+	// items of the ranges, lists and maps it builds.
+	MaxMemory int `koanf:"max_memory"`
+	Workers   int `koanf:"workers"` // goroutines running rules for client and lifecycle events; 0: 2 × GOMAXPROCS
 	// AllowEmpty lets an empty rules list load (rules.Options.AllowEmpty);
 	// without it "rules: []" stops the start-up and a reload to it is
 	// refused, since it would turn off all routing.
@@ -160,10 +164,11 @@ func Default() Config {
 			MaxPendingPerUser: forward.DefaultMaxPendingPerUser,
 		},
 		Rules: Rules{
-			File:    "rules.yaml",
-			Watch:   true,
-			Timeout: 100 * time.Millisecond,
-			MaxCost: 1_000_000,
+			File:      "rules.yaml",
+			Watch:     true,
+			Timeout:   rules.DefaultTimeout,
+			MaxCost:   rules.DefaultMaxCost,
+			MaxMemory: rules.DefaultMaxMemory,
 		},
 		Store:    Store{Path: "sidecar.db", Sync: "everysecond"},
 		Presence: Presence{Grace: 3 * time.Second},
@@ -199,3 +204,17 @@ const MinDedupTTL = 24 * time.Hour
 // EnvPrefix starts every environment variable that overrides a config key:
 // SIDECAR_ + the key in capitals, "__" between levels.
 const EnvPrefix = "SIDECAR_"
+
+// Options are the rules.Options of these settings, with lookup for
+// ${VAR}: serve and check load the rules file with the same bounds, so
+// check refuses what serve would.
+func (r Rules) Options(lookup func(string) (string, bool)) rules.Options {
+	return rules.Options{
+		Registry:   rules.Builtin(),
+		Lookup:     lookup,
+		AllowEmpty: r.AllowEmpty,
+		MaxCost:    r.MaxCost,
+		Timeout:    r.Timeout,
+		MaxMemory:  uint(r.MaxMemory),
+	}
+}

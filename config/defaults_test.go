@@ -6,6 +6,7 @@ import (
 	"github.com/sidecar/sidecar/engine/auth"
 	"github.com/sidecar/sidecar/engine/forward"
 	"github.com/sidecar/sidecar/engine/webhook"
+	"github.com/sidecar/sidecar/rules"
 )
 
 // TestDefaultsAgreeWithPackages: where a package says what its zero value
@@ -26,6 +27,9 @@ func TestDefaultsAgreeWithPackages(t *testing.T) {
 		{"forward.max_backoff", d.Forward.MaxBackoff, forward.DefaultMaxBackoff},
 		{"forward.concurrency", d.Forward.Concurrency, forward.DefaultConcurrency},
 		{"forward.max_pending", d.Forward.MaxPending, forward.DefaultMaxPending},
+		{"rules.timeout", d.Rules.Timeout, rules.DefaultTimeout},
+		{"rules.max_cost", d.Rules.MaxCost, rules.DefaultMaxCost},
+		{"rules.max_memory", d.Rules.MaxMemory, rules.DefaultMaxMemory},
 		{"forward.max_pending_bytes", d.Forward.MaxPendingBytes, int64(forward.DefaultMaxPendingBytes)},
 		{"forward.max_pending_per_user", d.Forward.MaxPendingPerUser, int64(forward.DefaultMaxPendingPerUser)},
 	}

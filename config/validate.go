@@ -158,6 +158,7 @@ func (c *Config) Validate() error {
 	}
 	positiveDur("rules.timeout", c.Rules.Timeout)
 	positive("rules.max_cost", int64(c.Rules.MaxCost))
+	positive("rules.max_memory", int64(c.Rules.MaxMemory))
 	if c.Rules.Workers < 0 {
 		bad("rules.workers", "must not be negative (0: 2 × GOMAXPROCS), got %d", c.Rules.Workers)
 	}

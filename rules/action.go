@@ -23,6 +23,17 @@ type Input struct {
 	Event *Event
 	env   Env
 	vm    vm.VM
+	meter meter
+}
+
+// newInput returns an Input whose meter and VM have the limits of s, and
+// whose Env calls that meter.
+func (s *Set) newInput() *Input {
+	in := &Input{}
+	in.meter.max, in.meter.timeout = s.maxCost, s.timeout
+	in.vm.MemoryBudget = s.maxMemory
+	in.env.Cost, in.env.Deep, in.env.Call = in.meter.cost, in.meter.deep, in.meter.call
+	return in
 }
 
 // Factory builds an Action from the YAML value of its key in a rule. It

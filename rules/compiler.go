@@ -30,6 +30,16 @@ type Compiler struct {
 	rule   string
 	lookup func(string) (string, bool)
 	opts   []expr.Option // shared by every expression of one load
+	load   *loadState    // shared by every Compiler of one load
+}
+
+// loadState is what the Compilers of one load share.
+type loadState struct {
+	// exprBytes is the length of the expressions compiled so far, after
+	// ${VAR} and alias expansion. Past MaxFileBytes, compiling stops: the
+	// expression that went over gets over, and so do all later ones.
+	exprBytes int
+	over      *Error
 }
 
 // Expr is a compiled expression.
@@ -37,7 +47,10 @@ type Expr struct {
 	key  string // where it came from, for messages: "if", "emit.to", ...
 	line int
 	src  string
-	prog *vm.Program
+	prog *vm.Program // metered: see patch.go
+	// measure: the result may be far larger than the work that built it
+	// (patcher.flat), so Eval charges its size before handing it on.
+	measure bool
 }
 
 // String returns the expression's source, after ${VAR} expansion.
@@ -176,6 +189,17 @@ func (c *Compiler) compile(key string, n *yaml.Node, typeOK func(reflect.Type) b
 	if strings.TrimSpace(src) == "" {
 		return nil, c.Errorf(n, "%s: empty expression", key)
 	}
+	if l := c.load; l != nil {
+		if l.over == nil {
+			if l.exprBytes += len(src); l.exprBytes > MaxFileBytes {
+				l.over = c.Errorf(n, "%s: the expressions total more than %d MiB after ${VAR} and alias expansion; nothing after this one is compiled",
+					key, MaxFileBytes>>20)
+			}
+		}
+		if l.over != nil {
+			return nil, l.over
+		}
+	}
 	if nestingDepth(src) > maxNesting {
 		return nil, c.Errorf(n, "%s: expression nested more than %d levels deep", key, maxNesting)
 	}
@@ -183,11 +207,11 @@ func (c *Compiler) compile(key string, n *yaml.Node, typeOK func(reflect.Type) b
 	if n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 {
 		line++ // a block scalar's text starts on the line after | or >
 	}
-	opts := c.opts
-	if len(extra) > 0 {
-		opts = append(opts[:len(opts):len(opts)], extra...)
-	}
-	prog, err := expr.Compile(src, opts...)
+	// First as written, for the errors and the type (not optimized: the
+	// optimizer folds "a" + "b" + ..., and the second compile does not need
+	// it to); then metered, for the program that runs. See patch.go.
+	opts := append(c.opts[:len(c.opts):len(c.opts)], extra...)
+	checked, err := expr.Compile(src, append(opts, expr.Optimize(false))...)
 	if err != nil {
 		at := line
 		if n.Style&yaml.LiteralStyle != 0 {
@@ -196,11 +220,21 @@ func (c *Compiler) compile(key string, n *yaml.Node, typeOK func(reflect.Type) b
 		return nil, &Error{File: c.file, Line: at, Rule: c.rule, Msg: key + ": " + exprMessage(err)}
 	}
 	if typeOK != nil {
-		if t := prog.Node().Type(); t != nil && t.Kind() != reflect.Interface && !typeOK(t) {
+		if t := checked.Node().Type(); t != nil && t.Kind() != reflect.Interface && !typeOK(t) {
 			return nil, c.Errorf(n, "%s: yields %s, want %s", key, t, want)
 		}
 	}
-	return &Expr{key: key, line: line, src: src, prog: prog}, nil
+	p := &patcher{}
+	prog, err := expr.Compile(src, append(opts, expr.Patch(p))...)
+	switch {
+	case p.refused != "":
+		return nil, c.Errorf(n, "%s: %s", key, p.refused)
+	case err != nil:
+		// The source passed the first compile; the patcher made something
+		// expr rejects. A bug here, reported as a load error, not a crash.
+		return nil, c.Errorf(n, "%s: internal error metering the expression: %s", key, exprMessage(err))
+	}
+	return &Expr{key: key, line: line, src: src, prog: prog, measure: !p.flat()}, nil
 }
 
 // nestingDepth is the deepest bracket nesting in src, outside string
@@ -246,8 +280,11 @@ func resolve(n *yaml.Node) *yaml.Node {
 // Eval runs e for the current event.
 func (in *Input) Eval(e *Expr) (any, error) {
 	v, err := in.vm.Run(e.prog, &in.env)
+	if err == nil && e.measure {
+		err = in.meter.measure(v, false)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("%s (line %d): %s", e.key, e.line, exprMessage(err))
+		return nil, &evalError{e: e, err: err, memory: in.vm.MemoryBudget}
 	}
 	return v, nil
 }
@@ -260,7 +297,7 @@ func (in *Input) Target(e *Expr) (Target, error) {
 	}
 	t, err := toTarget(v)
 	if err != nil {
-		return Target{}, fmt.Errorf("%s (line %d): %w", e.key, e.line, err)
+		return Target{}, &evalError{e: e, err: err}
 	}
 	return t, nil
 }
@@ -273,7 +310,7 @@ func (in *Input) Rooms(e *Expr) ([]string, error) {
 	}
 	rooms, err := toRooms(v)
 	if err != nil {
-		return nil, fmt.Errorf("%s (line %d): %w", e.key, e.line, err)
+		return nil, &evalError{e: e, err: err}
 	}
 	return rooms, nil
 }
@@ -286,7 +323,7 @@ func (in *Input) ID(e *Expr) (string, error) {
 	}
 	id, err := ID(v)
 	if err != nil {
-		return "", fmt.Errorf("%s (line %d): %w", e.key, e.line, err)
+		return "", &evalError{e: e, err: err}
 	}
 	return id, nil
 }

@@ -32,6 +32,15 @@ type Env struct {
 	Payload any            `expr:"payload"`
 	Sender  map[string]any `expr:"sender"`
 	Event   EventInfo      `expr:"event"`
+
+	// The meter of the evaluation, which compiled programs call before work
+	// that grows with the data (see patch.go). Expressions cannot name
+	// them: a load refuses identifiers starting with $, other than $env.
+	// They are fields, not registered functions, because the VM calls a
+	// func-typed field without allocating.
+	Cost func(x, weight any) any `expr:"$cost" json:"-"`
+	Deep func(x any) any         `expr:"$deep" json:"-"`
+	Call func(args ...any) any   `expr:"$call" json:"-"`
 }
 
 // EventInfo is the `event` variable of expressions.
@@ -95,7 +104,7 @@ func fnAll(...any) (any, error) { return Target{All: true}, nil }
 func fnExcept(args ...any) (any, error) {
 	t, ok := args[0].(Target)
 	if !ok {
-		return nil, fmt.Errorf("except(): first argument is %s, want a target", typeName(args[0]))
+		return nil, typeErrorf("except(): first argument is %s, want a target", typeName(args[0]))
 	}
 	var ids []string
 	var err error
@@ -114,7 +123,10 @@ func fnExcept(args ...any) (any, error) {
 	return out, nil
 }
 
-var errNilID = errors.New("id is nil")
+var (
+	errNilID   = errors.New("id is nil")
+	errNilList = errors.New("list is nil")
+)
 
 // ID turns a scalar id into the string targets compare it as: a string
 // stays itself, a number prints without exponent or trailing zeros, as JSON
@@ -151,12 +163,12 @@ func ID(v any) (string, error) {
 	case reflect.String:
 		return ID(rv.String())
 	}
-	return "", fmt.Errorf("id is %s, want a string or a number", typeName(v))
+	return "", typeErrorf("id is %s, want a string or a number", typeName(v))
 }
 
 func floatID(f float64) (string, error) {
 	if math.IsNaN(f) || math.IsInf(f, 0) {
-		return "", fmt.Errorf("id is %v, want a string or a finite number", f)
+		return "", typeErrorf("id is %v, want a string or a finite number", f)
 	}
 	return strconv.FormatFloat(f, 'f', -1, 64), nil
 }
@@ -194,11 +206,11 @@ func idList(v any, dst []string) ([]string, error) {
 		}
 		return dst, nil
 	case nil:
-		return nil, errors.New("list is nil")
+		return nil, errNilList
 	}
 	rv := reflect.ValueOf(v)
 	if rv.Kind() != reflect.Slice && rv.Kind() != reflect.Array {
-		return nil, fmt.Errorf("got %s, want a list", typeName(v))
+		return nil, typeErrorf("got %s, want a list", typeName(v))
 	}
 	for i := range rv.Len() {
 		id, err := ID(rv.Index(i).Interface())
@@ -227,13 +239,13 @@ func toTarget(v any) (Target, error) {
 		for i, e := range x {
 			et, ok := e.(Target)
 			if !ok {
-				return Target{}, fmt.Errorf("item %d is %s, want a target such as user(id)", i, typeName(e))
+				return Target{}, typeErrorf("item %d is %s, want a target such as user(id)", i, typeName(e))
 			}
 			t = mergeTarget(t, et)
 		}
 		return t, nil
 	}
-	return Target{}, fmt.Errorf("got %s, want a target such as user(id) or a list of them", typeName(v))
+	return Target{}, typeErrorf("got %s, want a target such as user(id) or a list of them", typeName(v))
 }
 
 // mergeTarget is the union of two targets. Except lists are unioned too:
@@ -250,20 +262,37 @@ func mergeTarget(a, b Target) Target {
 	}
 }
 
-// appendUnique appends the ids not already in dst. Lists are short (a few
-// recipients), so a linear scan beats a map.
+// appendUnique appends the ids not already in dst (ids repeated within dst
+// stay). Lists are usually short, a few recipients, and a linear scan beats
+// a map; past smallIDs the scan would be quadratic in a list that came
+// with the event (except(all(), data.ids)), so a set takes over.
 func appendUnique(dst []string, ids ...string) []string {
-next:
-	for _, id := range ids {
-		for _, have := range dst {
-			if have == id {
-				continue next
+	if len(dst)+len(ids) <= smallIDs {
+	next:
+		for _, id := range ids {
+			for _, have := range dst {
+				if have == id {
+					continue next
+				}
 			}
+			dst = append(dst, id)
 		}
-		dst = append(dst, id)
+		return dst
+	}
+	seen := make(map[string]struct{}, len(dst)+len(ids))
+	for _, id := range dst {
+		seen[id] = struct{}{}
+	}
+	for _, id := range ids {
+		if _, ok := seen[id]; !ok {
+			seen[id] = struct{}{}
+			dst = append(dst, id)
+		}
 	}
 	return dst
 }
+
+const smallIDs = 32
 
 // toRooms converts what a join or leave expression yielded: one room name
 // or a list of them.

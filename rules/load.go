@@ -36,12 +36,40 @@ type Options struct {
 	// otherwise turn off all routing while the node looks healthy. Config
 	// sets it from rules.allow_empty.
 	AllowEmpty bool
+
+	// MaxCost bounds the work of one rule for one event: its `if` and its
+	// actions' expressions together. The unit is one item a loop visits
+	// times the number of nodes in the loop's body, or one byte of a string
+	// that + builds or a builtin reads, or one item or byte of a value an
+	// action yields when the expression has loops or lets. Going over fails
+	// the rule for that event (Kind "budget"). 0 means DefaultMaxCost.
+	MaxCost int
+	// Timeout bounds the time of one rule for one event, checked as the
+	// meter counts; going over fails the rule (Kind "timeout"). 0 means
+	// DefaultTimeout.
+	Timeout time.Duration
+	// MaxMemory is expr's memory budget for one expression evaluation, in
+	// items of the ranges, lists and maps it builds (1..n is n items). 0
+	// means DefaultMaxMemory.
+	MaxMemory uint
 }
+
+// MaxFileBytes is the size limit of a rules file. The expressions of a file
+// may total no more either, counted after ${VAR} and YAML alias expansion:
+// an alias repeated many times must not make a load compile for minutes.
+const MaxFileBytes = 4 << 20
 
 // Load reads and compiles a rules file. Problems in the file come back
 // together as an ErrorList, each positioned "file:line: rule "name": ...".
 func Load(path string, opt Options) (*Set, error) {
-	src, err := os.ReadFile(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("load rules: %w", err)
+	}
+	defer f.Close()
+	// One byte more than the limit, so that Parse sees the file is too big
+	// without Load reading all of it.
+	src, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("load rules: %w", err)
 	}
@@ -50,6 +78,9 @@ func Load(path string, opt Options) (*Set, error) {
 
 // Parse compiles rules from src; name stands for the file in messages.
 func Parse(name string, src []byte, opt Options) (*Set, error) {
+	if len(src) > MaxFileBytes {
+		return nil, ErrorList{{File: name, Msg: fmt.Sprintf("larger than %d MiB, the most a rules file may hold", MaxFileBytes>>20)}}
+	}
 	if opt.Registry == nil {
 		opt.Registry = Builtin()
 	}
@@ -57,10 +88,18 @@ func Parse(name string, src []byte, opt Options) (*Set, error) {
 		file: name,
 		opt:  opt,
 		base: newCompilerOptions(opt),
-		set:  &Set{source: name, exact: make(map[string][]*rule)},
+		set: &Set{source: name, exact: make(map[string][]*rule),
+			maxCost: positiveOr(opt.MaxCost, DefaultMaxCost), timeout: positiveOr(opt.Timeout, DefaultTimeout),
+			maxMemory: positiveOr(opt.MaxMemory, DefaultMaxMemory)},
 	}
 	p.parse(src)
 	if len(p.errs) > 0 {
+		if over := p.load.over; over != nil {
+			// Every expression after the limit got the same error; keep one.
+			first := slices.Index(p.errs, over)
+			p.errs = slices.DeleteFunc(p.errs, func(e *Error) bool { return e == over })
+			p.errs = slices.Insert(p.errs, min(first, len(p.errs)), over)
+		}
 		slices.SortStableFunc(p.errs, func(a, b *Error) int { return a.Line - b.Line })
 		return nil, p.errs
 	}
@@ -74,6 +113,7 @@ type parser struct {
 	set   *Set
 	errs  ErrorList
 	names map[string]int // rule name -> line
+	load  loadState
 }
 
 func (p *parser) errorf(n *yaml.Node, rule, format string, args ...any) {
@@ -150,6 +190,9 @@ func (p *parser) parse(src []byte) {
 	}
 	p.names = make(map[string]int, len(list.Content))
 	for i, item := range list.Content {
+		if p.load.over != nil {
+			break
+		}
 		p.rule(i, item)
 	}
 }
@@ -216,7 +259,7 @@ func (p *parser) rule(i int, node *yaml.Node) {
 		p.errorf(node, "", "rule %s: missing name", label)
 		return
 	}
-	c := &Compiler{file: p.file, rule: name, lookup: p.opt.Lookup, opts: p.base}
+	c := &Compiler{file: p.file, rule: name, lookup: p.opt.Lookup, opts: p.base, load: &p.load}
 	r := &rule{name: name, idx: i}
 	nerr := len(p.errs)
 	actionKeys := 0 // keys that are, or might be meant as, actions
@@ -307,6 +350,14 @@ func (p *parser) on(c *Compiler, r *rule, val *yaml.Node) {
 			}
 		}
 	}
+}
+
+// positiveOr is v, or def when v is zero or negative.
+func positiveOr[T int | uint | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
 }
 
 func isGlob(pat string) bool { return strings.ContainsAny(pat, `*?[\`) }

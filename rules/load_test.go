@@ -234,3 +234,39 @@ func TestRegistryRegisterPanics(t *testing.T) {
 		t.Errorf("Builtin().Names() = %s", got)
 	}
 }
+
+func TestLoadFileSizeLimit(t *testing.T) {
+	big := "rules: []\n" + strings.Repeat("#", MaxFileBytes)
+	path := t.TempDir() + "/big.yaml"
+	if err := os.WriteFile(path, []byte(big), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := path + ": larger than 4 MiB, the most a rules file may hold"
+	if _, err := Load(path, Options{}); err == nil || err.Error() != want {
+		t.Errorf("Load(%d bytes) = %v, want %q", len(big), err, want)
+	}
+	if _, err := Parse("big.yaml", []byte(big), Options{}); err == nil || !strings.Contains(err.Error(), "larger than 4 MiB") {
+		t.Errorf("Parse(%d bytes) = %v, want the size limit", len(big), err)
+	}
+}
+
+// TestLoadExpressionBytesLimit: YAML aliases (or ${VAR}) make a small file
+// stand for a lot of expression source, each copy compiled; the total is
+// capped, and the load stops compiling past it with one error.
+func TestLoadExpressionBytesLimit(t *testing.T) {
+	expr := `data.a == "` + strings.Repeat("x", 100_000) + `"`
+	var b strings.Builder
+	fmt.Fprintf(&b, "rules:\n- name: a\n  on: x\n  emit:\n  - &e {event: e, to: all(), data: '%s'}\n", expr)
+	for range 100 { // 100 × 100 KB = 10 MB of source
+		b.WriteString("  - *e\n")
+	}
+	fmt.Fprintf(&b, "- name: b\n  on: x\n  if: '%s'\n  join: '[\"r\"]'\n", expr)
+	_, err := Parse("alias.yaml", []byte(b.String()), Options{})
+	var list ErrorList
+	if !errors.As(err, &list) || len(list) != 1 {
+		t.Fatalf("Parse() = %v, want one error", err)
+	}
+	if want := `alias.yaml:5: rule "a": emit.data: the expressions total more than 4 MiB after ${VAR} and alias expansion`; !strings.HasPrefix(list[0].Error(), want) {
+		t.Errorf("Parse() = %q, want prefix %q", list[0].Error(), want)
+	}
+}

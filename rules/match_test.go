@@ -297,6 +297,22 @@ func TestRuntimeErrorsSkipTheRule(t *testing.T) {
 		}
 	}
 	_, err := match(t, s, ev)
+	kinds := map[string]string{}
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+		// What an engine that does not import rules would do.
+		var re interface {
+			RuleName() string
+			Kind() string
+		}
+		if errors.As(e, &re) {
+			kinds[re.RuleName()] = re.Kind()
+		}
+	}
+	wantKinds := map[string]string{"modulo-zero": KindOther, "nil-index": KindNil, "nil-id": KindNil,
+		"not-a-target": KindType, "partial": KindType, "bad-data": KindOther}
+	if !reflect.DeepEqual(kinds, wantKinds) {
+		t.Errorf("kinds = %v, want %v", kinds, wantKinds)
+	}
 	for _, want := range []string{
 		`rule "nil-id": emit.to (line 14): user(): id is nil`,
 		`rule "not-a-target": emit.to (line 17): got int, want a target`,
@@ -344,6 +360,9 @@ func TestPluginActions(t *testing.T) {
 	}
 	if err == nil || !strings.Contains(err.Error(), `rule "p": panic: plugin bug`) {
 		t.Errorf("Match() error = %v, want the recovered panic", err)
+	}
+	if re := (*RuleError)(nil); !errors.As(err, &re) || re.Kind() != KindPanic {
+		t.Errorf("Match() error = %v, want a *RuleError of kind %q", err, KindPanic)
 	}
 	_, err = Parse("t.yaml", []byte("rules:\n- name: t\n  on: x\n  tag: bad\n"), Options{Registry: reg})
 	if err == nil || err.Error() != `t.yaml:4: rule "t": tag: bad tag` {
@@ -415,5 +434,71 @@ func TestGlobFastPathAgreesWithPathMatch(t *testing.T) {
 				t.Errorf("glob %q match %q = %v, path.Match says %v", p, typ, got, want)
 			}
 		}
+	}
+}
+
+// TestErrorKinds: RuleError.Kind sorts failures into a few labels, from
+// the typed errors of this package and from expr's messages.
+func TestErrorKinds(t *testing.T) {
+	for _, tc := range []struct {
+		expr, kind string
+	}{
+		{`'["r" + data.missing.deeper]'`, KindNil},
+		{`'["r" + data.missing]'`, KindNil},
+		{`'[data.m.x.y]'`, KindNil},
+		{`'[data.missing()]'`, KindNil},
+		{`'[data.a.b]'`, KindType},
+		{`'[1 + data.s]'`, KindType},
+		{`'[data.s > 1]'`, KindType},
+		{`'[upper(data.a)]'`, KindType},
+		{`'[not data.s]'`, KindType},
+		{`'[len(data.a)]'`, KindType},
+		{`'[data.a in data.a]'`, KindType},
+		{`'data.m'`, KindType},
+		{`'[data.l[5]]'`, KindOther},
+		{`'[data.a % data.b]'`, KindOther},
+		{`'[1..data.big]'`, KindBudget},
+	} {
+		s := mustParse(t, "rules:\n- name: r\n  on: x\n  join: "+tc.expr+"\n", Options{})
+		_, err := match(t, s, &Event{Type: "x", Data: map[string]any{
+			"a": 1, "b": 0, "s": "str", "l": []any{1}, "m": map[string]any{"x": nil}, "big": 2_000_000}})
+		var re *RuleError
+		if !errors.As(err, &re) {
+			t.Errorf("join: %s: Match() error = %v, want a *RuleError", tc.expr, err)
+			continue
+		}
+		if re.Kind() != tc.kind || re.RuleName() != "r" {
+			t.Errorf("join: %s: Kind(), RuleName() = %q, %q, want %q, \"r\" (%v)", tc.expr, re.Kind(), re.RuleName(), tc.kind, err)
+		}
+	}
+}
+
+// TestAppendUniqueLargeLists: the set used for long id lists keeps the
+// linear scan's result exactly, and a long except list costs linear time
+// (it was quadratic: 200k ids took tens of seconds).
+func TestAppendUniqueLargeLists(t *testing.T) {
+	for _, tc := range []struct{ dst, ids []string }{
+		{[]string{"a", "a", "b"}, []string{"b", "c", "c", "a", "d"}},
+		{nil, []string{"x", "x"}},
+		{[]string{"q"}, nil},
+	} {
+		small := appendUnique(append([]string(nil), tc.dst...), tc.ids...)
+		pad := make([]string, smallIDs) // forces the set: ids no test uses
+		for i := range pad {
+			pad[i] = fmt.Sprintf("pad%d", i)
+		}
+		large := appendUnique(append(append([]string(nil), pad...), tc.dst...), tc.ids...)
+		if !reflect.DeepEqual(large[len(pad):], small) {
+			t.Errorf("appendUnique(%q, %q): with a set %q, with a scan %q", tc.dst, tc.ids, large[len(pad):], small)
+		}
+	}
+	ids := make([]any, 200_000)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("u%d", i%150_000)
+	}
+	s := mustParse(t, "rules:\n- {name: r, on: x, emit: {event: e, to: 'except(all(), data.ids)'}}\n", Options{})
+	out, err := match(t, s, &Event{Type: "x", Data: map[string]any{"ids": ids}})
+	if err != nil || len(out) != 1 || len(out[0].To.Except) != 150_000 {
+		t.Fatalf("Match(200k ids) = %d outputs, %v", len(out), err)
 	}
 }

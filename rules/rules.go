@@ -14,7 +14,6 @@ package rules
 import (
 	"context"
 	"errors"
-	"fmt"
 	"path"
 	"strings"
 	"sync"
@@ -68,6 +67,10 @@ type Set struct {
 	exact  map[string][]*rule // by event type, file order
 	globs  []*rule            // rules with a glob in `on`, file order
 	inputs sync.Pool          // *Input, scratch space reused across Match calls
+
+	maxCost   int           // Options.MaxCost, defaulted
+	timeout   time.Duration // Options.Timeout, defaulted
+	maxMemory uint          // Options.MaxMemory, defaulted
 }
 
 type rule struct {
@@ -106,10 +109,15 @@ func (s *Set) Errors() map[string]uint64 {
 
 // Match runs the rules whose `on` matches ev.Type, in file order, and
 // appends their outputs to out. A rule that fails at run time (nil index,
-// division by zero, an id that is not an id, even a panic in a plugin) is
-// skipped for this event: its outputs are dropped, its error counter grows,
-// and a *RuleError is joined into the returned error. The other rules still
-// run, so a non-nil error comes with valid outputs.
+// division by zero, an id that is not an id, a loop over its budget, even a
+// panic in a plugin) is skipped for this event: its outputs are dropped,
+// its error counter grows, and a *RuleError is joined into the returned
+// error. The other rules still run, so a non-nil error comes with valid
+// outputs.
+//
+// Each rule's evaluation is bounded by Options.MaxCost, Options.Timeout and
+// Options.MaxMemory, separately: one slow rule does not eat the next one's
+// time. It also stops when ctx is done, if it gets that far.
 //
 // Match allocates nothing for an event no rule matches. For a matching rule
 // it allocates what expr needs to evaluate and what the outputs hold.
@@ -166,9 +174,10 @@ func (s *Set) Match(ctx context.Context, ev *Event, out []Output) ([]Output, err
 func (r *rule) run(ctx context.Context, in *Input, out []Output) (res []Output, err error) {
 	n := len(out)
 	res = out
+	in.meter.reset(ctx) // each rule has the whole budget and timeout
 	defer func() {
 		if p := recover(); p != nil {
-			res, err = out[:n], fmt.Errorf("panic: %v", p)
+			res, err = out[:n], &panicError{v: p}
 		}
 	}()
 	if r.cond != nil {
@@ -229,7 +238,7 @@ func (g *glob) match(typ string) bool {
 func (s *Set) input(ev *Event) *Input {
 	in, _ := s.inputs.Get().(*Input)
 	if in == nil {
-		in = new(Input)
+		in = s.newInput()
 	}
 	in.Event = ev
 	in.env.Data, _ = ev.Data.(map[string]any)
@@ -243,6 +252,7 @@ func (s *Set) input(ev *Event) *Input {
 // pool keeps no payload alive.
 func (s *Set) release(in *Input) {
 	in.Event = nil
-	in.env = Env{}
+	in.env.Data, in.env.Payload, in.env.Sender, in.env.Event = nil, nil, nil, EventInfo{}
+	in.meter.ctx = nil
 	s.inputs.Put(in)
 }

@@ -36,11 +36,7 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	set, err := rules.Load(cfg.Rules.File, rules.Options{
-		Registry:   rules.Builtin(),
-		Lookup:     lookupIn(environ),
-		AllowEmpty: cfg.Rules.AllowEmpty,
-	})
+	set, err := rules.Load(cfg.Rules.File, cfg.Rules.Options(lookupIn(environ)))
 	if err != nil {
 		var list rules.ErrorList
 		if !errors.As(err, &list) {

@@ -22,7 +22,6 @@ import (
 	"github.com/sidecar/sidecar/engine/forward"
 	"github.com/sidecar/sidecar/engine/store"
 	"github.com/sidecar/sidecar/engine/webhook"
-	"github.com/sidecar/sidecar/rules"
 	"github.com/sidecar/sidecar/rules/live"
 )
 
@@ -86,7 +85,7 @@ func serve(ctx context.Context, cfg *config.Config, ln net.Listener, logger *slo
 	}()
 
 	router := &live.Router{}
-	ropt := rules.Options{Registry: rules.Builtin(), Lookup: os.LookupEnv, AllowEmpty: cfg.Rules.AllowEmpty}
+	ropt := cfg.Rules.Options(os.LookupEnv)
 	rl := live.NewReloader(cfg.Rules.File, ropt, router, logger.With("component", "rules"), reg)
 	if err := rl.Reload(); err != nil {
 		return fmt.Errorf("rules: %w", err)

@@ -86,7 +86,7 @@ func (r *Router) Route(ctx context.Context, ev *engine.Event, out []engine.Comma
 		default:
 			// A plugin action registered in rules but unknown to the
 			// engine: a wiring mistake, reported like a rule failure.
-			err = errors.Join(err, fmt.Errorf("rule %q: action %q has no engine command", o.Rule, o.Action))
+			err = errors.Join(err, &rules.RuleError{Rule: o.Rule, Err: fmt.Errorf("action %q has no engine command", o.Action)})
 			continue
 		}
 		out = append(out, cmd)
