@@ -120,4 +120,3 @@ func FuzzNativeDecode(f *testing.F) {
 		}
 	})
 }
-
