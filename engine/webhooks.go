@@ -9,6 +9,11 @@ import (
 	"github.com/sidecar/sidecar/engine/webhook"
 )
 
+// dedupWebhook namespaces webhook ids among the ids the store remembers
+// (stored as "wh:wh:<id>", the store adding its own prefix). Changing it
+// would forget, on upgrade, the ids of the last dedup_ttl.
+const dedupWebhook = "wh:"
+
 // webhookBody is the Standard Webhooks payload the app sends. Data is
 // decoded in the same pass, straight into what the rules read.
 type webhookBody struct {
@@ -73,7 +78,7 @@ func (e *Engine) serveWebhook(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusTooManyRequests, "overloaded", "too many webhooks in flight; retry later")
 		return
 	}
-	first, err := e.cfg.Store.MarkSeen("wh:"+id, e.cfg.Webhook.DedupTTL)
+	first, err := e.cfg.Store.MarkSeen(dedupWebhook+id, e.cfg.Webhook.DedupTTL)
 	if err != nil {
 		e.metrics.webhook(http.StatusServiceUnavailable)
 		e.log.Error("remember webhook id", "id", id, "err", err)
@@ -92,7 +97,7 @@ func (e *Engine) serveWebhook(w http.ResponseWriter, r *http.Request) {
 		// Nothing was sent (forwards go first, and a failed publish means
 		// the node is stopping): forget the id so the sender's retry, here
 		// or on another node, delivers everything once.
-		if uerr := e.cfg.Store.Unmark("wh:" + id); uerr != nil {
+		if uerr := e.cfg.Store.Unmark(dedupWebhook + id); uerr != nil {
 			e.log.Error("forget webhook id", "id", id, "err", uerr)
 		}
 		e.metrics.webhook(http.StatusServiceUnavailable)
