@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -16,8 +17,10 @@ import (
 )
 
 // Handler is the node's whole HTTP surface (docs/DESIGN.md section 3).
+// Every error answer is JSON, also the mux's own 404 and 405.
 func (e *Engine) Handler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("/", notFound(mux))
 	mux.HandleFunc("/ws", e.serveWS)
 	mux.HandleFunc("POST /webhooks", e.serveWebhook)
 	mux.HandleFunc("POST /api/socket-test/broadcast", e.api(e.serveTestBroadcast))
@@ -32,6 +35,38 @@ func (e *Engine) Handler() http.Handler {
 	mux.HandleFunc("GET /readyz", e.serveReady)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(e.cfg.Metrics, promhttp.HandlerOpts{}))
 	return mux
+}
+
+// methods are those a 405 may list in Allow.
+var methods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+	http.MethodPatch, http.MethodDelete, http.MethodOptions}
+
+// notFound answers a request no other pattern of mux matched: 405 with
+// Allow when the path exists under other methods, else 404; both JSON.
+// It is the "/" pattern, so it runs only when nothing else matches, and
+// the routes that do match pay nothing for it.
+func notFound(mux *http.ServeMux) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var allow []string
+		for _, m := range methods {
+			if m == r.Method {
+				continue
+			}
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			if _, pattern := mux.Handler(probe); pattern != "/" && pattern != "" {
+				allow = append(allow, m)
+			}
+		}
+		if len(allow) == 0 {
+			httpError(w, http.StatusNotFound, "not_found",
+				fmt.Sprintf("no endpoint %s (the example page is /socket-example.html; README.md lists the endpoints)", r.URL.Path))
+			return
+		}
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		httpError(w, http.StatusMethodNotAllowed, "method_not_allowed",
+			fmt.Sprintf("%s %s: this endpoint takes %s", r.Method, r.URL.Path, strings.Join(allow, ", ")))
+	}
 }
 
 // api admits a request to /api/*: "Authorization: Bearer" with an API key

@@ -1,0 +1,89 @@
+package engine
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"testing"
+)
+
+// rawRequest sends a request and returns the status, the headers and the
+// body as it came, for tests about the shape of answers.
+func (n *node) rawRequest(method, path, authz string, body []byte) (int, http.Header, []byte) {
+	n.t.Helper()
+	req, err := http.NewRequest(method, "http://"+n.addr+path, bytes.NewReader(body))
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	if authz != "" {
+		req.Header.Set("Authorization", authz)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, b
+}
+
+// Every error answer of every endpoint is JSON {"error", "message"}: the
+// mux's own 404 and 405 too, and a 405 says in Allow what the path takes.
+func TestEveryErrorAnswerIsJSON(t *testing.T) {
+	n := startNode(t)
+	key := "Bearer " + testAPIKey
+	user := "Bearer " + userToken(t, "u1")
+	cases := []struct {
+		name         string
+		method, path string
+		authz        string
+		body         string
+		status       int
+		allow        string
+	}{
+		{"unknown path", "GET", "/nope", "", "", 404, ""},
+		{"root", "GET", "/", "", "", 404, ""},
+		{"unknown api path", "POST", "/api/nope", key, "{}", 404, ""},
+		{"GET webhooks", "GET", "/webhooks", "", "", 405, "POST"},
+		{"POST healthz", "POST", "/healthz", "", "", 405, "GET, HEAD"},
+		{"DELETE stats", "DELETE", "/api/socket-test/stats", key, "", 405, "GET, HEAD"},
+		{"GET broadcast", "GET", "/api/socket-test/broadcast", key, "", 405, "POST"},
+		{"PUT send", "PUT", "/api/socket-test/send/u1", key, "{}", 405, "POST"},
+		{"POST example page", "POST", "/socket-example.html", "", "", 405, "GET, HEAD"},
+		{"api without credentials", "GET", "/api/socket-test/stats", "", "", 401, ""},
+		{"api with a user token", "GET", "/api/socket-test/stats", user, "", 403, ""},
+		{"api with a bad token", "GET", "/api/socket-test/stats", "Bearer x.y.z", "", 401, ""},
+		{"broadcast not an object", "POST", "/api/socket-test/broadcast", key, "[1]", 400, ""},
+		{"broadcast null", "POST", "/api/socket-test/broadcast", key, "null", 400, ""},
+		{"events not JSON", "POST", "/api/events", key, "{", 400, ""},
+		{"events no target", "POST", "/api/events", key, `{"event":"x"}`, 400, ""},
+		{"dry-run no type", "POST", "/api/rules/dry-run", key, `{}`, 400, ""},
+		{"webhook unsigned", "POST", "/webhooks", "", `{"type":"x"}`, 400, ""},
+		{"ws not a handshake", "GET", "/ws", "", "", 400, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			status, h, body := n.rawRequest(tc.method, tc.path, tc.authz, []byte(tc.body))
+			if status != tc.status {
+				t.Fatalf("%s %s = %d %s, want %d", tc.method, tc.path, status, body, tc.status)
+			}
+			if ct := h.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type = %q, want application/json", ct)
+			}
+			var m map[string]any
+			if err := json.Unmarshal(body, &m); err != nil {
+				t.Fatalf("body %q is not JSON: %v", body, err)
+			}
+			if code, _ := m["error"].(string); code == "" {
+				t.Errorf("body %s has no error code", body)
+			}
+			if msg, _ := m["message"].(string); msg == "" {
+				t.Errorf("body %s has no message", body)
+			}
+			if got := h.Get("Allow"); got != tc.allow {
+				t.Errorf("Allow = %q, want %q", got, tc.allow)
+			}
+		})
+	}
+}
