@@ -5,7 +5,11 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 )
 
 // rawRequest sends a request and returns the status, the headers and the
@@ -85,5 +89,50 @@ func TestEveryErrorAnswerIsJSON(t *testing.T) {
 				t.Errorf("Allow = %q, want %q", got, tc.allow)
 			}
 		})
+	}
+}
+
+// A webhook body of the wrong shape gets a message that says what was
+// expected and where, in JSON's words, never Go's.
+func TestWebhookShapeMessagesAreForPeople(t *testing.T) {
+	n := startNode(t)
+	goWords := regexp.MustCompile(`Go |engine\.|webhookBody|unmarshal|struct`)
+	cases := []struct {
+		name, body string
+		want       string
+	}{
+		{"array", `[{"type":"booking.created"}]`, `the body is an array; want a JSON object {"type": "booking.created"`},
+		{"type is a number", `{"type": 42, "data": {}}`, `"type" is a number; want a string`},
+		{"type is an object", `{"type": {"name": "x"}}`, `"type" is an object; want a string`},
+		{"timestamp is a number", `{"type": "x", "timestamp": 1700000000}`, `"timestamp" is a number; want a string`},
+		{"a string", `"booking.created"`, `the body is a string; want a JSON object`},
+		{"no type", `{"data": {}}`, `the body has no "type"; want a JSON object`},
+		{"empty", ``, `the body is empty; want a JSON object`},
+		{"not JSON", `{"type": booking}`, `the body is not valid JSON: at byte 10, invalid character 'b'`},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			status, resp := n.postWebhook("msg_shape_"+strconv.Itoa(i), time.Now(), []byte(tc.body), nil)
+			msg, _ := resp["message"].(string)
+			if status != http.StatusBadRequest || resp["error"] != "bad_request" || !strings.Contains(msg, tc.want) {
+				t.Fatalf("webhook %s = %d %v, want 400 with a message containing %q", tc.body, status, resp, tc.want)
+			}
+			if goWords.MatchString(msg) {
+				t.Errorf("message %q speaks of Go internals", msg)
+			}
+		})
+	}
+	// The same words for the API's bodies.
+	status, resp := n.api("POST", "/api/events", map[string]any{"event": "x", "to": map[string]any{"rooms": "r1"}})
+	if msg, _ := resp["message"].(string); status != 400 || msg != `"to.rooms" is a string; want an array of strings` {
+		t.Errorf("events with rooms a string = %d %v", status, resp)
+	}
+	status, resp = n.api("POST", "/api/events", []any{map[string]any{"event": "x", "to": map[string]any{"all": true}}, map[string]any{"event": 7}})
+	if msg, _ := resp["message"].(string); status != 400 || msg != `event 1: "event" is a number; want a string` {
+		t.Errorf("events batch with a number for a name = %d %v", status, resp)
+	}
+	status, resp = n.api("POST", "/api/events", []any{1})
+	if msg, _ := resp["message"].(string); status != 400 || goWords.MatchString(msg) || !strings.HasPrefix(msg, `event 0 is a number; want an object {"event"`) {
+		t.Errorf("events batch of a number = %d %v", status, resp)
 	}
 }
