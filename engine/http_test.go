@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sidecar/sidecar/engine/forward"
 )
 
 // rawRequest sends a request and returns the status, the headers and the
@@ -135,4 +138,110 @@ func TestWebhookShapeMessagesAreForPeople(t *testing.T) {
 	if msg, _ := resp["message"].(string); status != 400 || goWords.MatchString(msg) || !strings.HasPrefix(msg, `event 0 is a number; want an object {"event"`) {
 		t.Errorf("events batch of a number = %d %v", status, resp)
 	}
+}
+
+// fakeOutbox counts nothing and delivers nothing; it gives stats a
+// forward section.
+type fakeOutbox struct{}
+
+func (fakeOutbox) Enqueue(context.Context, forward.Item) error { return nil }
+func (fakeOutbox) Run(ctx context.Context) error               { <-ctx.Done(); return nil }
+func (fakeOutbox) Stats() forward.Stats                        { return forward.Stats{Pending: 1, Delivered: 2} }
+
+// snakeCase is the one naming style of the API's JSON keys.
+var snakeCase = regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
+
+// checkKeys walks a decoded JSON answer and reports every key that is not
+// snake_case. Values under "data" (a payload the caller or a rule chose)
+// and "events" (counts keyed by event name) are not the API's own keys.
+func checkKeys(t *testing.T, where string, v any, path string) {
+	t.Helper()
+	switch x := v.(type) {
+	case map[string]any:
+		for k, sub := range x {
+			if !snakeCase.MatchString(k) {
+				t.Errorf("%s: key %q at %s is not snake_case", where, k, path)
+			}
+			if k == "data" || (k == "events" && path == "") {
+				continue
+			}
+			checkKeys(t, where, sub, path+"."+k)
+		}
+	case []any:
+		for _, sub := range x {
+			checkKeys(t, where, sub, path+"[]")
+		}
+	}
+}
+
+// Every JSON answer of the API names its keys in one style, snake_case:
+// stats (also the outbox's counts), events, dry-run, webhooks (accepted,
+// with rule errors, and duplicate), health, readiness, and errors.
+func TestJSONAnswersAreSnakeCase(t *testing.T) {
+	n := startNode(t, func(c *Config) { c.Forwarder = fakeOutbox{} })
+	n.router.route = func(ev *Event) []Command {
+		return []Command{{Op: OpEmit, Rule: "r", Event: "newNotification", To: Target{Users: []string{"u1"}},
+			Data: map[string]any{"bookingId": "b1"}}}
+	}
+	n.router.fail = func(ev *Event) error {
+		return testRuleError{rule: "bad", kind: "nil", msg: "user(): id is nil"}
+	}
+	c := n.dial("u1")
+	waitFor(t, 2*time.Second, "connection", func() bool { return n.e.Stats().Connections == 1 })
+	key := "Bearer " + testAPIKey
+	answers := map[string][]byte{}
+	add := func(name string, status int, body []byte) {
+		t.Helper()
+		if status >= 500 {
+			t.Fatalf("%s = %d %s", name, status, body)
+		}
+		answers[name] = body
+	}
+	call := func(name, method, path, authz, body string) {
+		t.Helper()
+		status, _, b := n.rawRequest(method, path, authz, []byte(body))
+		add(name, status, b)
+	}
+	call("broadcast", "POST", "/api/socket-test/broadcast", key, `{"title":"t","camelCase":1}`)
+	call("send", "POST", "/api/socket-test/send/u1", key, `{"title":"t"}`)
+	call("events", "POST", "/api/events", key, `{"event":"x","to":{"users":["u1"]},"data":{"someKey":1}}`)
+	call("events batch", "POST", "/api/events", key, `[{"event":"x","to":{"all":true}}]`)
+	call("dry-run", "POST", "/api/rules/dry-run", key, `{"type":"booking.created","data":{"providerId":"p1"}}`)
+	call("events error", "POST", "/api/events", key, `{"event":""}`)
+	call("not found", "GET", "/nope", "", "")
+	call("method not allowed", "GET", "/webhooks", "", "")
+	call("healthz", "GET", "/healthz", "", "")
+	call("readyz", "GET", "/readyz", "", "")
+	hook := []byte(`{"type":"booking.created","data":{"providerId":"p1"}}`)
+	status, resp := n.postWebhook("msg_snake", time.Now(), hook, nil)
+	b, _ := json.Marshal(resp)
+	add("webhook", status, b)
+	status, resp = n.postWebhook("msg_snake", time.Now(), hook, nil)
+	b, _ = json.Marshal(resp)
+	add("webhook duplicate", status, b)
+	call("stats", "GET", "/api/socket-test/stats", key, "")
+
+	for name, body := range answers {
+		var v any
+		if err := json.Unmarshal(body, &v); err != nil {
+			t.Errorf("%s: %q is not JSON: %v", name, body, err)
+			continue
+		}
+		checkKeys(t, name, v, "")
+	}
+	var stats struct {
+		Forward map[string]int64 `json:"forward"`
+	}
+	json.Unmarshal(answers["stats"], &stats)
+	if stats.Forward["pending"] != 1 || stats.Forward["delivered"] != 2 {
+		t.Errorf("stats forward = %s, want the outbox's counts under snake_case keys", answers["stats"])
+	}
+	var webhook struct {
+		Errors []map[string]any `json:"errors"`
+	}
+	json.Unmarshal(answers["webhook"], &webhook)
+	if len(webhook.Errors) != 1 {
+		t.Errorf("webhook answer %s: want one rule error, so that its keys were checked", answers["webhook"])
+	}
+	c.mustEvent("newNotification")
 }
