@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -18,11 +17,10 @@ import (
 // rules file as serve would, prints "ok: N rules in FILE", or every problem
 // as "file:line: ..." on stderr and fails.
 func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("check")
 	path := fs.String("config", "", "config file (YAML); SIDECAR_* environment variables override it")
-	if err := fs.Parse(args); err != nil {
-		return errReported
+	if ok, err := parseFlags(fs, args, stdout, stderr); !ok {
+		return err
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "check: unexpected argument %q\n", fs.Arg(0))
@@ -76,10 +74,9 @@ func plural(n int, one, many string) string {
 // runTest is `sidecar test FILE...`: rulestest.Run over the files. It
 // fails if any case or file does.
 func runTest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("test", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	if err := fs.Parse(args); err != nil {
-		return errReported
+	fs := newFlags("test")
+	if ok, err := parseFlags(fs, args, stdout, stderr); !ok {
+		return err
 	}
 	if fs.NArg() == 0 {
 		fmt.Fprintln(stderr, "usage: sidecar test FILE...")

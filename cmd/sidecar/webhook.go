@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -23,15 +22,14 @@ import (
 // would, posts it to a running sidecar and prints the answer. It is the
 // shortest way to see a rule fire.
 func runWebhook(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("webhook", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("webhook")
 	path := fs.String("config", "", "config file whose webhooks.secrets signs the request")
 	url := fs.String("url", "", "webhook endpoint (default: http://127.0.0.1<listen port>/webhooks)")
 	typ := fs.String("type", "", "event type, e.g. booking.created")
 	data := fs.String("data", "{}", "the event's data as JSON, or @file to read it from a file")
 	id := fs.String("id", "", "webhook-id (default: a random msg_ id); repeat one to see a retry dropped")
-	if err := fs.Parse(args); err != nil {
-		return errReported
+	if ok, err := parseFlags(fs, args, stdout, stderr); !ok {
+		return err
 	}
 	if *typ == "" {
 		fmt.Fprintln(stderr, "sidecar webhook: --type is required")
