@@ -88,7 +88,7 @@ func TestCommandHelpShowsItsFlags(t *testing.T) {
 		"token":   {"-config", "-sub", "-role", "-ttl"},
 		"check":   {"-config"},
 		"test":    nil,
-		"webhook": {"-config", "-type", "-data", "-id", "-url"},
+		"webhook": {"-config", "-type", "-data", "-id", "-url", "-print-secret"},
 	}
 	for name, want := range flags {
 		for _, args := range [][]string{{name, "-h"}, {name, "--help"}, {"help", name}} {
@@ -99,7 +99,7 @@ func TestCommandHelpShowsItsFlags(t *testing.T) {
 				t.Errorf("sidecar %s = %v, stdout %q, stderr %q", strings.Join(args, " "), err, out, stderr.String())
 			}
 			for _, f := range want {
-				if !strings.Contains(out, "  "+f+" ") {
+				if !strings.Contains(out, "  "+f+" ") && !strings.Contains(out, "  "+f+"\n") {
 					t.Errorf("sidecar %s does not show %s:\n%s", strings.Join(args, " "), f, out)
 				}
 			}
@@ -110,5 +110,23 @@ func TestCommandHelpShowsItsFlags(t *testing.T) {
 			!strings.Contains(stderr.String(), "usage: sidecar "+name) || stdout.Len() != 0 {
 			t.Errorf("sidecar %s --no-such-flag = %v, stdout %q, stderr %q", name, err, stdout.String(), stderr.String())
 		}
+	}
+}
+
+// TestWebhookPrintSecret: --print-secret prints webhooks.secrets[0] alone
+// on stdout (for WEBHOOK_SECRET=$(...)), posts nothing, needs no --type.
+func TestWebhookPrintSecret(t *testing.T) {
+	t.Setenv("WEBHOOK_SECRET", "")
+	os.Unsetenv("WEBHOOK_SECRET")
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"webhook", "--config", "../../config.example.yaml", "--print-secret"}, &stdout, &stderr)
+	if want := "whsec_fVAXsbyPsUMoThNjlKTAnZ8Wir0pRw7lAb4Z0hedzoo=\n"; err != nil || stdout.String() != want {
+		t.Errorf("webhook --print-secret = %v, %q (stderr %q), want %q", err, stdout.String(), stderr.String(), want)
+	}
+	t.Setenv("WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+	stdout.Reset()
+	err = run(context.Background(), []string{"webhook", "--config", "../../config.example.yaml", "--print-secret"}, &stdout, &stderr)
+	if err != nil || stdout.String() != "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n" {
+		t.Errorf("webhook --print-secret with WEBHOOK_SECRET set = %v, %q, want the variable's value", err, stdout.String())
 	}
 }
