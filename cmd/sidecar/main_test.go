@@ -86,7 +86,7 @@ func TestCommandHelpShowsItsFlags(t *testing.T) {
 	flags := map[string][]string{
 		"serve":   {"-config"},
 		"token":   {"-config", "-sub", "-role", "-ttl"},
-		"check":   {"-config"},
+		"check":   {"-config", "-strict"},
 		"test":    nil,
 		"webhook": {"-config", "-type", "-data", "-id", "-url", "-print-secret"},
 	}

@@ -19,7 +19,7 @@ type command struct {
 var commands = []command{
 	{"serve", "[--config FILE]", "run the server (the default command)"},
 	{"token", "--sub ID [--role ROLE] [--ttl 24h] [--config FILE]", "print a development JWT signed with auth.jwt_secret"},
-	{"check", "[--config FILE]", "validate the config and the rules file; file:line errors and exit 1"},
+	{"check", "[--config FILE] [--strict TESTFILE...]", "validate the config and the rules file; file:line errors and exit 1"},
 	{"test", "FILE...", "run rule test files: an event in, the outputs expected"},
 	{"webhook", "--type TYPE [--data JSON|@FILE] [--id ID] [--config FILE] [--url URL]\n       sidecar webhook --print-secret [--config FILE]",
 		"sign an event with webhooks.secrets and post it to a running sidecar"},
