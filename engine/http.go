@@ -31,6 +31,7 @@ func (e *Engine) Handler() http.Handler {
 	mux.HandleFunc("POST /api/events", e.api(e.serveEvents))
 	mux.HandleFunc("POST /api/rules/dry-run", e.api(e.serveDryRun))
 	mux.HandleFunc("GET /socket-example.html", serveExample)
+	mux.HandleFunc("GET /favicon.ico", serveFavicon)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

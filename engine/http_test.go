@@ -245,3 +245,13 @@ func TestJSONAnswersAreSnakeCase(t *testing.T) {
 	}
 	c.mustEvent("newNotification")
 }
+
+// The page asks for no icon (it has an inline one); a browser that asks
+// anyway gets an empty answer, not a 404 in its console.
+func TestFaviconIsNotA404(t *testing.T) {
+	n := startNode(t)
+	status, _, _ := n.rawRequest("GET", "/favicon.ico", "", nil)
+	if status != http.StatusNoContent {
+		t.Fatalf("GET /favicon.ico = %d, want 204", status)
+	}
+}
