@@ -1,12 +1,15 @@
 package engine
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -16,8 +19,10 @@ import (
 )
 
 // Handler is the node's whole HTTP surface (docs/DESIGN.md section 3).
+// Every error answer is JSON, also the mux's own 404 and 405.
 func (e *Engine) Handler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("/", notFound(mux))
 	mux.HandleFunc("/ws", e.serveWS)
 	mux.HandleFunc("POST /webhooks", e.serveWebhook)
 	mux.HandleFunc("POST /api/socket-test/broadcast", e.api(e.serveTestBroadcast))
@@ -26,12 +31,45 @@ func (e *Engine) Handler() http.Handler {
 	mux.HandleFunc("POST /api/events", e.api(e.serveEvents))
 	mux.HandleFunc("POST /api/rules/dry-run", e.api(e.serveDryRun))
 	mux.HandleFunc("GET /socket-example.html", serveExample)
+	mux.HandleFunc("GET /favicon.ico", serveFavicon)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", e.serveReady)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(e.cfg.Metrics, promhttp.HandlerOpts{}))
 	return mux
+}
+
+// methods are those a 405 may list in Allow.
+var methods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+	http.MethodPatch, http.MethodDelete, http.MethodOptions}
+
+// notFound answers a request no other pattern of mux matched: 405 with
+// Allow when the path exists under other methods, else 404; both JSON.
+// It is the "/" pattern, so it runs only when nothing else matches, and
+// the routes that do match pay nothing for it.
+func notFound(mux *http.ServeMux) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var allow []string
+		for _, m := range methods {
+			if m == r.Method {
+				continue
+			}
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			if _, pattern := mux.Handler(probe); pattern != "/" && pattern != "" {
+				allow = append(allow, m)
+			}
+		}
+		if len(allow) == 0 {
+			httpError(w, http.StatusNotFound, "not_found",
+				fmt.Sprintf("no endpoint %s (the example page is /socket-example.html; README.md lists the endpoints)", r.URL.Path))
+			return
+		}
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		httpError(w, http.StatusMethodNotAllowed, "method_not_allowed",
+			fmt.Sprintf("%s %s: this endpoint takes %s", r.Method, r.URL.Path, strings.Join(allow, ", ")))
+	}
 }
 
 // api admits a request to /api/*: "Authorization: Bearer" with an API key
@@ -113,6 +151,9 @@ type publishRequest struct {
 	Data json.RawMessage `json:"data"`
 }
 
+// eventShape is the body of POST /api/events, for 400 messages.
+const eventShape = `an object {"event": "name", "to": {"users": [...], "rooms": [...], "all": true, "except": [...]}, "data": {...}}`
+
 // serveEvents publishes one event, or a batch (a JSON array), directly,
 // without rules. The whole batch is checked before anything is sent.
 func (e *Engine) serveEvents(w http.ResponseWriter, r *http.Request) {
@@ -125,12 +166,23 @@ func (e *Engine) serveEvents(w http.ResponseWriter, r *http.Request) {
 	if single {
 		batch = make([]publishRequest, 1)
 		if err := json.Unmarshal(body, &batch[0]); err != nil {
-			httpError(w, http.StatusBadRequest, "bad_request", "body must be an event object or an array of them: "+err.Error())
+			httpError(w, http.StatusBadRequest, "bad_request", jsonProblem(err, body, "the body", eventShape+" or an array of them"))
 			return
 		}
-	} else if err := json.Unmarshal(body, &batch); err != nil {
-		httpError(w, http.StatusBadRequest, "bad_request", "body must be an event object or an array of them: "+err.Error())
-		return
+	} else {
+		// Item by item, so that a message can name the one at fault.
+		var items []json.RawMessage
+		if err := json.Unmarshal(body, &items); err != nil {
+			httpError(w, http.StatusBadRequest, "bad_request", jsonProblem(err, body, "the body", "an array of events, each "+eventShape))
+			return
+		}
+		batch = make([]publishRequest, len(items))
+		for i, it := range items {
+			if err := json.Unmarshal(it, &batch[i]); err != nil {
+				httpError(w, http.StatusBadRequest, "bad_request", jsonProblem(err, it, fmt.Sprintf("event %d", i), eventShape))
+				return
+			}
+		}
 	}
 	targets := make([]Target, len(batch))
 	for i, p := range batch {
@@ -190,9 +242,14 @@ func (e *Engine) serveDryRun(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	const shape = `{"type": "booking.created", "data": {...}, "sender": {...}, "source": "webhook"} with a string "type"`
 	var req dryRunRequest
-	if err := json.Unmarshal(body, &req); err != nil || req.Type == "" {
-		httpError(w, http.StatusBadRequest, "bad_request", `body must be {"type": "...", "data": {...}, "sender": {...}}`)
+	if err := json.Unmarshal(body, &req); err != nil {
+		httpError(w, http.StatusBadRequest, "bad_request", jsonProblem(err, body, "the body", shape))
+		return
+	}
+	if req.Type == "" {
+		httpError(w, http.StatusBadRequest, "bad_request", `the body has no "type"; want `+shape)
 		return
 	}
 	ev := &Event{ID: e.newEventID(), Type: req.Type, Source: req.Source, Time: time.Now(), Data: req.Data}
@@ -292,9 +349,14 @@ func (e *Engine) readObject(w http.ResponseWriter, r *http.Request) (map[string]
 	if !ok {
 		return nil, false
 	}
+	const shape = `a JSON object, e.g. {"title": "Hello", "message": "...", "type": "info"}`
 	var m map[string]any
-	if err := json.Unmarshal(body, &m); err != nil || m == nil {
-		httpError(w, http.StatusBadRequest, "bad_request", "body must be a JSON object")
+	if err := json.Unmarshal(body, &m); err != nil {
+		httpError(w, http.StatusBadRequest, "bad_request", jsonProblem(err, body, "the body", shape))
+		return nil, false
+	}
+	if m == nil {
+		httpError(w, http.StatusBadRequest, "bad_request", "the body is null; want "+shape)
 		return nil, false
 	}
 	return m, true
@@ -326,6 +388,82 @@ func firstNonSpace(b []byte) byte {
 		return c
 	}
 	return 0
+}
+
+// jsonProblem says, for people, why raw did not decode: where (a field,
+// or a byte offset) and what was expected there, in JSON's words (an
+// object, a string), never Go's. what names raw in the message ("the
+// body", "event 2"); shape is what raw should have been.
+func jsonProblem(err error, raw []byte, what, shape string) string {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case len(bytes.TrimSpace(raw)) == 0:
+		return what + " is empty; want " + shape
+	case errors.As(err, &syntax):
+		return fmt.Sprintf("%s is not valid JSON: at byte %d, %s", what, syntax.Offset, strings.TrimPrefix(syntax.Error(), "json: "))
+	case errors.As(err, &typ) && typ.Field == "":
+		return fmt.Sprintf("%s is %s; want %s", what, jsonKind(typ.Value), shape)
+	case errors.As(err, &typ) && what == "the body":
+		return fmt.Sprintf("%q is %s; want %s", typ.Field, jsonKind(typ.Value), goKind(typ.Type))
+	case errors.As(err, &typ):
+		return fmt.Sprintf("%s: %q is %s; want %s", what, typ.Field, jsonKind(typ.Value), goKind(typ.Type))
+	}
+	return what + " does not decode: want " + shape
+}
+
+// jsonKind names a JSON value kind as encoding/json reports it ("array",
+// "number", ...) with its article.
+func jsonKind(v string) string {
+	switch v {
+	case "array", "object":
+		return "an " + v
+	case "number", "string":
+		return "a " + v
+	case "bool":
+		return "true or false"
+	}
+	if strings.HasPrefix(v, "number ") {
+		return "a number (" + strings.TrimPrefix(v, "number ") + ")"
+	}
+	return v
+}
+
+// goKind names, in JSON's words, what a Go type decodes from: "a
+// string", "an array of strings".
+func goKind(t reflect.Type) string {
+	n := jsonNoun(t)
+	if strings.IndexByte("aeio", n[0]) >= 0 {
+		return "an " + n
+	}
+	return "a " + n
+}
+
+func jsonNoun(t reflect.Type) string {
+	if t == nil {
+		return "value"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "string"
+	case reflect.Bool:
+		return "boolean (true or false)"
+	case reflect.Slice, reflect.Array:
+		if e := jsonNoun(t.Elem()); e != "value" {
+			return "array of " + e + "s"
+		}
+		return "array"
+	case reflect.Map, reflect.Struct:
+		return "object"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "integer"
+	case reflect.Float32, reflect.Float64:
+		return "number"
+	case reflect.Pointer:
+		return jsonNoun(t.Elem())
+	}
+	return "value"
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -28,20 +28,21 @@ func measure(t *testing.T) usage {
 	return usage{ms.HeapObjects, ms.HeapAlloc, runtime.NumGoroutine(), openFDCount(t)}
 }
 
-// steady measures once goroutines and descriptors have stopped changing:
-// the baseline must not count a goroutine that was just finishing.
-func steady(t *testing.T) usage {
+// quiet measures once the goroutine count has held still for longer than
+// buntdb's one-second background tick: the store of the test that ran
+// before lets its goroutine go only at that tick, and a baseline taken
+// earlier counts a goroutine that is already on its way out.
+func quiet(t *testing.T) usage {
 	t.Helper()
-	prev := measure(t)
-	for i := 0; i < 100; i++ {
-		time.Sleep(50 * time.Millisecond)
-		u := measure(t)
-		if u.goroutines == prev.goroutines && u.fds == prev.fds {
-			return u
+	u, since := measure(t), time.Now()
+	deadline := since.Add(5 * time.Second)
+	for time.Since(since) < 1200*time.Millisecond && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		if v := measure(t); v.goroutines != u.goroutines {
+			u, since = v, time.Now()
 		}
-		prev = u
 	}
-	return prev
+	return measure(t)
 }
 
 // settle waits until goroutines and descriptors are back to base (closes
@@ -119,7 +120,7 @@ func TestConnectCyclesReturnToBaseline(t *testing.T) {
 		})
 	}
 	warm(300) // pools, maps and the runtime reach their working size
-	base := steady(t)
+	base := quiet(t)
 	warm(cycles)
 	checkBaseline(t, fmt.Sprintf("%d connect cycles", cycles), base, settle(t, base), cycles)
 }

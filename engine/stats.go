@@ -18,7 +18,34 @@ type Stats struct {
 	Events        map[string]int64 `json:"events"`
 	Delivered     int64            `json:"delivered"`
 	SlowConsumers int64            `json:"slow_consumers"`
-	Forward       *forward.Stats   `json:"forward,omitempty"`
+	Forward       *ForwardStats    `json:"forward,omitempty"`
+}
+
+// ForwardStats is the outbox's forward.Stats as the stats answer shows it:
+// snake_case keys, like every JSON answer of the API. engine/forward keeps
+// its own field names; this is the one place that maps them.
+type ForwardStats struct {
+	Pending   int64 `json:"pending"`   // queued now, including those waiting for a retry
+	Delivered int64 `json:"delivered"` // answered 2xx
+	Retried   int64 `json:"retried"`   // attempts that failed and were rescheduled
+	Failed    int64 `json:"failed"`    // dropped: the retry horizon passed
+	Gone      int64 `json:"gone"`      // dropped: the app answered 410
+	// PendingBytes is what the queued requests count against
+	// forward.max_pending_bytes. A field that forward.Stats gains goes
+	// here too, with its snake_case name, and in forwardStats.
+	PendingBytes int64 `json:"pending_bytes"`
+}
+
+func forwardStats(s forward.Stats) *ForwardStats {
+	return &ForwardStats{
+		Pending:   s.Pending,
+		Delivered: s.Delivered,
+		Retried:   s.Retried,
+		Failed:    s.Failed,
+		Gone:      s.Gone,
+
+		PendingBytes: s.PendingBytes,
+	}
 }
 
 // Stats returns the node's counters now.
@@ -32,8 +59,7 @@ func (e *Engine) Stats() Stats {
 		Delivered:     e.hub.sum(func(p *partition) *atomic.Int64 { return &p.delivered }),
 	}
 	if e.cfg.Forwarder != nil {
-		fs := e.cfg.Forwarder.Stats()
-		s.Forward = &fs
+		s.Forward = forwardStats(e.cfg.Forwarder.Stats())
 	}
 	return s
 }

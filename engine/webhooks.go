@@ -22,6 +22,9 @@ type webhookBody struct {
 	Data      any    `json:"data"`
 }
 
+// webhookShape is the body a webhook must have, for 400 messages.
+const webhookShape = `a JSON object {"type": "booking.created", "timestamp": "...", "data": {...}} whose "type" is a string`
+
 // serveWebhook is POST /webhooks. The order matters:
 //  1. the body, at most webhooks.max_body_bytes (413);
 //  2. the signature over the raw bytes (400 malformed headers, 401 bad
@@ -61,12 +64,12 @@ func (e *Engine) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	var wb webhookBody
 	if err := json.Unmarshal(body, &wb); err != nil {
 		e.metrics.webhook(http.StatusBadRequest)
-		httpError(w, http.StatusBadRequest, "bad_request", "body is not valid JSON: "+err.Error())
+		httpError(w, http.StatusBadRequest, "bad_request", jsonProblem(err, body, "the body", webhookShape))
 		return
 	}
 	if wb.Type == "" {
 		e.metrics.webhook(http.StatusBadRequest)
-		httpError(w, http.StatusBadRequest, "bad_request", `body needs a "type"`)
+		httpError(w, http.StatusBadRequest, "bad_request", `the body has no "type"; want `+webhookShape)
 		return
 	}
 	select {

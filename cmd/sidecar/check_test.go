@@ -96,3 +96,64 @@ func TestCheckCommand(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckTypeErrors: where the typed environment knows the types (event's
+// fields, what len() returns), check refuses a comparison of a number with
+// a string at load. data's fields come from JSON and have no type until an
+// event arrives: check --strict runs the rules on the test files' events
+// and reports the type error at the rules file's line.
+func TestCheckTypeErrors(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cfg := write("sidecar.yaml", "auth:\n  jwt_secret: a-long-enough-development-secret-0123456789\nstore: {path: ':memory:'}\n")
+	rulesPath := filepath.Join(dir, "rules.yaml")
+
+	write("rules.yaml", "rules:\n  - name: typed\n    on: review.created\n    if: len(data.comment) > \"high\"\n    emit: {event: x, to: all()}\n"+
+		"  - name: when\n    on: review.created\n    if: event.time > 3\n    emit: {event: x, to: all()}\n")
+	_, errOut, err := runCmd(t, checkCmd, "--config", cfg)
+	for _, want := range []string{
+		rulesPath + `:4: rule "typed": if: invalid operation: > (mismatched types int and string)`,
+		rulesPath + `:8: rule "when": if: invalid operation: > (mismatched types time.Time and int)`,
+	} {
+		if err == nil || !strings.Contains(errOut, want+"\n") {
+			t.Errorf("check (typed comparisons) = %v, stderr %q, want %q", err, errOut, want)
+		}
+	}
+
+	write("rules.yaml", "rules:\n  - name: high-rating\n    on: review.created\n    if: data.rating > \"high\"\n    emit: {event: x, to: all()}\n")
+	tests := write("rules_test.yaml", "rules: rules.yaml\ntests:\n  - name: a review\n"+
+		"    event: {type: review.created, data: {rating: 4}}\n    expect: []\n")
+	if out, _, err := runCmd(t, checkCmd, "--config", cfg); err != nil || !strings.HasPrefix(out, "ok: 1 rules") {
+		t.Fatalf("check without --strict = %v, %q; want ok: the load-time checker cannot know data.rating's type", err, out)
+	}
+	out, errOut, err := runCmd(t, checkCmd, "--config", cfg, "--strict", tests)
+	want := rulesPath + `:4: rule "high-rating": if: invalid operation: float64 > string (on the event of "a review", ` + tests + ":3)\n"
+	if err == nil || out != "" || !strings.HasSuffix(errOut, want) || err.Error() != rulesPath+": 1 problem on 1 example event" {
+		t.Errorf("check --strict = %v, stdout %q, stderr %q, want it to end %q", err, out, errOut, want)
+	}
+
+	write("rules.yaml", "rules:\n  - name: high-rating\n    on: review.created\n    if: data.rating > 3\n    emit: {event: x, to: all()}\n")
+	if out, errOut, err := runCmd(t, checkCmd, "--config", cfg, "--strict", tests); err != nil || out != "ok: 1 rules in "+rulesPath+", run on 1 example event\n" {
+		t.Errorf("check --strict (fixed) = %v, %q, %q", err, out, errOut)
+	}
+	if _, errOut, err := runCmd(t, checkCmd, "--config", cfg, "--strict"); !errors.Is(err, errReported) || !strings.Contains(errOut, "name them, e.g. testdata/rules/*.yaml") {
+		t.Errorf("check --strict without test files = %v, %q", err, errOut)
+	}
+	if _, errOut, err := runCmd(t, checkCmd, "--config", cfg, tests); !errors.Is(err, errReported) || !strings.Contains(errOut, "test files go with --strict") {
+		t.Errorf("check with a test file but no --strict = %v, %q", err, errOut)
+	}
+
+	// The shipped rules pass --strict on their shipped tests, as the README shows.
+	t.Setenv("JWT_SECRET", "a-long-enough-development-secret-0123456789")
+	files, _ := filepath.Glob("../../testdata/rules/*.yaml")
+	out, errOut, err = runCmd(t, checkCmd, append([]string{"--config", "../../config.example.yaml", "--strict"}, files...)...)
+	if err != nil || !strings.HasPrefix(out, "ok: ") || !strings.Contains(out, "run on ") {
+		t.Errorf("check --strict of the shipped rules = %v, %q, %q", err, out, errOut)
+	}
+}

@@ -650,3 +650,34 @@ func TestDryRunShowsWhatTheShippedRulesWouldDo(t *testing.T) {
 		t.Fatalf("no type: %d, want 400", status)
 	}
 }
+
+// TestWebhookMissingAFieldIsToldWhichRuleFailed: with the shipped rules, a
+// booking.created without providerId is accepted (a retry would fail the
+// same way), and the answer names the rule that failed and why, so the
+// app's developer sees it without the sidecar's logs.
+func TestWebhookMissingAFieldIsToldWhichRuleFailed(t *testing.T) {
+	n := startExample(t)
+	var out, errOut bytes.Buffer
+	args := []string{"webhook", "--config", "../../config.example.yaml", "--url", "http://" + n.addr + "/webhooks",
+		"--type", "booking.created", "--data", `{"id":"b1","customerName":"Ana"}`}
+	if err := run(context.Background(), args, &out, &errOut); err != nil {
+		t.Fatalf("webhook command: %v\n%s%s", err, out.String(), errOut.String())
+	}
+	status, body, _ := strings.Cut(out.String(), " Accepted ")
+	var resp struct {
+		Matched []string `json:"matched"`
+		Errors  []struct {
+			Rule, Kind, Message string
+		} `json:"errors"`
+	}
+	if err := json.Unmarshal([]byte(body), &resp); err != nil || status != "202" {
+		t.Fatalf("answer %q (%v), want 202 and JSON", out.String(), err)
+	}
+	if len(resp.Matched) != 0 || len(resp.Errors) != 1 || !strings.Contains(resp.Errors[0].Message, "user(): id is nil") {
+		t.Fatalf("answer %s, want no rule matched and booking-created's error (user(): id is nil)", body)
+	}
+	// The engine takes the rule and the kind from the rules' error.
+	if e := resp.Errors[0]; e.Rule != "booking-created" || e.Kind != "nil" {
+		t.Fatalf("error %+v, want rule booking-created, kind nil", e)
+	}
+}

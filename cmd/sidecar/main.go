@@ -7,6 +7,7 @@
 //	sidecar check [--config FILE]     validate config and rules
 //	sidecar test FILE...              run rule test files
 //	sidecar webhook --type T --data J sign and post a webhook
+//	sidecar help [COMMAND]            the commands, or one command's flags
 package main
 
 import (
@@ -39,8 +40,13 @@ var errReported = errors.New("reported")
 // it with their own arguments and writers.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := "serve"
-	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
-		cmd, args = args[0], args[1:]
+	if len(args) > 0 {
+		switch a := args[0]; {
+		case a == "-h" || a == "-help" || a == "--help":
+			cmd, args = "help", args[1:]
+		case len(a) > 0 && a[0] != '-':
+			cmd, args = a, args[1:]
+		}
 	}
 	switch cmd {
 	case "serve":
@@ -53,20 +59,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runTest(ctx, args, stdout, stderr)
 	case "webhook":
 		return runWebhook(ctx, args, stdout, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+	case "help":
+		if len(args) > 0 && args[0] != "help" && lookupCommand(args[0]) != nil {
+			return run(ctx, []string{args[0], "-h"}, stdout, stderr) // help CMD: CMD's flags
+		}
+		printUsage(stdout)
 		return nil
 	}
-	fmt.Fprintf(stderr, "sidecar: unknown command %q\n\n%s", cmd, usage)
+	fmt.Fprintf(stderr, "sidecar: unknown command %q\n\n", cmd)
+	printUsage(stderr)
 	return errReported
 }
-
-const usage = `usage:
-  sidecar [serve] [--config FILE]      run the server (default command)
-  sidecar token --sub ID [--role ROLE] [--ttl 24h] [--config FILE]
-                                       print a development JWT signed with auth.jwt_secret
-  sidecar check [--config FILE]        validate the config and the rules file; exit 1 with file:line on error
-  sidecar test FILE...                 run rule test files
-  sidecar webhook --type T [--data JSON|@file] [--id ID] [--config FILE] [--url URL]
-                                       sign an event with webhooks.secrets and post it
-`

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,5 +55,78 @@ func TestServeRefusesEmptyRules(t *testing.T) {
 	err := run(context.Background(), []string{"serve", "--config", cfg}, &stdout, &stderr)
 	if err == nil || !strings.Contains(err.Error(), "set rules.allow_empty: true") {
 		t.Errorf("serve with an empty rules list = %v, want the allow_empty error", err)
+	}
+}
+
+// TestHelpListsTheCommands: -h, --help and help all list every command,
+// one line each, on stdout, and succeed.
+func TestHelpListsTheCommands(t *testing.T) {
+	for _, args := range [][]string{{"-h"}, {"-help"}, {"--help"}, {"help"}} {
+		var stdout, stderr bytes.Buffer
+		if err := run(context.Background(), args, &stdout, &stderr); err != nil {
+			t.Errorf("sidecar %s = %v", args[0], err)
+		}
+		for _, c := range commands {
+			if line := "  " + c.name + " "; !strings.Contains(stdout.String(), line) || !strings.Contains(stdout.String(), c.what+"\n") {
+				t.Errorf("sidecar %s does not list %s with its line:\n%s", args[0], c.name, stdout.String())
+			}
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"nope"}, &stdout, &stderr); err == nil ||
+		!strings.Contains(stderr.String(), `unknown command "nope"`) || !strings.Contains(stderr.String(), "  token ") {
+		t.Errorf("sidecar nope = %v, stderr %q", err, stderr.String())
+	}
+}
+
+// TestCommandHelpShowsItsFlags: `sidecar CMD -h` and `sidecar help CMD`
+// show the command's usage and flags on stdout and succeed; a bad flag
+// fails with the problem and the usage on stderr.
+func TestCommandHelpShowsItsFlags(t *testing.T) {
+	flags := map[string][]string{
+		"serve":   {"-config"},
+		"token":   {"-config", "-sub", "-role", "-ttl"},
+		"check":   {"-config", "-strict"},
+		"test":    nil,
+		"webhook": {"-config", "-type", "-data", "-id", "-url", "-print-secret"},
+	}
+	for name, want := range flags {
+		for _, args := range [][]string{{name, "-h"}, {name, "--help"}, {"help", name}} {
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), args, &stdout, &stderr)
+			out := stdout.String()
+			if err != nil || !strings.HasPrefix(out, "usage: sidecar "+name+" ") || !strings.Contains(out, lookupCommand(name).what) {
+				t.Errorf("sidecar %s = %v, stdout %q, stderr %q", strings.Join(args, " "), err, out, stderr.String())
+			}
+			for _, f := range want {
+				if !strings.Contains(out, "  "+f+" ") && !strings.Contains(out, "  "+f+"\n") {
+					t.Errorf("sidecar %s does not show %s:\n%s", strings.Join(args, " "), f, out)
+				}
+			}
+		}
+		var stdout, stderr bytes.Buffer
+		err := run(context.Background(), []string{name, "--no-such-flag"}, &stdout, &stderr)
+		if !errors.Is(err, errReported) || !strings.Contains(stderr.String(), "flag provided but not defined: -no-such-flag") ||
+			!strings.Contains(stderr.String(), "usage: sidecar "+name) || stdout.Len() != 0 {
+			t.Errorf("sidecar %s --no-such-flag = %v, stdout %q, stderr %q", name, err, stdout.String(), stderr.String())
+		}
+	}
+}
+
+// TestWebhookPrintSecret: --print-secret prints webhooks.secrets[0] alone
+// on stdout (for WEBHOOK_SECRET=$(...)), posts nothing, needs no --type.
+func TestWebhookPrintSecret(t *testing.T) {
+	t.Setenv("WEBHOOK_SECRET", "")
+	os.Unsetenv("WEBHOOK_SECRET")
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"webhook", "--config", "../../config.example.yaml", "--print-secret"}, &stdout, &stderr)
+	if want := "whsec_fVAXsbyPsUMoThNjlKTAnZ8Wir0pRw7lAb4Z0hedzoo=\n"; err != nil || stdout.String() != want {
+		t.Errorf("webhook --print-secret = %v, %q (stderr %q), want %q", err, stdout.String(), stderr.String(), want)
+	}
+	t.Setenv("WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+	stdout.Reset()
+	err = run(context.Background(), []string{"webhook", "--config", "../../config.example.yaml", "--print-secret"}, &stdout, &stderr)
+	if err != nil || stdout.String() != "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n" {
+		t.Errorf("webhook --print-secret with WEBHOOK_SECRET set = %v, %q, want the variable's value", err, stdout.String())
 	}
 }

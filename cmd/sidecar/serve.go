@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -28,11 +27,10 @@ import (
 // runServe is `sidecar [serve] [--config F]`: it loads the config, sets up
 // logging and the listener, and serves until ctx is done.
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("serve")
 	path := fs.String("config", "", "config file (YAML); SIDECAR_* environment variables override it")
-	if err := fs.Parse(args); err != nil {
-		return errReported
+	if ok, err := parseFlags(fs, args, stdout, stderr); !ok {
+		return err
 	}
 	cfg, warnings, err := config.Load(*path, os.Environ())
 	if err != nil {

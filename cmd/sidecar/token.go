@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -15,14 +14,13 @@ import (
 // runToken mints a development JWT signed with auth.jwt_secret and prints
 // it alone on stdout.
 func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("token", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("token")
 	path := fs.String("config", "", "config file whose auth.jwt_secret signs the token")
 	sub := fs.String("sub", "", "user id (the sub claim)")
 	role := fs.String("role", "", "role claim, e.g. admin or provider")
 	ttl := fs.Duration("ttl", 24*time.Hour, "lifetime")
-	if err := fs.Parse(args); err != nil {
-		return errReported
+	if ok, err := parseFlags(fs, args, stdout, stderr); !ok {
+		return err
 	}
 	if *sub == "" {
 		fmt.Fprintln(stderr, "sidecar token: --sub is required")

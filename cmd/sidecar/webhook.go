@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -21,19 +20,20 @@ import (
 
 // runWebhook signs an event with the first of webhooks.secrets, as the app
 // would, posts it to a running sidecar and prints the answer. It is the
-// shortest way to see a rule fire.
+// shortest way to see a rule fire. With --print-secret it prints that
+// secret instead, for code that signs on its own.
 func runWebhook(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("webhook", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("webhook")
 	path := fs.String("config", "", "config file whose webhooks.secrets signs the request")
 	url := fs.String("url", "", "webhook endpoint (default: http://127.0.0.1<listen port>/webhooks)")
 	typ := fs.String("type", "", "event type, e.g. booking.created")
 	data := fs.String("data", "{}", "the event's data as JSON, or @file to read it from a file")
 	id := fs.String("id", "", "webhook-id (default: a random msg_ id); repeat one to see a retry dropped")
-	if err := fs.Parse(args); err != nil {
-		return errReported
+	printSecret := fs.Bool("print-secret", false, "print the secret it signs with (webhooks.secrets[0]) and post nothing, e.g.\nexport WEBHOOK_SECRET=$(sidecar webhook --config config.example.yaml --print-secret)")
+	if ok, err := parseFlags(fs, args, stdout, stderr); !ok {
+		return err
 	}
-	if *typ == "" {
+	if *typ == "" && !*printSecret {
 		fmt.Fprintln(stderr, "sidecar webhook: --type is required")
 		return errReported
 	}
@@ -43,6 +43,13 @@ func runWebhook(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if len(cfg.Webhooks.Secrets) == 0 {
 		return fmt.Errorf("webhooks.secrets is empty: nothing to sign with")
+	}
+	if *printSecret {
+		// For an app's own signing code in development (the Node snippet
+		// of README.md reads WEBHOOK_SECRET); alone on stdout, as token's
+		// JWT is.
+		fmt.Fprintln(stdout, cfg.Webhooks.Secrets[0])
+		return nil
 	}
 	signer, err := webhook.NewSigner(cfg.Webhooks.Secrets[0])
 	if err != nil {

@@ -114,34 +114,11 @@ var defaultTestTime = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 // Result, not returned as an error.
 func RunFile(ctx context.Context, path string, w io.Writer) (Result, error) {
 	var res Result
-	src, err := os.ReadFile(path)
+	tf, err := readTestFile(path)
 	if err != nil {
 		return Result{}, err
 	}
-	var tf testFile
-	var doc yaml.Node
-	if err := yaml.Unmarshal(src, &doc); err != nil {
-		return Result{}, fmt.Errorf("%s: %w", path, err)
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(src))
-	dec.KnownFields(true) // a misspelt key is an error, not a silently empty field
-	if err := dec.Decode(&tf); err != nil {
-		if looksLikeRules(&doc) {
-			return Result{}, fmt.Errorf("%s: a rules file, not a test file (its rules: names the rules file to test)", path)
-		}
-		return Result{}, fmt.Errorf("%s: %w", path, err)
-	}
-	caseLines(&doc, tf.Tests)
-	if tf.Rules == "" {
-		return Result{}, fmt.Errorf("%s: missing rules: (the rules file, relative to this file)", path)
-	}
-	if len(tf.Tests) == 0 {
-		return Result{}, fmt.Errorf("%s: no tests", path)
-	}
-	rulesPath := tf.Rules
-	if !filepath.IsAbs(rulesPath) {
-		rulesPath = filepath.Join(filepath.Dir(path), rulesPath)
-	}
+	rulesPath := tf.rulesPath(path)
 	clock := defaultTestTime
 	set, err := rules.Load(rulesPath, rules.Options{
 		Registry: rules.Builtin(),
@@ -180,6 +157,43 @@ func RunFile(ctx context.Context, path string, w io.Writer) (Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// readTestFile reads and checks a test file, with each case's line.
+func readTestFile(path string) (*testFile, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var tf testFile
+	var doc yaml.Node
+	if err := yaml.Unmarshal(src, &doc); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(src))
+	dec.KnownFields(true) // a misspelt key is an error, not a silently empty field
+	if err := dec.Decode(&tf); err != nil {
+		if looksLikeRules(&doc) {
+			return nil, fmt.Errorf("%s: a rules file, not a test file (its rules: names the rules file to test)", path)
+		}
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	caseLines(&doc, tf.Tests)
+	if tf.Rules == "" {
+		return nil, fmt.Errorf("%s: missing rules: (the rules file, relative to this file)", path)
+	}
+	if len(tf.Tests) == 0 {
+		return nil, fmt.Errorf("%s: no tests", path)
+	}
+	return &tf, nil
+}
+
+// rulesPath is the rules file a test file at path names.
+func (tf *testFile) rulesPath(path string) string {
+	if filepath.IsAbs(tf.Rules) {
+		return tf.Rules
+	}
+	return filepath.Join(filepath.Dir(path), tf.Rules)
 }
 
 // looksLikeRules reports whether doc has a top-level rules: list, as a
