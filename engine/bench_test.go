@@ -41,7 +41,7 @@ func benchEngine(tb testing.TB, users, connsPerUser int) (*Engine, func()) {
 	for u := 0; u < users; u++ {
 		ident := &auth.Identity{UserID: fmt.Sprintf("user-%d", u)}
 		for i := 0; i < connsPerUser; i++ {
-			c := newConn(fd, e.nextConn.Add(1), ident, 0, now)
+			c := newConn(fd, ident, 0, now)
 			c.part = e.hub.partFor(c.user)
 			c.part.jobs <- job{kind: jobAdd, c: c}
 		}
@@ -119,7 +119,7 @@ func soloPartition(tb testing.TB, n int) (*partition, *delivery, func()) {
 	fd, closeSink := sinkSocket(tb)
 	now := time.Now()
 	for i := 0; i < n; i++ {
-		c := newConn(fd, uint64(i), &auth.Identity{UserID: fmt.Sprintf("u%d", i)}, 0, now)
+		c := newConn(fd, &auth.Identity{UserID: fmt.Sprintf("u%d", i)}, 0, now)
 		c.part = p
 		p.add(c, nil, nil)
 	}
@@ -188,7 +188,7 @@ func BenchmarkHubAddRemove(b *testing.B) {
 	p, _, stop := soloPartition(b, 10000)
 	defer stop()
 	ident := &auth.Identity{UserID: "u-new"}
-	c := newConn(0, 1, ident, 0, time.Now())
+	c := newConn(0, ident, 0, time.Now())
 	c.part = p
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -2,11 +2,10 @@ package engine
 
 import (
 	"encoding/json"
-	"sync"
+	"math"
 	"sync/atomic"
 	"time"
 
-	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
 
 	"github.com/sidecar/sidecar/engine/auth"
@@ -33,7 +32,6 @@ import (
 type conn struct {
 	fd   int
 	tr   transport // where the owner writes: fd itself, as an fdTransport
-	id   uint64
 	user string
 	part *partition
 	// claims is the token's claims as compact JSON, swapped by a token
@@ -43,48 +41,43 @@ type conn struct {
 	claims atomic.Pointer[[]byte]
 
 	// Reader side.
-	sched    atomic.Int32 // schedIdle, schedRunning, schedAgain, schedDead
-	lastRead atomic.Int64 // unix seconds of the last byte received
-	// expires is when the token stops being accepted, unix seconds: its exp
-	// plus the verifier's leeway, as at the handshake. 0: never.
-	expires atomic.Int64
-	closing atomic.Bool // the owner has started closing: ignore further messages
-	wantOut atomic.Bool // the owner has a backlog: a writable edge should flush it
-	hup     atomic.Bool // the poller saw a hang-up: read to EAGAIN or EOF, not to a short read
-	rd      wsframe.Reader
-	bucket  bucket // client event rate
+	rd     wsframe.Reader
+	bucket bucket // client event rate
 	// readyAt is when the conn's input began to wait on the server (unix
 	// nanos): the readable edge that started the turn, or the hand-off of
 	// its messages to the rule pool. Written before the conn is queued,
 	// read by whoever takes it from the queue.
-	readyAt int64
-	refs    atomic.Int32
-
-	// Mailbox: what other goroutines ask of the owner (mailbox.go).
-	mail       atomic.Uint32 // mail* bits not yet handled
-	mailMu     sync.Mutex
-	mailOut    [][]byte // guarded by mailMu: frames to queue (pongs, acks)
-	mailBytes  int      // guarded by mailMu
-	goneCode   ws.StatusCode
-	goneReason string // goneCode and goneReason are written before mailReaderGone is posted
+	readyAt  int64
+	sched    atomic.Int32  // schedIdle, schedRunning, schedAgain, schedDead
+	refs     atomic.Int32  // the reader's and the owner's; the last release closes fd
+	lastRead atomic.Uint32 // unix seconds of the last byte received
+	// expires is when the token stops being accepted, unix seconds: its exp
+	// plus the verifier's leeway, as at the handshake. 0: never.
+	expires atomic.Uint32
+	mail    atomic.Uint32 // mail* bits not yet handled (mailbox.go)
+	closing atomic.Bool   // the owner has started closing: ignore further messages
+	wantOut atomic.Bool   // the owner has a backlog: a writable edge should flush it
+	hup     atomic.Bool   // the poller saw a hang-up: read to EAGAIN or EOF, not to a short read
+	// box is what goes with the mail bits; nil until first used.
+	box atomic.Pointer[mailbox]
 
 	// Owner side. The fields a delivery touches come first, together.
 	lastSeq     uint64
 	out         [][]byte // queued frames, shared and immutable; out[0] may be a partly written tail
 	outBytes    int
+	idx         int32     // position in part.conns; -1 when not indexed
+	cidx        int32     // position in part.closing; -1 when not there
+	lastPing    uint32    // unix seconds
 	proto       protocol  // set before the conn is visible; read-only after
 	dirty       bool      // in part.dirty, waiting for a flush
 	closed      bool      // removed from the index; a close may still be in flight
 	partialHead bool      // out[0] is the unwritten tail of a frame already started
-	outInline   [1][]byte // the queue's storage while it holds one frame, the usual case
-	blockedAt   int64     // unix nanos when a write first fell behind; 0: not behind
-	lastPing    int64     // unix seconds
-	idx         int32     // position in part.conns; -1 when not indexed
-	cidx        int32     // position in part.closing; -1 when not there
 	added       bool      // the owner has indexed it (jobAdd handled)
 	finOnFlush  bool      // shut down writing once the queue is empty
-	lingerUntil int64     // unix nanos; 0: not lingering; -1: released
 	readerGone  bool      // the owner learned that the reader side ended
+	outInline   [1][]byte // the queue's storage while it holds one frame, the usual case
+	blockedAt   int64     // unix nanos when a write first fell behind; 0: not behind
+	lingerUntil int64     // unix nanos; 0: not lingering; -1: released
 	rooms       []string
 }
 
@@ -98,12 +91,12 @@ const (
 	schedDead
 )
 
-func newConn(fd int, id uint64, ident *auth.Identity, leeway time.Duration, now time.Time) *conn {
-	c := &conn{fd: fd, id: id, user: ident.UserID, idx: -1, cidx: -1}
+func newConn(fd int, ident *auth.Identity, leeway time.Duration, now time.Time) *conn {
+	c := &conn{fd: fd, user: ident.UserID, idx: -1, cidx: -1}
 	c.tr = (*fdTransport)(&c.fd)
 	c.setIdentity(ident, leeway)
-	c.lastRead.Store(now.Unix())
-	c.lastPing = now.Unix()
+	c.lastRead.Store(uint32(now.Unix()))
+	c.lastPing = uint32(now.Unix())
 	c.out = c.outInline[:0]
 	c.refs.Store(2)
 	return c
@@ -117,9 +110,10 @@ func (c *conn) setIdentity(ident *auth.Identity, leeway time.Duration) {
 		raw = []byte("{}") // claims decoded from JSON always encode
 	}
 	c.claims.Store(&raw)
-	var exp int64
+	var exp uint32
 	if !ident.Expires.IsZero() {
-		exp = ident.Expires.Add(leeway).Unix()
+		// Seconds fit 32 bits until 2106; a token valid beyond is valid.
+		exp = uint32(min(max(ident.Expires.Add(leeway).Unix(), 1), math.MaxUint32))
 	}
 	c.expires.Store(exp)
 }

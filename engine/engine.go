@@ -125,7 +125,6 @@ type Engine struct {
 	// slots counts the connections admitted whose close event has not run
 	// yet; limits.max_connections bounds it.
 	slots     atomic.Int64
-	nextConn  atomic.Uint64
 	nextEvent atomic.Uint64
 	stopping  atomic.Bool
 	// upgradeMu: upgrades hold it for reading; shutdown takes it for

@@ -18,6 +18,28 @@ const (
 	mailReaderGone                    // the reader side ended with goneCode
 )
 
+// mailbox is what goes with a conn's mail bits: the frames posted for it
+// and why its reader side ended. An idle connection never has one; it is
+// made on first use and kept.
+type mailbox struct {
+	mu     sync.Mutex
+	frames [][]byte // guarded by mu: frames to queue (pongs, acks)
+	bytes  int      // guarded by mu
+	// goneCode and goneReason are written before mailReaderGone is
+	// posted, once.
+	goneCode   ws.StatusCode
+	goneReason string
+}
+
+// mailbox returns c's mailbox, making it on first use.
+func (c *conn) mailbox() *mailbox {
+	if b := c.box.Load(); b != nil {
+		return b
+	}
+	c.box.CompareAndSwap(nil, new(mailbox))
+	return c.box.Load()
+}
+
 // wakeList is a partition's list of conns with mail. Posters append under
 // mu; the partition swaps the list out whole.
 type wakeList struct {
@@ -48,14 +70,15 @@ func (c *conn) post(bits uint32) {
 // when c already has more than limit bytes waiting for its owner: the
 // caller treats it as a slow consumer.
 func (c *conn) postFrame(frame []byte, limit int) bool {
-	c.mailMu.Lock()
-	if c.mailBytes > 0 && c.mailBytes+len(frame) > limit {
-		c.mailMu.Unlock()
+	b := c.mailbox()
+	b.mu.Lock()
+	if b.bytes > 0 && b.bytes+len(frame) > limit {
+		b.mu.Unlock()
 		return false
 	}
-	c.mailOut = append(c.mailOut, frame)
-	c.mailBytes += len(frame)
-	c.mailMu.Unlock()
+	b.frames = append(b.frames, frame)
+	b.bytes += len(frame)
+	b.mu.Unlock()
 	c.post(mailFrames)
 	return true
 }
@@ -63,7 +86,8 @@ func (c *conn) postFrame(frame []byte, limit int) bool {
 // postReaderGone tells the owner that the reader side ended, with the code
 // to close with (0: the peer is gone).
 func (c *conn) postReaderGone(code ws.StatusCode, reason string) {
-	c.goneCode, c.goneReason = code, reason
+	b := c.mailbox()
+	b.goneCode, b.goneReason = code, reason
 	c.post(mailReaderGone)
 }
 
@@ -94,10 +118,11 @@ func (p *partition) handleMail() {
 func (p *partition) readMail(c *conn) {
 	bits := c.mail.Swap(0)
 	if bits&mailFrames != 0 {
-		c.mailMu.Lock()
-		frames := c.mailOut
-		c.mailOut, c.mailBytes = nil, 0
-		c.mailMu.Unlock()
+		b := c.box.Load() // set before the bit was posted
+		b.mu.Lock()
+		frames := b.frames
+		b.frames, b.bytes = nil, 0
+		b.mu.Unlock()
 		for _, f := range frames {
 			p.enqueue(c, f)
 		}
@@ -106,6 +131,7 @@ func (p *partition) readMail(c *conn) {
 		p.flush(c)
 	}
 	if bits&mailReaderGone != 0 {
-		p.readerGone(c, c.goneCode, c.goneReason)
+		b := c.box.Load()
+		p.readerGone(c, b.goneCode, b.goneReason)
 	}
 }

@@ -235,12 +235,12 @@ func (p *partition) tick(now time.Time) {
 		case c.blockedAt != 0 && nano-c.blockedAt > int64(l.WriteTimeout):
 			p.e.metrics.slowConsumers.Inc()
 			code, reason = CloseSlowConsumer, "slow consumer"
-		case sec-c.lastRead.Load() > idle:
+		case sec-int64(c.lastRead.Load()) > idle:
 			code, reason = ws.StatusGoingAway, "idle timeout"
-		case c.expires.Load() != 0 && sec > c.expires.Load():
+		case c.expires.Load() != 0 && sec > int64(c.expires.Load()):
 			code, reason = CloseTokenExpired, "token expired"
-		case sec-c.lastPing >= ping:
-			c.lastPing = sec
+		case sec-int64(c.lastPing) >= ping:
+			c.lastPing = uint32(sec)
 			if !p.enqueue(c, framePing) && c.idx < 0 {
 				i-- // closed as a slow consumer: its slot holds another conn
 			}

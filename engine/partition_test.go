@@ -28,7 +28,7 @@ func socketPart(t *testing.T, queue int) (*partition, func(user string) *conn) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { unix.Close(fds[0]); unix.Close(fds[1]) })
-		c := newConn(fds[0], e.nextConn.Add(1), &auth.Identity{UserID: user}, 0, time.Now())
+		c := newConn(fds[0], &auth.Identity{UserID: user}, 0, time.Now())
 		c.part = p
 		p.add(c, nil, nil)
 		return c

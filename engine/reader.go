@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"math"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -96,7 +97,7 @@ func (r *reader) drain(c *conn) bool {
 		if n > 0 {
 			now := time.Now()
 			r.now, r.nowNano = now.Unix(), now.UnixNano()
-			c.lastRead.Store(r.now)
+			c.lastRead.Store(uint32(r.now))
 			r.feed(c, r.buf[:n])
 			// A short read drained the socket: any later byte raises a new
 			// edge, which marks the turn "again". Not so a FIN or reset that
@@ -223,20 +224,24 @@ func (r *reader) OnClose(code ws.StatusCode, reason []byte) {
 // bucket is a connection's client event rate: a token bucket of burst
 // events, refilled at the configured rate. Owned by the reader side.
 type bucket struct {
-	tokens int64 // thousandths of an event
 	at     int64 // unix nanos of the last refill
+	tokens int32 // thousandths of an event
 	// extra raises the cap for the current turn by what the client could
 	// have sent, at the rate, while its input waited on the server: events
 	// that queued in the kernel while the server was busy arrive bunched,
-	// and are not the client's fault.
-	extra int64
+	// and are not the client's fault. Thousandths of an event.
+	extra int32
 }
+
+// maxTokens bounds a bucket's thousandths so that they fit an int32:
+// about two million events.
+const maxTokens = math.MaxInt32
 
 // maxForgive bounds how much server delay one turn forgives.
 const maxForgive = 60 * time.Second
 
 func (b *bucket) fill(now int64, burst int) {
-	b.tokens, b.at = int64(burst)*1000, now
+	b.tokens, b.at = int32(min(int64(burst)*1000, maxTokens)), now
 }
 
 // forgive raises this turn's cap by lag's worth of events at rate.
@@ -245,23 +250,23 @@ func (b *bucket) forgive(lag int64, rate int) {
 		return
 	}
 	lag = min(lag, int64(maxForgive))
-	b.extra = lag / 1000 * int64(rate) / 1000 // thousandths of events: lag/1e9 s × rate × 1000
+	b.extra = int32(min(lag/1000*int64(rate)/1000, maxTokens)) // thousandths: lag/1e9 s × rate × 1000
 }
 
 // allow takes one event's token at now, refilling first.
 func (b *bucket) allow(now int64, rate, burst int) bool {
-	limit := int64(burst)*1000 + b.extra
+	limit := min(int64(burst)*1000+int64(b.extra), maxTokens)
+	tokens := int64(b.tokens)
 	if d := now - b.at; d > 0 {
 		d = min(d, int64(maxForgive))
-		b.tokens += d / 1000 * int64(rate) / 1000
+		tokens += d / 1000 * int64(rate) / 1000
 		b.at = now
 	}
-	if b.tokens > limit {
-		b.tokens = limit
-	}
-	if b.tokens < 1000 {
+	tokens = min(tokens, limit)
+	if tokens < 1000 {
+		b.tokens = int32(tokens)
 		return false
 	}
-	b.tokens -= 1000
+	b.tokens = int32(tokens - 1000)
 	return true
 }

@@ -181,7 +181,7 @@ func (e *Engine) runTask(t *ruleTask) {
 	c := t.c
 	start := time.Now()
 	// The client sent these: it is alive, however long its turn waited here.
-	c.lastRead.Store(start.Unix())
+	c.lastRead.Store(uint32(start.Unix()))
 	for t.next < len(t.events) {
 		ev := &t.events[t.next]
 		t.next++

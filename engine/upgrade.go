@@ -147,7 +147,7 @@ func switchingProtocols(key, proto string) []byte {
 // read workers.
 func (e *Engine) attach(fd int, ident *auth.Identity, rooms []string, response, leftover []byte) {
 	now := time.Now()
-	c := newConn(fd, e.nextConn.Add(1), ident, e.cfg.Auth.Leeway(), now)
+	c := newConn(fd, ident, e.cfg.Auth.Leeway(), now)
 	c.part = e.hub.partFor(c.user)
 	c.rd.MaxMessage = e.limits.MaxMessageBytes
 	c.bucket.fill(now.UnixNano(), e.limits.ClientEventsBurst)
