@@ -1,6 +1,10 @@
 package engine
 
-import "github.com/gobwas/ws"
+import (
+	"encoding/json"
+
+	"github.com/gobwas/ws"
+)
 
 // protocol is a wire protocol a connection speaks. It indexes the codecs
 // and a delivery's frames.
@@ -28,13 +32,26 @@ type codec interface {
 	decode(op ws.OpCode, p []byte) (clientEvent, error)
 }
 
-// clientEvent is one decoded client message.
+// clientEvent is one decoded client message. Its data stays JSON, checked
+// but not decoded, until the rule pool runs it: decoded, a message can
+// take twenty times its size, and what waits in the pool is bounded by
+// bytes on the wire.
 type clientEvent struct {
 	name   string
-	data   any // decoded JSON; read-only once decoded
+	raw    []byte // the data as JSON (valid; nil: none)
 	ack    int64
 	hasAck bool
 	size   int // bytes on the wire, for the rule pool's byte cap
+}
+
+// data decodes the event's data.
+func (ev *clientEvent) data() any {
+	if len(ev.raw) == 0 {
+		return nil
+	}
+	var v any
+	json.Unmarshal(ev.raw, &v) // valid JSON: checked when the message was read
+	return v
 }
 
 // Ack error codes, shared by every protocol.

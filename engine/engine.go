@@ -313,8 +313,9 @@ func (e *Engine) Serve(ctx context.Context, ln net.Listener) error {
 	left, parked := e.pool.drain(lifeCtx)
 	cancelLife()
 	rulers.Wait()
-	if n := e.abandon(left, parked); n > 0 {
-		e.log.Error("lifecycle events not run before the drain deadline", "count", n)
+	if lifecycle, client := e.abandon(left, parked); lifecycle+client+e.pool.dropped.Load() > 0 {
+		e.log.Error("events not run before the drain deadline", "lifecycle_queued", lifecycle,
+			"client_queued", client, "after_the_deadline", e.pool.dropped.Load())
 	}
 	// 5. The forwarder: what it has not delivered stays in the store.
 	stopFwd()
@@ -348,26 +349,28 @@ func latest(ctx context.Context, t time.Time) time.Time {
 }
 
 // abandon ends what the rule pool could not run before its deadline: the
-// read turns it held, and counts the lifecycle events left.
-func (e *Engine) abandon(left []ruleTask, parked []*conn) int {
-	lifecycle := 0
+// read turns it held. It counts the events left in the queue: lifecycle
+// ones, and client ones (their acks are not sent). What was stopped midway
+// or submitted after the deadline is in pool.dropped.
+func (e *Engine) abandon(left []ruleTask, parked []*conn) (lifecycle, client int64) {
 	for _, t := range left {
 		if t.ev != nil {
 			lifecycle++
 			continue
 		}
-		e.endReader(t.c, 0, "")
+		client += t.count()
+		e.endReader(t.c, 0, "") // submits its close event: counted as dropped below
 	}
 	for _, c := range parked {
 		e.endReader(c, 0, "")
 	}
-	return lifecycle
+	return lifecycle, client
 }
 
 // drain closes every connection with 1001 and waits, until ctx is done, for
 // their descriptors to close. It returns how many were still open.
 func (e *Engine) drain(ctx context.Context) int64 {
-	done := make(chan int, len(e.hub.parts))
+	done := make(chan struct{}, len(e.hub.parts))
 	for _, p := range e.hub.parts {
 		p.jobs <- job{kind: jobDrain, done: done}
 	}

@@ -23,9 +23,19 @@ type Event struct {
 	Data any
 
 	conn *conn // the connection a client event came from, if any
-	// opening collects the rooms that connection.open rules join the
-	// connection being opened to: they are joined when it is indexed.
-	opening *[]string
+	// opening collects what connection.open rules decide for the
+	// connection being opened, carried out when it is indexed.
+	opening *opening
+}
+
+// opening is what connection.open rules decided that must wait for the
+// connection to be indexed: the rooms it joins, joined as it is indexed,
+// and the events they emit, published right after its index job, so that
+// an emit to the opening user reaches the new connection too, after its
+// 101.
+type opening struct {
+	rooms []string
+	emits []*Message
 }
 
 // Event sources.

@@ -129,10 +129,21 @@ func (e *Engine) testPublish(w http.ResponseWriter, data map[string]any, to Targ
 	}
 	id, n, err := e.Publish("newNotification", data, to, true)
 	if err != nil {
-		httpError(w, http.StatusBadRequest, "bad_request", err.Error())
+		publishError(w, err, "")
 		return
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"id": id, "event": "newNotification", "delivered": n})
+}
+
+// publishError answers a failed publish: 503 with Retry-After when the
+// node has stopped publishing, else 400 (the data has no JSON form).
+func publishError(w http.ResponseWriter, err error, prefix string) {
+	if errors.Is(err, ErrStopped) {
+		w.Header().Set("Retry-After", retryAfterSec)
+		httpError(w, http.StatusServiceUnavailable, "shutting_down", prefix+"the server is shutting down; retry")
+		return
+	}
+	httpError(w, http.StatusBadRequest, "bad_request", prefix+err.Error())
 }
 
 func (e *Engine) serveStats(w http.ResponseWriter, r *http.Request) {
@@ -215,7 +226,7 @@ func (e *Engine) serveEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		id, n, err := e.Publish(p.Event, data, targets[i], true)
 		if err != nil {
-			httpError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("event %d: %v", i, err))
+			publishError(w, err, fmt.Sprintf("event %d: ", i))
 			return
 		}
 		results[i] = result{id, n}

@@ -183,3 +183,105 @@ func TestRefreshWithExpiredTokenSaysExpired(t *testing.T) {
 		t.Fatalf("refresh with an expired token = %v, want unauthorized/token expired", m)
 	}
 }
+
+// A connection's close event runs after its own client events, also when
+// the server closes it while they wait for the rules.
+func TestCloseEventRunsAfterTheConnectionsOwnEvents(t *testing.T) {
+	n := startNode(t, func(c *Config) {
+		c.Limits.RuleWorkers = 2
+		c.Limits.ClientEventsPerSecond = 0
+	})
+	n.router.route = func(ev *Event) []Command {
+		if ev.Type == "client.slow" {
+			time.Sleep(20 * time.Millisecond)
+		}
+		return nil
+	}
+	c := n.dial("u")
+	for i := 0; i < 20; i++ {
+		c.send(map[string]any{"event": "slow"})
+	}
+	waitFor(t, 5*time.Second, "events in the rules", func() bool { return len(n.router.seen("client.slow")) > 0 })
+	if err := n.stop(); err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	n.router.mu.Lock()
+	for _, ev := range n.router.events {
+		order = append(order, ev.Type)
+	}
+	n.router.mu.Unlock()
+	closeAt, lastSlow := -1, -1
+	for i, typ := range order {
+		switch typ {
+		case "connection.close":
+			closeAt = i
+		case "client.slow":
+			lastSlow = i
+		}
+	}
+	if closeAt < 0 || closeAt < lastSlow {
+		t.Fatalf("events in order %v: the close event must come after every client event", order)
+	}
+}
+
+// An event that connection.open rules emit to the opening user reaches the
+// new connection too, right after its 101.
+func TestOpenRulesEmitToTheOpeningConnection(t *testing.T) {
+	n := startNode(t)
+	n.router.route = func(ev *Event) []Command {
+		if ev.Type != "connection.open" {
+			return nil
+		}
+		return []Command{
+			{Op: OpEmit, Rule: "welcome", Event: "welcome", To: Target{Users: []string{ev.Sender.UserID}}},
+			{Op: OpJoin, Rule: "rooms", User: ev.Sender.UserID, Rooms: []string{"mine"}},
+		}
+	}
+	first := n.dial("w")
+	first.mustEvent("welcome")
+	second := n.dial("w")
+	second.mustEvent("welcome")
+	first.mustEvent("welcome") // the user's other tab hears it too
+	status, resp := n.api("POST", "/api/events", map[string]any{"event": "room", "to": map[string]any{"rooms": []string{"mine"}}})
+	if status != http.StatusAccepted || resp["delivered"] != float64(2) {
+		t.Fatalf("room event = %d %v, want both connections in the room an explicit-user join named", status, resp)
+	}
+}
+
+// Shutdown keeps to its budget: a long batch of slow client events stops
+// at the drain deadline instead of running to its end.
+func TestShutdownStopsALongBatchAtTheDeadline(t *testing.T) {
+	n := startNode(t, func(c *Config) {
+		c.DrainTimeout = 500 * time.Millisecond
+		c.Limits.ClientEventsPerSecond = 0
+	})
+	var ran atomic.Int64
+	entered := make(chan struct{})
+	n.router.forget = true
+	n.router.route = func(ev *Event) []Command {
+		switch ev.Type {
+		case "client.first":
+			close(entered)
+			time.Sleep(300 * time.Millisecond) // the rest queue up behind it, in the kernel
+		case "client.slow":
+			ran.Add(1)
+			time.Sleep(50 * time.Millisecond)
+		}
+		return nil
+	}
+	c := n.dial("u")
+	c.send(map[string]any{"event": "first"})
+	<-entered
+	for i := 0; i < 100; i++ {
+		c.send(map[string]any{"event": "slow"})
+	}
+	// One batch of 100 is read once the first is done; stop while it runs.
+	waitFor(t, 5*time.Second, "the long batch running", func() bool { return ran.Load() > 0 })
+	if err := n.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := ran.Load(); got >= 100 {
+		t.Fatalf("all %d slow events ran: shutdown did not stop at its deadline", got)
+	}
+}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/gobwas/ws"
 )
@@ -25,10 +26,20 @@ type mailbox struct {
 	mu     sync.Mutex
 	frames [][]byte // guarded by mu: frames to queue (pongs, acks)
 	bytes  int      // guarded by mu
+	// readWaits is set, under mu, when the reader stopped reading because
+	// frames piled up here (the owner is behind): the owner gives the
+	// read turn back once it has taken them.
+	readWaits bool
 	// goneCode and goneReason are written before mailReaderGone is
 	// posted, once.
 	goneCode   ws.StatusCode
 	goneReason string
+	// The connection.close event waits for both sides to finish: the owner
+	// makes it when it closes the conn, and the reader side may still have
+	// client events in the rules. Whichever of the two comes second (gate
+	// reaching 2) queues it, so it runs after the conn's last events.
+	closeEv *Event // written by the owner before its gate step
+	gate    atomic.Int32
 }
 
 // mailbox returns c's mailbox, making it on first use.
@@ -66,20 +77,33 @@ func (c *conn) post(bits uint32) {
 	}
 }
 
-// postFrame queues frame for c alone (a pong, an ack). It reports false
-// when c already has more than limit bytes waiting for its owner: the
-// caller treats it as a slow consumer.
-func (c *conn) postFrame(frame []byte, limit int) bool {
+// postFrame queues frame for c alone (a pong, an ack). It reports whether
+// more than limit bytes now wait for c's owner: its partition is behind,
+// and c's reader should stop reading (holdRead) rather than pile up more.
+// This is the server's back-pressure, not the client's fault: a client
+// that does not read is caught by its outbound queue.
+func (c *conn) postFrame(frame []byte, limit int) (full bool) {
 	b := c.mailbox()
 	b.mu.Lock()
-	if b.bytes > 0 && b.bytes+len(frame) > limit {
-		b.mu.Unlock()
-		return false
-	}
 	b.frames = append(b.frames, frame)
 	b.bytes += len(frame)
+	full = b.bytes > limit
 	b.mu.Unlock()
 	c.post(mailFrames)
+	return full
+}
+
+// holdRead parks c's read turn until its owner has taken the frames
+// waiting for it, and reports whether it did; false means they are taken
+// already, and the caller goes on reading. The caller holds the turn.
+func (c *conn) holdRead(limit int) bool {
+	b := c.mailbox()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.bytes <= limit {
+		return false
+	}
+	b.readWaits = true
 	return true
 }
 
@@ -122,9 +146,14 @@ func (p *partition) readMail(c *conn) {
 		b.mu.Lock()
 		frames := b.frames
 		b.frames, b.bytes = nil, 0
+		resume := b.readWaits
+		b.readWaits = false
 		b.mu.Unlock()
 		for _, f := range frames {
 			p.enqueue(c, f)
+		}
+		if resume {
+			p.e.resumeRead(c)
 		}
 	}
 	if bits&mailFlush != 0 && len(c.out) > 0 {

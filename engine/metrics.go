@@ -9,9 +9,10 @@ import (
 	dto "github.com/prometheus/client_model/go"
 )
 
-// metrics are the engine's Prometheus collectors. Counters on the delivery
-// path are per partition and summed when scraped, so the hot path never
-// contends on a shared cache line.
+// metrics are the engine's Prometheus collectors. The counters of the
+// per-recipient path (deliveries, bytes) are per partition and summed when
+// scraped, so delivering shares no cache line; the per-message and
+// per-event counters (client events, publishes, closes) are shared.
 type metrics struct {
 	accepted        prometheus.Counter
 	refused         prometheus.Counter
@@ -82,8 +83,15 @@ func (m *metrics) register(r prometheus.Registerer) error {
 	return nil
 }
 
+// closed counts a close by its code. A client's close code is echoed, so
+// codes outside the ones this server sends or RFC 6455 registers count
+// as "other": a client cannot make label values without bound.
 func (m *metrics) closed(code ws.StatusCode) {
-	m.closes.WithLabelValues(strconv.Itoa(int(code))).Inc()
+	label := "other"
+	if code == 0 || (code >= 1000 && code <= 1015) || code == CloseTokenExpired || code == CloseSlowConsumer || code == CloseRateLimited {
+		label = strconv.Itoa(int(code))
+	}
+	m.closes.WithLabelValues(label).Inc()
 }
 
 func (m *metrics) webhook(status int) {

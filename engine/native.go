@@ -66,12 +66,9 @@ func (nativeCodec) decode(op ws.OpCode, p []byte) (clientEvent, error) {
 	if err := json.Unmarshal(p, &m); err != nil {
 		return clientEvent{}, errInvalidJSON
 	}
-	ev := clientEvent{name: m.Event, size: len(p)}
-	if len(m.Data) > 0 {
-		if err := json.Unmarshal(m.Data, &ev.data); err != nil {
-			return clientEvent{}, errInvalidJSON
-		}
-	}
+	// Unmarshal checked the whole message, data included, and copied the
+	// data: it is decoded later, by the rule pool.
+	ev := clientEvent{name: m.Event, raw: m.Data, size: len(p)}
 	if m.Ack != nil {
 		ev.ack, ev.hasAck = *m.Ack, true
 	}

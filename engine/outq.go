@@ -235,7 +235,9 @@ func (p *partition) tick(now time.Time) {
 		case c.blockedAt != 0 && nano-c.blockedAt > int64(l.WriteTimeout):
 			p.e.metrics.slowConsumers.Inc()
 			code, reason = CloseSlowConsumer, "slow consumer"
-		case sec-int64(c.lastRead.Load()) > idle:
+		case sec-int64(c.lastRead.Load()) > idle && c.sched.Load() == schedIdle:
+			// Silent, and nothing of it waits to be read or to be run
+			// (a turn held by the rule pool or a parked one is not idle).
 			code, reason = ws.StatusGoingAway, "idle timeout"
 		case c.expires.Load() != 0 && sec > int64(c.expires.Load()):
 			code, reason = CloseTokenExpired, "token expired"

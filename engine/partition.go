@@ -49,7 +49,7 @@ const (
 	jobDeliver                    // d to its targets in this partition
 	jobRooms                      // c, or user's conns, join (or leave) rooms
 	jobCall                       // run fn on the partition's goroutine
-	jobDrain                      // close every conn with 1001; report on done
+	jobDrain                      // close every conn with 1001; signal done
 	jobStop                       // return
 )
 
@@ -63,7 +63,7 @@ type job struct {
 	user  string
 	rooms []string
 	fn    func()
-	done  chan<- int
+	done  chan<- struct{}
 }
 
 func newPartition(e *Engine, id, queue int) *partition {
@@ -123,16 +123,13 @@ func (p *partition) handle(j job) bool {
 				p.join(c, j.rooms)
 			}
 		})
-		if j.done != nil {
-			j.done <- 0
-		}
 	case jobCall:
 		j.fn()
 	case jobDrain:
 		for len(p.conns) > 0 {
 			p.close(p.conns[len(p.conns)-1], ws.StatusGoingAway, "server shutting down")
 		}
-		j.done <- len(p.closing)
+		j.done <- struct{}{}
 	case jobStop:
 		p.handleMail()
 		p.flushDirty()
@@ -146,19 +143,17 @@ func (p *partition) handle(j job) bool {
 // after the 101, and no frame for c can come before this job.
 func (p *partition) add(c *conn, rooms []string, response []byte) {
 	c.added = true
-	if !c.closed {
-		c.idx = int32(len(p.conns))
-		p.conns = append(p.conns, c)
-		list := p.users[c.user]
-		if list == nil {
-			p.nUsers.Add(1)
-		}
-		p.users[c.user] = append(list, c)
-		p.nConns.Add(1)
-		p.join(c, rooms)
-		if response != nil {
-			p.enqueue(c, response)
-		}
+	c.idx = int32(len(p.conns))
+	p.conns = append(p.conns, c)
+	list := p.users[c.user]
+	if list == nil {
+		p.nUsers.Add(1)
+	}
+	p.users[c.user] = append(list, c)
+	p.nConns.Add(1)
+	p.join(c, rooms)
+	if response != nil {
+		p.enqueue(c, response)
 	}
 	if c.mail.Load() != 0 {
 		p.readMail(c)

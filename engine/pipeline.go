@@ -90,7 +90,13 @@ func (e *Engine) process(ctx context.Context, ev *Event) (outcome, error) {
 			return out, err
 		}
 	}
-	// 4. Emits and rooms.
+	// 4. Emits and rooms. A node that has stopped publishing says so before
+	// the first, so that nothing has been sent when the caller is told.
+	select {
+	case <-e.hub.stopped:
+		return out, ErrStopped
+	default:
+	}
 	for i := range cmds {
 		cmd := &cmds[i]
 		if out.failed(cmd.Rule) {
@@ -99,6 +105,10 @@ func (e *Engine) process(ctx context.Context, ev *Event) (outcome, error) {
 		switch cmd.Op {
 		case OpEmit:
 			m := &Message{ID: e.newEventID(), Event: cmd.Event, Data: payloads[i], To: cmd.To}
+			if ev.opening != nil {
+				ev.opening.emits = append(ev.opening.emits, m)
+				break
+			}
 			if _, err := e.publish(ctx, m, false); err != nil {
 				return out, fmt.Errorf("rule %s: emit %s: %w", cmd.Rule, cmd.Event, err)
 			}
@@ -171,23 +181,27 @@ func (e *Engine) forward(ctx context.Context, ev *Event, cmd *Command, i int) er
 	return nil
 }
 
-// rooms applies a join or leave: to cmd.User's connections if named; else
-// to the connection being opened, or the one the event came from; else to
-// the sender's connections.
+// rooms applies a join or leave: to cmd.User's connections if named (for
+// that user's own connection.open, the one being opened too); else to the
+// connection being opened, or the one the event came from; else to the
+// sender's connections.
 func (e *Engine) rooms(ctx context.Context, ev *Event, cmd *Command) error {
 	leave := cmd.Op == OpLeave
-	switch {
-	case cmd.User != "":
-		return e.broker.Rooms(ctx, cmd.User, leave, cmd.Rooms)
-	case ev.opening != nil:
+	own := ev.opening != nil && (cmd.User == "" || ev.Sender != nil && cmd.User == ev.Sender.UserID)
+	if own { // the connection being opened, which no hub holds yet
 		for _, r := range cmd.Rooms {
-			switch have := containsString(*ev.opening, r); {
+			switch have := containsString(ev.opening.rooms, r); {
 			case !leave && !have:
-				*ev.opening = append(*ev.opening, r)
+				ev.opening.rooms = append(ev.opening.rooms, r)
 			case leave && have:
-				*ev.opening = removeString(*ev.opening, r)
+				ev.opening.rooms = removeString(ev.opening.rooms, r)
 			}
 		}
+	}
+	switch {
+	case cmd.User != "": // every connection of that user, the opening one included above
+		return e.broker.Rooms(ctx, cmd.User, leave, cmd.Rooms)
+	case own:
 		return nil
 	case ev.conn != nil:
 		if !e.hub.send(ev.conn.part, job{kind: jobRooms, leave: leave, c: ev.conn, rooms: cmd.Rooms}) {
@@ -220,30 +234,30 @@ func forwardBody(ev *Event, cmd *Command) ([]byte, error) {
 	return json.Marshal(body)
 }
 
-// clientMessage runs one client message and queues its ack. It reports
-// false when the ack could not be queued: the client is not reading.
-func (e *Engine) clientMessage(c *conn, m *clientEvent) bool {
+// clientMessage runs one client message and queues its ack. Acks are
+// bounded by the batch they answer, so the mailbox takes them all.
+func (e *Engine) clientMessage(c *conn, m *clientEvent) {
 	code, msg := e.clientEvent(c, m)
-	if !m.hasAck {
-		return true
+	if m.hasAck {
+		c.postFrame(e.hub.codecs[c.proto].encodeAck(m.ack, code, msg), e.limits.OutboundQueueBytes)
 	}
-	return c.postFrame(e.hub.codecs[c.proto].encodeAck(m.ack, code, msg), e.limits.OutboundQueueBytes)
 }
 
 // clientEvent runs one client event and returns the ack's error code and
 // message ("" when it went through). The engine handles refresh and
 // register itself; every other event goes to the rules as client.<name>.
 func (e *Engine) clientEvent(c *conn, m *clientEvent) (code, msg string) {
+	data := m.data()
 	switch m.name {
 	case "":
 		return ackBadRequest, `"event" must be a non-empty string`
 	case "refresh":
-		return e.refresh(c, m.data)
+		return e.refresh(c, data)
 	case "register":
 		// The seed's client sent its own id; accept it only as a
 		// confirmation of the token's user.
-		var id any = m.data
-		if obj, ok := m.data.(map[string]any); ok {
+		var id any = data
+		if obj, ok := data.(map[string]any); ok {
 			id = obj["userId"]
 		}
 		if s, err := rules.ID(id); err != nil || s != c.user {
@@ -257,7 +271,7 @@ func (e *Engine) clientEvent(c *conn, m *clientEvent) (code, msg string) {
 		Source: SourceClient,
 		Time:   time.Now(),
 		Sender: c.identity(),
-		Data:   m.data,
+		Data:   data,
 		conn:   c,
 	}
 	if _, err := e.process(e.runCtx, ev); err != nil {

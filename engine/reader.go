@@ -35,6 +35,7 @@ type reader struct {
 	batch      []clientEvent
 	batchBytes int
 	full       bool // the batch reached maxBatchBytes: read no more this turn
+	mailFull   bool // the owner is behind taking this conn's pongs: read no more this turn
 
 	// Outcome of the current Feed, set by the handler callbacks.
 	stop      bool
@@ -63,8 +64,10 @@ func (r *reader) readTurn(c *conn) {
 			}
 			return
 		}
+		// The turn's forgiveness ends with it; cleared before endTurn, after
+		// which the bucket belongs to the next turn's holder.
+		c.bucket.extra = 0
 		if c.endTurn() {
-			c.bucket.extra = 0
 			return
 		}
 	}
@@ -84,7 +87,7 @@ func (r *reader) begin(c *conn) {
 
 func (r *reader) reset() {
 	r.c = nil
-	r.batch, r.batchBytes, r.full = nil, 0, false
+	r.batch, r.batchBytes, r.full, r.mailFull = nil, 0, false, false
 	r.stop, r.closeCode, r.reason = false, 0, ""
 }
 
@@ -103,7 +106,7 @@ func (r *reader) drain(c *conn) bool {
 			// edge, which marks the turn "again". Not so a FIN or reset that
 			// came with the last bytes: it raised no edge of its own, so
 			// after a hang-up, read on until EOF.
-			if r.stop || r.full || (n < len(r.buf) && !c.hup.Load()) {
+			if r.stop || r.full || r.mailFull || (n < len(r.buf) && !c.hup.Load()) {
 				return false
 			}
 			continue
@@ -125,13 +128,21 @@ func (r *reader) handOff(c *conn) bool {
 	switch {
 	case len(r.batch) > 0:
 		c.readyAt = r.nowNano
-		r.e.pool.submit(ruleTask{c: c, events: r.batch, bytes: int64(r.batchBytes),
-			stop: r.stop, code: r.closeCode, reason: r.reason})
+		t := ruleTask{c: c, events: r.batch, bytes: int64(r.batchBytes), stop: r.stop, code: r.closeCode, reason: r.reason}
 		r.batch = nil
+		if !r.e.pool.submit(t) { // shutdown's deadline has passed
+			r.finishWith(c, 0, "")
+		}
 		return true
 	case r.stop:
 		r.finishWith(c, r.closeCode, r.reason)
 		return true
+	case r.mailFull:
+		r.mailFull = false
+		if c.holdRead(r.e.limits.OutboundQueueBytes) {
+			c.readyAt = r.nowNano // the server's delay, forgiven by the rate limit
+			return true
+		}
 	}
 	return false
 }
@@ -163,6 +174,7 @@ func (r *reader) finishWith(c *conn, code ws.StatusCode, reason string) {
 func (e *Engine) endReader(c *conn, code ws.StatusCode, reason string) {
 	c.sched.Store(schedDead)
 	c.postReaderGone(code, reason)
+	e.readerDone(c)
 	c.release(e)
 }
 
@@ -200,9 +212,8 @@ func (r *reader) OnPing(p []byte) {
 	if r.stop {
 		return
 	}
-	if !r.c.postFrame(serverFrame(ws.OpPong, p), r.e.limits.OutboundQueueBytes) {
-		r.e.metrics.slowConsumers.Inc()
-		r.stopWith(CloseSlowConsumer, "slow consumer")
+	if r.c.postFrame(serverFrame(ws.OpPong, p), r.e.limits.OutboundQueueBytes) {
+		r.mailFull = true
 	}
 }
 

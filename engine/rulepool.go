@@ -3,13 +3,14 @@ package engine
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
 )
 
 // The rule pool runs the rules for client events and connection.close
-// events on a few goroutines of their own (limits.rule_workers), away from
+// events on a few goroutines of their own (rules.workers), away from
 // the read workers and the poller: a slow rule delays its own connection's
 // next read, never the reads of others. Webhooks run their rules on their
 // own request goroutine, and connection.open rules on the handshake's.
@@ -27,6 +28,15 @@ type rulePool struct {
 	stop   bool    // guarded by mu: workers return once the queue is empty
 	busy   int     // guarded by mu: tasks running
 	idle   sync.Cond
+	// overloaded is set when bytes reach maxQueuedBytes and cleared when
+	// they are back at half: in between, every new read turn parks, so
+	// that parked turns are not starved by others that keep coming.
+	overloaded bool // guarded by mu
+	// abandoned is set once drain's deadline has passed: tasks still
+	// running stop between two events, and what is submitted after is
+	// counted, not run.
+	abandoned atomic.Bool
+	dropped   atomic.Int64 // events not run because of it
 }
 
 // maxQueuedBytes is the rule pool's cap on queued client messages.
@@ -58,13 +68,27 @@ func (p *rulePool) init() {
 	p.idle.L = &p.mu
 }
 
-// submit queues t. The pool takes tasks until it is stopped.
-func (p *rulePool) submit(t ruleTask) {
+// submit queues t. After drain's deadline it runs nothing: it counts t's
+// events and reports false, and the caller ends what t held.
+func (p *rulePool) submit(t ruleTask) bool {
+	if p.abandoned.Load() {
+		p.dropped.Add(t.count())
+		return false
+	}
 	p.mu.Lock()
 	p.bytes += t.bytes
 	p.pushLocked(t)
 	p.mu.Unlock()
 	p.cond.Signal()
+	return true
+}
+
+// count is how many events t still holds.
+func (t *ruleTask) count() int64 {
+	if t.ev != nil {
+		return 1
+	}
+	return int64(len(t.events) - t.next)
 }
 
 func (p *rulePool) pushLocked(t ruleTask) {
@@ -104,8 +128,9 @@ func (p *rulePool) finished(e *Engine, bytes int64) {
 	p.busy--
 	p.bytes -= bytes
 	var resume []*conn
-	if len(p.parked) > 0 && p.bytes <= maxQueuedBytes/2 {
-		resume, p.parked = p.parked, nil
+	if p.bytes <= maxQueuedBytes/2 {
+		p.overloaded = false
+		resume, p.parked = p.parked, nil // in the order they parked
 	}
 	if p.busy == 0 && p.head == len(p.q) {
 		p.idle.Broadcast()
@@ -126,11 +151,14 @@ func (p *rulePool) requeue(t ruleTask) {
 }
 
 // park holds c's read turn while the queue is over its cap, and reports
-// whether it did; the turn resumes when the queue has drained.
+// whether it did; the turn resumes when the queue has drained to half.
 func (p *rulePool) park(c *conn, now int64) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.bytes < maxQueuedBytes {
+	if p.bytes >= maxQueuedBytes {
+		p.overloaded = true
+	}
+	if !p.overloaded {
 		return false
 	}
 	c.readyAt = now
@@ -150,6 +178,9 @@ func (p *rulePool) drain(ctx context.Context) (left []ruleTask, parked []*conn) 
 	p.mu.Lock()
 	for (p.busy > 0 || p.head < len(p.q)) && ctx.Err() == nil {
 		p.idle.Wait()
+	}
+	if ctx.Err() != nil {
+		p.abandoned.Store(true)
 	}
 	left = append(left, p.q[p.head:]...)
 	p.q, p.head = nil, 0
@@ -183,14 +214,15 @@ func (e *Engine) runTask(t *ruleTask) {
 	// The client sent these: it is alive, however long its turn waited here.
 	c.lastRead.Store(uint32(start.Unix()))
 	for t.next < len(t.events) {
+		if e.pool.abandoned.Load() { // shutdown's deadline has passed
+			e.pool.dropped.Add(t.count())
+			e.pool.finished(e, t.bytes)
+			e.endReader(c, 0, "")
+			return
+		}
 		ev := &t.events[t.next]
 		t.next++
-		if !e.clientMessage(c, ev) && !t.stop {
-			// Its acks pile up unread: a slow consumer. The rest of its
-			// events still go to the rules; the connection then closes.
-			e.metrics.slowConsumers.Inc()
-			t.stop, t.code, t.reason = true, CloseSlowConsumer, "slow consumer"
-		}
+		e.clientMessage(c, ev)
 		t.events[t.next-1] = clientEvent{} // done: let its data go
 		if t.next < len(t.events) && time.Since(start) > ruleSlice {
 			e.pool.requeue(*t)

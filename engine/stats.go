@@ -104,6 +104,7 @@ func (t *fdTable) closeAll() []*conn {
 	for fd, c := range t.conns {
 		if c != nil {
 			unix.Close(fd)
+			c.rd.Release()
 			t.conns[fd] = nil
 			left = append(left, c)
 		}

@@ -83,10 +83,11 @@ func (e *Engine) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	// connection.open, before the 101: from here on the place is freed by
 	// the connection's close event, which follows whatever happens next.
-	rooms := e.runOpen(r.Context(), &ident, time.Now())
+	open := e.runOpen(r.Context(), &ident, time.Now())
 	admitted = false
 	nc, rw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
+		e.publishOpen(open)
 		e.closeEvent(&ident, ws.StatusAbnormalClosure)
 		httpError(w, http.StatusInternalServerError, "internal", "connection cannot be upgraded")
 		return
@@ -98,6 +99,7 @@ func (e *Engine) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	fd, err := detach(nc)
 	if err != nil {
+		e.publishOpen(open)
 		e.closeEvent(&ident, ws.StatusAbnormalClosure)
 		e.log.Error("detach socket", "err", err)
 		return
@@ -106,7 +108,7 @@ func (e *Engine) serveWS(w http.ResponseWriter, r *http.Request) {
 	if offersProtocol(r, subprotocol) {
 		proto = subprotocol
 	}
-	e.attach(fd, &ident, rooms, switchingProtocols(r.Header.Get("Sec-WebSocket-Key"), proto), leftover)
+	e.attach(fd, &ident, open, switchingProtocols(r.Header.Get("Sec-WebSocket-Key"), proto), leftover)
 }
 
 // admit takes a connection's place under limits.max_connections, or
@@ -141,11 +143,12 @@ func switchingProtocols(key, proto string) []byte {
 	return append(b, "\r\n\r\n"...)
 }
 
-// attach makes the descriptor a conn: indexed by its owner in rooms with
-// the 101 answer queued first, and registered with the poller. Bytes that
+// attach makes the descriptor a conn: indexed by its owner in the rooms
+// its open rules joined, with the 101 answer queued first, then what those
+// rules emitted, and registered with the poller. Bytes that
 // came with the handshake are read here; the rest of the turn goes to the
 // read workers.
-func (e *Engine) attach(fd int, ident *auth.Identity, rooms []string, response, leftover []byte) {
+func (e *Engine) attach(fd int, ident *auth.Identity, open *opening, response, leftover []byte) {
 	now := time.Now()
 	c := newConn(fd, ident, e.cfg.Auth.Leeway(), now)
 	c.part = e.hub.partFor(c.user)
@@ -163,7 +166,8 @@ func (e *Engine) attach(fd int, ident *auth.Identity, rooms []string, response, 
 	// number would otherwise queue c while we read it here.
 	c.sched.Store(schedRunning)
 	e.fds.set(fd, c)
-	c.part.jobs <- job{kind: jobAdd, c: c, rooms: rooms, frame: response}
+	c.part.jobs <- job{kind: jobAdd, c: c, rooms: open.rooms, frame: response}
+	e.publishOpen(open) // after the index job: an emit to this user reaches c too
 	if err := e.poller.Add(fd); err != nil {
 		e.log.Error("register connection", "err", err)
 		e.endReader(c, ws.StatusInternalServerError, "internal error")

@@ -97,9 +97,11 @@ func (e *Engine) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	ev := &Event{ID: id, Type: wb.Type, Source: SourceWebhook, Time: time.Now(), Data: wb.Data}
 	out, err := e.process(r.Context(), ev)
 	if err != nil {
-		// Nothing was sent (forwards go first, and a failed publish means
-		// the node is stopping): forget the id so the sender's retry, here
-		// or on another node, delivers everything once.
+		// Nothing was sent: forwards go first, and a node that can no
+		// longer publish says so before the first emit. Forget the id so
+		// the sender's retry, here or on another node, delivers it all.
+		// (Only if the node stops between two emits of one webhook has the
+		// first gone out; the retry then sends it again: at least once.)
 		if uerr := e.cfg.Store.Unmark(dedupWebhook + id); uerr != nil {
 			e.log.Error("forget webhook id", "id", id, "err", uerr)
 		}
