@@ -339,29 +339,17 @@ func (n *node) api(method, path string, body any) (int, map[string]any) {
 
 func (n *node) request(method, path, authz string, body any) (int, map[string]any) {
 	n.t.Helper()
-	var rd io.Reader
+	var b []byte
 	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
+		var err error
+		if b, err = json.Marshal(body); err != nil {
 			n.t.Fatal(err)
 		}
-		rd = strings.NewReader(string(b))
 	}
-	req, err := http.NewRequest(method, "http://"+n.addr+path, rd)
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	if authz != "" {
-		req.Header.Set("Authorization", authz)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	status, _, resp := n.rawRequest(method, path, authz, b)
 	var m map[string]any
-	json.NewDecoder(resp.Body).Decode(&m)
-	return resp.StatusCode, m
+	json.Unmarshal(resp, &m)
+	return status, m
 }
 
 // waitFor polls cond until it holds or d passes.
