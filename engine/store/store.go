@@ -1,6 +1,6 @@
 // Package store is the node's one embedded database: a buntdb file holding
-// webhook idempotency keys, the forward outbox and, later, presence and
-// replay streams.
+// webhook idempotency keys, the forward outbox, presence and the
+// missed-event streams kept for replay.
 //
 // Every concern owns a key prefix, so they can share the file without
 // colliding and a scan stays within its concern:
@@ -8,7 +8,11 @@
 //	wh:<webhook-id>           idempotency keys (MarkSeen)
 //	ob:<item-id>              outbox records (Outbox)
 //	ob_due:<nanos>:<item-id>  outbox due-time index (Outbox)
-//	pr:, rp:                  reserved for presence and replay streams
+//	pr:u:<user>               a user's status and last-seen (Users, SetStatus)
+//	pr:s:<user>               a session of this node (ApplySessions, Sessions, EndSessions)
+//	rp:<stream>\x00<ms><seq>  a stream's events, ids in fixed-width hex (Streams)
+//	rp:epoch                  the first event id the streams kept (Streams)
+//	rp_trim:<stream>          the newest id a stream dropped over its count (Streams)
 //
 // Outbox bodies are not in buntdb, which keeps every value in memory: they
 // are files in <path>.outbox/ (see Outbox).
@@ -45,11 +49,13 @@ import (
 
 // Key prefixes, one per concern (see the package comment).
 const (
-	prefixWebhook   = "wh:"
-	prefixOutbox    = "ob:"
-	prefixOutboxDue = "ob_due:"
-	prefixPresence  = "pr:" // reserved
-	prefixReplay    = "rp:" // reserved
+	prefixWebhook         = "wh:"
+	prefixOutbox          = "ob:"
+	prefixOutboxDue       = "ob_due:"
+	prefixPresenceUser    = "pr:u:"
+	prefixPresenceSession = "pr:s:"
+	prefixReplay          = "rp:"
+	prefixReplayTrim      = "rp_trim:"
 )
 
 // Memory is the path of a store that keeps nothing on disk.
