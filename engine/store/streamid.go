@@ -86,19 +86,32 @@ func parseHexID(s string) (StreamID, bool) {
 	if len(s) != hexIDLen {
 		return StreamID{}, false
 	}
-	var v [2]uint64
-	for i := 0; i < hexIDLen; i++ {
-		c := s[i]
-		var d byte
-		switch {
-		case '0' <= c && c <= '9':
-			d = c - '0'
-		case 'a' <= c && c <= 'f':
-			d = c - 'a' + 10
-		default:
-			return StreamID{}, false
-		}
-		v[i/16] = v[i/16]<<4 | uint64(d)
-	}
-	return StreamID{Ms: v[0], Seq: v[1]}, true
+	ms, ok1 := parseHex16(s[:16])
+	seq, ok2 := parseHex16(s[16:])
+	return StreamID{Ms: ms, Seq: seq}, ok1 && ok2
 }
+
+// parseHex16 reads 16 lower-case hex digits. Since reads an id out of
+// every key it returns: hence a table and no branch per digit.
+func parseHex16(s string) (uint64, bool) {
+	var v uint64
+	var bad byte
+	for i := range 16 {
+		d := hexValue[s[i]]
+		bad |= d
+		v = v<<4 | uint64(d&0xf)
+	}
+	return v, bad <= 0xf
+}
+
+// hexValue maps a lower-case hex digit to its value, any other byte to
+// 0xff.
+var hexValue = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
+	}
+	for i, c := range "0123456789abcdef" {
+		t[c] = byte(i)
+	}
+	return t
+}()
