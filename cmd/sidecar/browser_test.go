@@ -63,11 +63,16 @@ func artifactsDir(t *testing.T) string {
 // provider and sees the tour's webhook arrive, broadcasts and sends with
 // the page's test API buttons and sees the stats, stacks without sideways
 // scroll at 390 px, and explains a rejected or expired token without
-// reconnecting, Disconnect still usable. Each step is checked through the
-// DOM and leaves a screenshot.
+// reconnecting, Disconnect still usable. Then presence: it watches u2 (a
+// `ws` client in page.mjs) and its row follows u2 offline, online, busy,
+// and offline again after presence.grace (300 ms here) with a last seen;
+// it sets its own status and shows an error ack; and when its connection
+// drops it reconnects with ?since= the last id it saw, gets the event it
+// missed, shows resumed and watches u2 again. Each step is checked through
+// the DOM and leaves a screenshot.
 func TestExamplePageInABrowser(t *testing.T) {
 	chromium := needBrowser(t)
-	n := startExample(t)
+	n := startExample(t, "SIDECAR_PRESENCE__GRACE=300ms")
 	out := artifactsDir(t)
 	t.Logf("screenshots in %s", out)
 	bad, err := auth.Sign([]byte("another-secret-another-secret-0123456789"), map[string]any{"sub": "prov-1", "exp": time.Now().Add(time.Hour).Unix()})
@@ -78,7 +83,7 @@ func TestExamplePageInABrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, _ := json.Marshal(map[string]string{
+	cfg, _ := json.Marshal(map[string]any{
 		"base":          "http://" + n.addr,
 		"chromium":      chromium,
 		"out":           out,
@@ -88,6 +93,8 @@ func TestExamplePageInABrowser(t *testing.T) {
 		"badToken":      bad,
 		"expiredToken":  expired,
 		"mintCommand":   "go run ./cmd/sidecar token --config config.example.yaml --sub prov-1 --role provider",
+		"u2Token":       n.token(map[string]any{"sub": "u2"}),
+		"graceMs":       n.cfg.Presence.Grace.Milliseconds(),
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -110,6 +117,15 @@ func TestExamplePageInABrowser(t *testing.T) {
 			} `json:"phone"`
 			BadToken     string `json:"bad-token"`
 			ExpiredToken string `json:"expired-token"`
+			Presence     struct {
+				Before, Online, Busy, Offline string
+				LastSeen                      string `json:"lastSeen"`
+				GoneAfterMs                   int64  `json:"goneAfterMs"`
+			} `json:"presence"`
+			MyStatus string `json:"myStatus"`
+			ErrorAck string `json:"errorAck"`
+			Resumed  string `json:"resumed"`
+			SinceURL string `json:"sinceUrl"`
 		} `json:"facts"`
 	}
 	if err := json.Unmarshal(stdout, &res); err != nil {
@@ -129,10 +145,25 @@ func TestExamplePageInABrowser(t *testing.T) {
 		{"the bad token's explanation", f.BadToken, "the server says: invalid token"},
 		{"the expired token's explanation", f.ExpiredToken, "the server says: token expired"},
 		{"the explanation's mint command", f.BadToken, "go run ./cmd/sidecar token --config config.example.yaml"},
+		{"u2's row before it connects", f.Presence.Before, "offline"},
+		{"u2's row once connected", f.Presence.Online, "online"},
+		{"u2's row after its updateStatus", f.Presence.Busy, "busy"},
+		{"u2's row after it left", f.Presence.Offline, "offline"},
+		{"u2's row after it left", f.Presence.Offline, "last seen"},
+		{"my status", f.MyStatus, "Status set to away (ok)."},
+		{"the error ack", f.ErrorAck, "bad_request"},
+		{"the reconnect's URL", f.SinceURL, "/ws?since="},
+		{"the replay's end", f.Resumed, `"recovered":true`},
 	} {
 		if !strings.Contains(c.got, c.want) {
 			t.Errorf("%s: %q, want it to contain %q", c.what, c.got, c.want)
 		}
+	}
+	if grace := n.cfg.Presence.Grace.Milliseconds(); f.Presence.GoneAfterMs < grace*9/10 {
+		t.Errorf("u2 showed offline %d ms after it left, before presence.grace (%d ms)", f.Presence.GoneAfterMs, grace)
+	}
+	if seen, err := time.Parse(time.RFC3339Nano, f.Presence.LastSeen); err != nil || time.Since(seen) > time.Minute {
+		t.Errorf("u2's last seen %q (%v): want a time of this test", f.Presence.LastSeen, err)
 	}
 	if f.Phone.InnerWidth != 390 || f.Phone.ScrollWidth > 390 {
 		t.Errorf("at 390 px: innerWidth %d, scrollWidth %d", f.Phone.InnerWidth, f.Phone.ScrollWidth)
@@ -140,7 +171,8 @@ func TestExamplePageInABrowser(t *testing.T) {
 	// Each screenshot is a PNG of the size it was taken at: the phone's
 	// 390 px wide (the whole page, so at least a screen tall), the others
 	// the 1280 px window.
-	for name, wantWidth := range map[string]int{"webhook-received": 1280, "broadcast": 1280, "phone-390": 390, "bad-token": 1280, "expired-token": 1280} {
+	for name, wantWidth := range map[string]int{"webhook-received": 1280, "broadcast": 1280, "phone-390": 390, "bad-token": 1280, "expired-token": 1280,
+		"presence-online": 1280, "presence-offline": 1280, "resumed": 1280} {
 		path := res.Screenshots[name]
 		fh, err := os.Open(path)
 		if err != nil {
