@@ -28,6 +28,7 @@ type Config struct {
 	Rules    Rules    `koanf:"rules"`
 	Store    Store    `koanf:"store"`
 	Presence Presence `koanf:"presence"`
+	Replay   Replay   `koanf:"replay"`
 	Broker   Broker   `koanf:"broker"`
 	Limits   Limits   `koanf:"limits"`
 }
@@ -105,7 +106,19 @@ type Store struct {
 
 // Presence is the presence section.
 type Presence struct {
-	Grace time.Duration `koanf:"grace"`
+	Grace          time.Duration `koanf:"grace"`
+	MaxWatch       int           `koanf:"max_watch"`        // users one connection may watch
+	Statuses       []string      `koanf:"statuses"`         // allowed statuses; empty: free text
+	MaxStatusBytes int           `koanf:"max_status_bytes"` // longest status
+	MaxQueryUsers  int           `koanf:"max_query_users"`  // users per GET /api/presence?users=
+}
+
+// Replay is the replay section: the missed-event streams.
+type Replay struct {
+	MaxEvents int           `koanf:"max_events"` // per stream (user, room, everyone); 0: no replay
+	TTL       time.Duration `koanf:"ttl"`        // how long an event is kept
+	Events    []string      `koanf:"events"`     // event names kept (globs); empty: all
+	Exclude   []string      `koanf:"exclude"`    // event names never kept (globs)
 }
 
 // Broker is the broker section: one node or several.
@@ -171,7 +184,13 @@ func Default() Config {
 			MaxMemory: rules.DefaultMaxMemory,
 		},
 		Store:    Store{Path: "sidecar.db", Sync: "everysecond"},
-		Presence: Presence{Grace: 3 * time.Second},
+		Presence: Presence{Grace: 3 * time.Second, MaxWatch: 1000, MaxStatusBytes: 64, MaxQueryUsers: 100},
+		Replay: Replay{
+			MaxEvents: 100,
+			TTL:       24 * time.Hour,
+			Events:    []string{"*"},
+			Exclude:   []string{"userTyping", "userOnline", "userOffline", "statusUpdated"},
+		},
 		Limits: Limits{
 			MaxConnections:            el.MaxConnections,
 			MaxMessageBytes:           el.MaxMessageBytes,

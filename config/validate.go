@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path"
 	"slices"
 	"strings"
 	"time"
@@ -168,6 +169,30 @@ func (c *Config) Validate() error {
 	oneOf("store.sync", c.Store.Sync, "always", "everysecond", "never")
 	if c.Presence.Grace < 0 {
 		bad("presence.grace", "must not be negative, got %s", c.Presence.Grace)
+	}
+	positive("presence.max_watch", int64(c.Presence.MaxWatch))
+	positive("presence.max_status_bytes", int64(c.Presence.MaxStatusBytes))
+	positive("presence.max_query_users", int64(c.Presence.MaxQueryUsers))
+	for _, s := range c.Presence.Statuses {
+		if s == "" || len(s) > c.Presence.MaxStatusBytes {
+			bad("presence.statuses", "%q: a status must be 1 to presence.max_status_bytes (%d) bytes", s, c.Presence.MaxStatusBytes)
+		}
+	}
+	if c.Replay.MaxEvents < 0 {
+		bad("replay.max_events", "must not be negative (0: no replay), got %d", c.Replay.MaxEvents)
+	}
+	if c.Replay.MaxEvents > 0 && c.Replay.TTL <= 0 {
+		bad("replay.ttl", "must be positive, got %s", c.Replay.TTL)
+	}
+	for _, key := range []struct {
+		name  string
+		globs []string
+	}{{"replay.events", c.Replay.Events}, {"replay.exclude", c.Replay.Exclude}} {
+		for _, g := range key.globs {
+			if _, err := path.Match(g, ""); err != nil {
+				bad(key.name, "%q is not a valid glob: %v", g, err)
+			}
+		}
 	}
 	if c.Broker.RedisURL != "" {
 		// The URL may hold a password: never print it.

@@ -121,7 +121,7 @@ func soloPartition(tb testing.TB, n int) (*partition, *delivery, func()) {
 	for i := 0; i < n; i++ {
 		c := newConn(fd, &auth.Identity{UserID: fmt.Sprintf("u%d", i)}, 0, now)
 		c.part = p
-		p.add(c, nil, nil)
+		p.add(c, nil, nil, false, "")
 	}
 	d := testDelivery(e, Target{All: true})
 	return p, d, closeSink
@@ -193,7 +193,7 @@ func BenchmarkHubAddRemove(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		p.add(c, nil, nil)
+		p.add(c, nil, nil, false, "")
 		p.unindex(c)
 	}
 }

@@ -75,6 +75,7 @@ type conn struct {
 	added       bool      // the owner has indexed it (jobAdd handled)
 	finOnFlush  bool      // shut down writing once the queue is empty
 	readerGone  bool      // the owner learned that the reader side ended
+	dedup       bool      // replayed recently: skip live events it was replayed (partition.replayed)
 	outInline   [1][]byte // the queue's storage while it holds one frame, the usual case
 	blockedAt   int64     // unix nanos when a write first fell behind; 0: not behind
 	lingerUntil int64     // unix nanos; 0: not lingering; -1: released

@@ -89,11 +89,19 @@ type Config struct {
 	Metrics *prometheus.Registry
 	Origins []string // allowed Origin values; empty allows all
 	// AdminIf decides whether a JWT's claims may use /api/*.
-	AdminIf      func(claims map[string]any) bool
-	APIKeys      []string
-	Limits       Limits
-	Webhook      WebhookLimits
-	Checks       map[string]Check
+	AdminIf func(claims map[string]any) bool
+	APIKeys []string
+	Limits  Limits
+	Webhook WebhookLimits
+	Checks  map[string]Check
+	// Presence configures presence; PresenceStore keeps it (nil: in
+	// memory alone).
+	Presence      PresenceOptions
+	PresenceStore PresenceStore
+	// Streams keeps the missed-event streams (nil: no replay; a client
+	// asking for one is told recovered: false); Replay says which events.
+	Streams      StreamStore
+	Replay       ReplayOptions
 	DrainTimeout time.Duration // graceful shutdown budget; default 10s
 	Partitions   int           // hub partitions; 0: GOMAXPROCS, at most 64
 }
@@ -133,6 +141,11 @@ type Engine struct {
 
 	webhookSlots chan struct{}
 	events       eventCounts
+
+	pstore   PresenceStore
+	presence presenceWriter
+	streams  StreamStore
+	keeper   keeper
 }
 
 // New checks cfg and builds an engine. Nothing runs until Serve.
@@ -169,6 +182,7 @@ func New(cfg Config) (*Engine, error) {
 		cfg.DrainTimeout = 10 * time.Second
 	}
 	cfg.Limits.setDefaults()
+	cfg.Presence.setDefaults()
 	parts := cfg.Partitions
 	if parts <= 0 {
 		parts = runtime.GOMAXPROCS(0)
@@ -187,6 +201,13 @@ func New(cfg Config) (*Engine, error) {
 		poller:       poller,
 		webhookSlots: make(chan struct{}, cfg.Webhook.Concurrency),
 	}
+	e.pstore = cfg.PresenceStore
+	if e.pstore == nil {
+		e.pstore = noPresenceStore{}
+	}
+	e.streams = cfg.Streams
+	e.keeper.opt = cfg.Replay
+	e.presence.init(e)
 	e.runCtx, e.stopRun = context.WithCancel(context.Background())
 	e.hub.stopped = make(chan struct{})
 	e.hub.codecs[protoNative] = nativeCodec{}
@@ -254,6 +275,8 @@ func (e *Engine) Serve(ctx context.Context, ln net.Listener) error {
 	for range e.limits.RuleWorkers {
 		rulers.Go(e.ruleWorker)
 	}
+	go e.presence.run() // stopped by handOffPresence
+	e.restoreSessions(time.Now())
 	pollDone := make(chan error, 1)
 	go func() { pollDone <- e.poller.Wait(e.onEvent) }()
 	fwdCtx, stopFwd := context.WithCancel(context.WithoutCancel(ctx))
@@ -294,6 +317,7 @@ func (e *Engine) Serve(ctx context.Context, ln net.Listener) error {
 	// 2. Close every connection with 1001; their queues flush first.
 	open := e.drain(drainCtx)
 	e.log.Info("connections closed", "left_open", open)
+	e.handOffPresence(time.Now())
 	if !pollStopped {
 		e.poller.Close()
 		if perr := <-pollDone; err == nil && perr != nil && !errors.Is(perr, netpoll.ErrClosed) {
@@ -441,6 +465,7 @@ func (e *Engine) Publish(name string, data any, to Target, wait bool) (id string
 func (e *Engine) publish(ctx context.Context, m *Message, wait bool) (int, error) {
 	e.events.add(m.Event)
 	e.metrics.published.Inc()
+	e.keep(m) // before any partition can deliver it
 	return e.broker.Publish(ctx, m, wait)
 }
 

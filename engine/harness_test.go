@@ -40,6 +40,16 @@ type fakeRouter struct {
 	onCtx func(ctx context.Context, ev *Event)
 	// forget keeps no events: for soak tests.
 	forget bool
+	// handles, when set, says which event types a rule listens to; nil:
+	// all of them.
+	handles func(typ string) bool
+}
+
+func (f *fakeRouter) Handles(typ string) bool {
+	f.mu.Lock()
+	h := f.handles
+	f.mu.Unlock()
+	return h == nil || h(typ)
 }
 
 func (f *fakeRouter) Route(ctx context.Context, ev *Event, out []Command) ([]Command, error) {
@@ -94,6 +104,16 @@ func (n *node) closeClients() {
 
 type nodeOption func(*Config)
 
+// withStreams keeps max events per replay stream, for an hour.
+func withStreams(max int) nodeOption {
+	return func(c *Config) { c.Streams = c.PresenceStore.(*store.Store).Streams(max, time.Hour) }
+}
+
+// withGrace sets the presence grace delay.
+func withGrace(d time.Duration) nodeOption {
+	return func(c *Config) { c.Presence.Grace = d }
+}
+
 // withLeeway verifies tokens with a leeway other than the default 5 s.
 func withLeeway(d time.Duration) nodeOption {
 	return func(c *Config) {
@@ -126,6 +146,9 @@ func startNode(t *testing.T, opts ...nodeOption) *node {
 		Store:    st,
 		Webhooks: hooks,
 		APIKeys:  []string{testAPIKey},
+
+		PresenceStore: st,
+		Streams:       st.Streams(100, time.Hour),
 		Limits: Limits{
 			HandshakeTimeout: 2 * time.Second,
 		},

@@ -30,6 +30,8 @@ func (e *Engine) Handler() http.Handler {
 	mux.HandleFunc("GET /api/socket-test/stats", e.api(e.serveStats))
 	mux.HandleFunc("POST /api/events", e.api(e.serveEvents))
 	mux.HandleFunc("POST /api/rules/dry-run", e.api(e.serveDryRun))
+	mux.HandleFunc("GET /api/presence", e.api(e.servePresence))
+	mux.HandleFunc("GET /api/presence/{userId}", e.api(e.servePresenceUser))
 	mux.HandleFunc("GET /socket-example.html", serveExample)
 	mux.HandleFunc("GET /favicon.ico", serveFavicon)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

@@ -14,18 +14,23 @@ import (
 // scraped, so delivering shares no cache line; the per-message and
 // per-event counters (client events, publishes, closes) are shared.
 type metrics struct {
-	accepted        prometheus.Counter
-	refused         prometheus.Counter
-	authFailures    prometheus.Counter
-	slowConsumers   prometheus.Counter
-	rateLimited     prometheus.Counter
-	clientEvents    prometheus.Counter
-	published       prometheus.Counter
-	ruleErrors      *prometheus.CounterVec
-	lifecycleFailed prometheus.Counter
-	closes          *prometheus.CounterVec
-	webhooks        *prometheus.CounterVec
-	collectors      []prometheus.Collector
+	accepted            prometheus.Counter
+	refused             prometheus.Counter
+	authFailures        prometheus.Counter
+	slowConsumers       prometheus.Counter
+	rateLimited         prometheus.Counter
+	clientEvents        prometheus.Counter
+	published           prometheus.Counter
+	ruleErrors          *prometheus.CounterVec
+	lifecycleFailed     prometheus.Counter
+	closes              *prometheus.CounterVec
+	webhooks            *prometheus.CounterVec
+	unknownEvents       prometheus.Counter
+	presence            *prometheus.CounterVec
+	presenceStoreErrors prometheus.Counter
+	replayed            prometheus.Counter
+	replayStoreErrors   prometheus.Counter
+	collectors          []prometheus.Collector
 }
 
 func newMetrics(e *Engine) *metrics {
@@ -48,6 +53,12 @@ func newMetrics(e *Engine) *metrics {
 			Help: "Connections closed, by close code (0: the peer vanished)."}, []string{"code"}),
 		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "sidecar", Name: "webhooks_total",
 			Help: "Webhook requests, by answer status."}, []string{"status"}),
+		unknownEvents: counter("client_unknown_events_total", "Client events that no rule handles and the engine does not build in, answered unknown_event."),
+		presence: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "sidecar", Name: "presence_transitions_total",
+			Help: "Users that went online or offline (after the grace delay), by state."}, []string{"state"}),
+		presenceStoreErrors: counter("presence_store_errors_total", "Batches of presence sessions the store failed to keep."),
+		replayed:            counter("replayed_events_total", "Missed events replayed to reconnecting clients."),
+		replayStoreErrors:   counter("replay_store_errors_total", "Events delivered but not kept for replay because the store failed."),
 	}
 	sum := func(f func(p *partition) *atomic.Int64) func() float64 {
 		return func() float64 { return float64(e.hub.sum(f)) }
@@ -55,6 +66,7 @@ func newMetrics(e *Engine) *metrics {
 	m.collectors = []prometheus.Collector{
 		m.accepted, m.refused, m.authFailures, m.slowConsumers, m.rateLimited,
 		m.clientEvents, m.published, m.ruleErrors, m.lifecycleFailed, m.closes, m.webhooks,
+		m.unknownEvents, m.presence, m.presenceStoreErrors, m.replayed, m.replayStoreErrors,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "sidecar", Name: "connections", Help: "Open WebSocket connections."},
 			sum(func(p *partition) *atomic.Int64 { return &p.nConns })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "sidecar", Name: "users", Help: "Users with at least one connection on this node."},

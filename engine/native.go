@@ -23,8 +23,10 @@ func (nativeCodec) encodeEvent(name string, data []byte, id string) []byte {
 	f = appendJSONString(f, name)
 	f = append(f, `,"data":`...)
 	f = append(f, data...)
-	f = append(f, `,"id":`...)
-	f = appendJSONString(f, id)
+	if id != "" { // frames of the engine's own (resumed, presence) have none
+		f = append(f, `,"id":`...)
+		f = appendJSONString(f, id)
+	}
 	f = append(f, '}')
 	return prependHeader(f, ws.OpText)
 }

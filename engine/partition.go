@@ -34,6 +34,9 @@ type partition struct {
 	closing []*conn
 	seq     uint64 // delivery sequence, to send a frame once to a conn that several targets name
 	iov     [maxIovecs]unix.Iovec
+	pres    partPresence // its users' presence (presence.go)
+	// replayed holds, for conns replayed recently, the ids they got (replay.go).
+	replayed map[*conn]*replayedIDs
 
 	// Counters written by the partition, read by stats and metrics.
 	nConns    atomic.Int64
@@ -57,13 +60,16 @@ const (
 type job struct {
 	kind  jobKind
 	leave bool // jobRooms: leave instead of join
-	c     *conn
-	d     *delivery
-	frame []byte
-	user  string
-	rooms []string
-	fn    func()
-	done  chan<- struct{}
+	// jobAdd: replay what the conn missed after since first.
+	replay bool
+	since  string
+	c      *conn
+	d      *delivery
+	frame  []byte
+	user   string
+	rooms  []string
+	fn     func()
+	done   chan<- struct{}
 }
 
 func newPartition(e *Engine, id, queue int) *partition {
@@ -75,6 +81,7 @@ func newPartition(e *Engine, id, queue int) *partition {
 		rooms: make(map[string][]*conn),
 	}
 	p.wake.init()
+	p.pres.init()
 	return p
 }
 
@@ -98,6 +105,8 @@ func (p *partition) run(tick time.Duration) {
 		case <-p.wake.ch:
 		case now := <-t.C:
 			p.tick(now)
+		case <-p.pres.timer.C:
+			p.graceDue(time.Now())
 		}
 		p.handleMail()
 		p.flushDirty()
@@ -107,7 +116,7 @@ func (p *partition) run(tick time.Duration) {
 func (p *partition) handle(j job) bool {
 	switch j.kind {
 	case jobAdd:
-		p.add(j.c, j.rooms, j.frame)
+		p.add(j.c, j.rooms, j.frame, j.replay, j.since)
 	case jobDeliver:
 		n := p.deliver(j.d)
 		j.d.delivered.Add(int64(n))
@@ -138,22 +147,29 @@ func (p *partition) handle(j job) bool {
 	return true
 }
 
-// add indexes c in its rooms and queues response (the 101 answer) first.
-// Its reader may already be running: mail that came before is handled now,
-// after the 101, and no frame for c can come before this job.
-func (p *partition) add(c *conn, rooms []string, response []byte) {
+// add indexes c in its rooms and queues response (the 101 answer) first,
+// then, with replay, what it missed after since. Its reader may already
+// be running: mail that came before is handled now, after those, and no
+// frame for c can come before this job. The user's first connection makes
+// them online.
+func (p *partition) add(c *conn, rooms []string, response []byte, replay bool, since string) {
+	now := time.Now()
 	c.added = true
 	c.idx = int32(len(p.conns))
 	p.conns = append(p.conns, c)
 	list := p.users[c.user]
 	if list == nil {
 		p.nUsers.Add(1)
+		p.userOnline(c, now)
 	}
 	p.users[c.user] = append(list, c)
 	p.nConns.Add(1)
 	p.join(c, rooms)
 	if response != nil {
 		p.enqueue(c, response)
+	}
+	if replay && c.idx >= 0 {
+		p.replay(c, since, now)
 	}
 	if c.mail.Load() != 0 {
 		p.readMail(c)
@@ -171,9 +187,11 @@ func (p *partition) unindex(c *conn) {
 	p.conns[len(p.conns)-1] = nil
 	p.conns = p.conns[:len(p.conns)-1]
 	c.idx = -1
+	p.forgetReplayed(0, c)
 	if list := removeConn(p.users[c.user], c); len(list) == 0 {
 		delete(p.users, c.user)
 		p.nUsers.Add(-1)
+		p.userLeft(c.user, c.claims.Load(), time.Now())
 	} else {
 		p.users[c.user] = list
 	}
@@ -246,7 +264,8 @@ func (p *partition) deliver(d *delivery) int {
 	to := &d.msg.To
 	var frames [numProtocols][]byte
 	send := func(c *conn) {
-		if c.lastSeq == seq || (len(to.Except) > 0 && containsString(to.Except, c.user)) {
+		if c.lastSeq == seq || (len(to.Except) > 0 && containsString(to.Except, c.user)) ||
+			(c.dedup && p.wasReplayed(c, d.msg.ID)) {
 			return
 		}
 		c.lastSeq = seq

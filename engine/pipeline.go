@@ -244,8 +244,10 @@ func (e *Engine) clientMessage(c *conn, m *clientEvent) {
 }
 
 // clientEvent runs one client event and returns the ack's error code and
-// message ("" when it went through). The engine handles refresh and
-// register itself; every other event goes to the rules as client.<name>.
+// message ("" when it went through). The engine handles refresh, register,
+// watch and unwatch itself, and keeps updateStatus before the rules see
+// it; every other event goes to the rules as client.<name>, and one that
+// no rule listens to is answered unknown_event.
 func (e *Engine) clientEvent(c *conn, m *clientEvent) (code, msg string) {
 	data := m.data()
 	switch m.name {
@@ -264,10 +266,23 @@ func (e *Engine) clientEvent(c *conn, m *clientEvent) (code, msg string) {
 			return ackForbidden, "register can only confirm the token's own user"
 		}
 		return "", ""
+	case "watch", "unwatch":
+		return e.watch(c, data, m.name == "unwatch")
+	case "updateStatus":
+		return e.updateStatus(c, data)
 	}
+	if h, ok := e.router.(interface{ Handles(string) bool }); ok && !h.Handles("client."+m.name) {
+		e.metrics.unknownEvents.Inc()
+		return ackUnknownEvent, fmt.Sprintf("no rule handles client event %q", truncate(m.name, 64))
+	}
+	return e.runClientEvent(c, m.name, data)
+}
+
+// runClientEvent runs client.<name> through the rules.
+func (e *Engine) runClientEvent(c *conn, name string, data any) (code, msg string) {
 	ev := &Event{
 		ID:     e.newEventID(),
-		Type:   "client." + m.name,
+		Type:   "client." + name,
 		Source: SourceClient,
 		Time:   time.Now(),
 		Sender: c.identity(),
@@ -282,6 +297,17 @@ func (e *Engine) clientEvent(c *conn, m *clientEvent) (code, msg string) {
 		return ackInternal, "the event could not be processed"
 	}
 	return "", ""
+}
+
+// truncate cuts s to at most n bytes, on a rune boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "..."
 }
 
 // refresh replaces c's token with a newer one for the same user.

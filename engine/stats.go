@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"cmp"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,7 +21,14 @@ type Stats struct {
 	Delivered     int64            `json:"delivered"`
 	SlowConsumers int64            `json:"slow_consumers"`
 	Forward       *ForwardStats    `json:"forward,omitempty"`
+	// Rooms is the members (connections) of each room on this node, the
+	// largest maxStatsRooms; RoomsTotal counts them all.
+	Rooms      map[string]int `json:"rooms"`
+	RoomsTotal int            `json:"rooms_total"`
 }
+
+// maxStatsRooms caps the rooms the stats answer lists.
+const maxStatsRooms = 1000
 
 // ForwardStats is the outbox's forward.Stats as the stats answer shows it:
 // snake_case keys, like every JSON answer of the API. engine/forward keeps
@@ -61,7 +70,49 @@ func (e *Engine) Stats() Stats {
 	if e.cfg.Forwarder != nil {
 		s.Forward = forwardStats(e.cfg.Forwarder.Stats())
 	}
+	s.Rooms, s.RoomsTotal = e.roomSizes()
 	return s
+}
+
+// roomSizes asks every partition for its rooms' members and adds them up:
+// a room has members in the partitions of each of its users.
+func (e *Engine) roomSizes() (map[string]int, int) {
+	sizes := make(map[string]int)
+	var mu sync.Mutex
+	done := make(chan struct{}, len(e.hub.parts))
+	asked := 0
+	for _, p := range e.hub.parts {
+		if !e.hub.send(p, job{kind: jobCall, fn: func() {
+			mu.Lock()
+			for r, list := range p.rooms {
+				sizes[r] += len(list)
+			}
+			mu.Unlock()
+			done <- struct{}{}
+		}}) {
+			break
+		}
+		asked++
+	}
+	for range asked {
+		select {
+		case <-done:
+		case <-e.hub.stopped:
+			return map[string]int{}, 0
+		}
+	}
+	total := len(sizes)
+	if total > maxStatsRooms {
+		names := make([]string, 0, total)
+		for r := range sizes {
+			names = append(names, r)
+		}
+		slices.SortFunc(names, func(a, b string) int { return cmp.Compare(sizes[b], sizes[a]) })
+		for _, r := range names[maxStatsRooms:] {
+			delete(sizes, r)
+		}
+	}
+	return sizes, total
 }
 
 // fdTable maps a descriptor to its conn for the poller.

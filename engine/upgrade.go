@@ -108,7 +108,11 @@ func (e *Engine) serveWS(w http.ResponseWriter, r *http.Request) {
 	if offersProtocol(r, subprotocol) {
 		proto = subprotocol
 	}
-	e.attach(fd, &ident, open, switchingProtocols(r.Header.Get("Sec-WebSocket-Key"), proto), leftover)
+	since, replay := r.URL.Query()["since"]
+	if replay {
+		since = since[:1]
+	}
+	e.attach(fd, &ident, open, switchingProtocols(r.Header.Get("Sec-WebSocket-Key"), proto), leftover, replay, strings.Join(since, ""))
 }
 
 // admit takes a connection's place under limits.max_connections, or
@@ -148,7 +152,7 @@ func switchingProtocols(key, proto string) []byte {
 // rules emitted, and registered with the poller. Bytes that
 // came with the handshake are read here; the rest of the turn goes to the
 // read workers.
-func (e *Engine) attach(fd int, ident *auth.Identity, open *opening, response, leftover []byte) {
+func (e *Engine) attach(fd int, ident *auth.Identity, open *opening, response, leftover []byte, replay bool, since string) {
 	now := time.Now()
 	c := newConn(fd, ident, e.cfg.Auth.Leeway(), now)
 	c.part = e.hub.partFor(c.user)
@@ -166,7 +170,7 @@ func (e *Engine) attach(fd int, ident *auth.Identity, open *opening, response, l
 	// number would otherwise queue c while we read it here.
 	c.sched.Store(schedRunning)
 	e.fds.set(fd, c)
-	c.part.jobs <- job{kind: jobAdd, c: c, rooms: open.rooms, frame: response}
+	c.part.jobs <- job{kind: jobAdd, c: c, rooms: open.rooms, frame: response, replay: replay, since: since}
 	e.publishOpen(open) // after the index job: an emit to this user reaches c too
 	if err := e.poller.Add(fd); err != nil {
 		e.log.Error("register connection", "err", err)

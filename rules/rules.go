@@ -107,6 +107,21 @@ func (s *Set) Errors() map[string]uint64 {
 	return m
 }
 
+// Handles reports whether any rule listens to events of type typ (its
+// `on` matches it), whatever its condition: the engine answers a client
+// event that no rule listens to with an error, so a typo shows.
+func (s *Set) Handles(typ string) bool {
+	if len(s.exact[typ]) > 0 {
+		return true
+	}
+	for _, r := range s.globs {
+		if r.matches(typ) {
+			return true
+		}
+	}
+	return false
+}
+
 // Match runs the rules whose `on` matches ev.Type, in file order, and
 // appends their outputs to out. A rule that fails at run time (nil index,
 // division by zero, an id that is not an id, a loop over its budget, even a

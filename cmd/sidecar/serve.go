@@ -118,6 +118,10 @@ func serve(ctx context.Context, cfg *config.Config, ln net.Listener, logger *slo
 		return fmt.Errorf("forward: %w", err)
 	}
 
+	var streams engine.StreamStore // nil: no replay
+	if cfg.Replay.MaxEvents > 0 {
+		streams = st.Streams(cfg.Replay.MaxEvents, cfg.Replay.TTL)
+	}
 	eng, err := engine.New(engine.Config{
 		Logger:    logger,
 		Auth:      verifier,
@@ -151,6 +155,16 @@ func serve(ctx context.Context, cfg *config.Config, ln net.Listener, logger *slo
 			Concurrency:  cfg.Webhooks.Concurrency,
 		},
 		Checks: map[string]engine.Check{"rules": rl.Check},
+		Presence: engine.PresenceOptions{
+			Grace:          cfg.Presence.Grace,
+			MaxWatch:       cfg.Presence.MaxWatch,
+			Statuses:       cfg.Presence.Statuses,
+			MaxStatusBytes: cfg.Presence.MaxStatusBytes,
+			MaxQueryUsers:  cfg.Presence.MaxQueryUsers,
+		},
+		PresenceStore: st,
+		Streams:       streams,
+		Replay:        engine.ReplayOptions{Events: cfg.Replay.Events, Exclude: cfg.Replay.Exclude},
 	})
 	if err != nil {
 		return err

@@ -43,6 +43,12 @@ func (r *Router) Set() *rules.Set { return r.set.Load() }
 
 func (r *Router) store(s *rules.Set) { r.set.Store(s) }
 
+// Handles reports whether a rule in use listens to events of type typ.
+func (r *Router) Handles(typ string) bool {
+	s := r.set.Load()
+	return s != nil && s.Handles(typ)
+}
+
 // Route runs the rules on ev and appends the engine commands they decide.
 func (r *Router) Route(ctx context.Context, ev *engine.Event, out []engine.Command) ([]engine.Command, error) {
 	s := r.set.Load()
