@@ -126,12 +126,22 @@ type nodeClient struct {
 
 func startNodeClient(t *testing.T, url string, messages int, protocols ...string) *nodeClient {
 	t.Helper()
+	return startNodeClientSending(t, url, messages, nil, protocols...)
+}
+
+// startNodeClientSending is startNodeClient sending send once open.
+func startNodeClientSending(t *testing.T, url string, messages int, send []any, protocols ...string) *nodeClient {
+	t.Helper()
 	args := []string{"client.mjs", url, itoa(messages), "15000"}
 	if len(protocols) > 0 {
 		args = append(args, strings.Join(protocols, ","))
 	}
 	cmd := exec.Command("node", args...)
 	cmd.Dir = e2eDir
+	if send != nil {
+		b, _ := json.Marshal(send)
+		cmd.Env = append(os.Environ(), "SEND_ON_OPEN="+string(b))
+	}
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -582,6 +592,14 @@ func startBinary(t *testing.T, prefix string, env ...string) (bin string, cmd *e
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
+	cmd, addr = runBinary(t, bin, prefix, env...)
+	return bin, cmd, addr
+}
+
+// runBinary runs bin (built by startBinary) on config.example.yaml with env,
+// after the shell command prefix if set, and returns once it listens.
+func runBinary(t *testing.T, bin, prefix string, env ...string) (cmd *exec.Cmd, addr string) {
+	t.Helper()
 	script := `exec "$0" serve --config ../../config.example.yaml`
 	if prefix != "" {
 		script = prefix + " && " + script
@@ -609,7 +627,7 @@ func startBinary(t *testing.T, prefix string, env ...string) (bin string, cmd *e
 	case <-time.After(20 * time.Second):
 		t.Fatal("the binary never logged its address")
 	}
-	return bin, cmd, addr
+	return cmd, addr
 }
 
 // TestDryRunShowsWhatTheShippedRulesWouldDo: matched rules and their

@@ -2,13 +2,17 @@
 // usage: node client.mjs <url> <messages> [timeoutMs] [protocols,...]
 // Prints {"open":true} once connected, then each server frame as one JSON
 // line, and exits 0 after <messages> frames, or 2 on timeout, or 3 on close.
+// SEND_ON_OPEN, if set, is a JSON array of messages sent once open.
 import WebSocket from 'ws';
 
 const [url, want, timeoutMs = '10000', protocols] = process.argv.slice(2);
 const ws = new WebSocket(url, protocols ? protocols.split(',') : undefined);
 let got = 0;
 const timer = setTimeout(() => { console.log(JSON.stringify({ timeout: true, got })); process.exit(2); }, Number(timeoutMs));
-ws.on('open', () => console.log(JSON.stringify({ open: true, protocol: ws.protocol })));
+ws.on('open', () => {
+  console.log(JSON.stringify({ open: true, protocol: ws.protocol }));
+  for (const m of JSON.parse(process.env.SEND_ON_OPEN || '[]')) ws.send(JSON.stringify(m));
+});
 ws.on('message', (data) => {
   console.log(data.toString());
   if (++got >= Number(want)) { clearTimeout(timer); ws.close(1000); }
