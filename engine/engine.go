@@ -30,6 +30,7 @@ import (
 	"github.com/sidecar/sidecar/engine/auth"
 	"github.com/sidecar/sidecar/engine/forward"
 	"github.com/sidecar/sidecar/engine/netpoll"
+	"github.com/sidecar/sidecar/engine/store"
 	"github.com/sidecar/sidecar/engine/webhook"
 )
 
@@ -146,6 +147,8 @@ type Engine struct {
 	presence presenceWriter
 	streams  StreamStore
 	keeper   keeper
+	// replayLost is the last event that could not be kept for replay.
+	replayLost atomic.Pointer[store.StreamID]
 }
 
 // New checks cfg and builds an engine. Nothing runs until Serve.

@@ -104,6 +104,11 @@ func (e *Engine) keep(m *Message) {
 	}
 	err := e.streams.Append(streamsOf(&m.To), store.StreamEvent{ID: m.ID, Event: m.Event, Data: m.Data, Except: m.To.Except})
 	if err != nil {
+		// A replay from before this event is not complete, whoever asks:
+		// which streams missed it is not worth tracking for a full disk.
+		if id, ok := store.ParseStreamID(m.ID); ok {
+			e.replayLost.Store(&id)
+		}
 		e.metrics.replayStoreErrors.Inc()
 		e.ruleLog.limited.log("replay:store", func(suppressed int) {
 			e.log.Error("event not kept for replay; delivered all the same", "event", m.Event, "err", err, "suppressed", suppressed)
@@ -130,6 +135,11 @@ func (p *partition) replay(c *conn, since string, now time.Time) {
 			e.log.Warn("replay not read", "user", c.user, "err", err)
 		}
 		recovered = complete && err == nil
+		if lost := e.replayLost.Load(); lost != nil {
+			if s, ok := store.ParseStreamID(since); !ok || s.Less(*lost) {
+				recovered = false // an event after since was not kept
+			}
+		}
 		budget := e.limits.OutboundQueueBytes / 2
 		recent := uint64(now.Add(-replayDedup).UnixMilli())
 		for _, ev := range evs {

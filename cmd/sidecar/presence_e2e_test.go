@@ -1,12 +1,19 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
 
 	"github.com/sidecar/sidecar/engine/auth"
 )
@@ -249,4 +256,99 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// uncomment returns the shipped rules with the commented-out rule named
+// name turned on.
+func uncomment(t *testing.T, rules, name string) string {
+	t.Helper()
+	lines := strings.Split(rules, "\n")
+	on := false
+	for i, l := range lines {
+		switch {
+		case strings.HasPrefix(l, "  # - name: "+name):
+			on = true
+		case on && !strings.HasPrefix(l, "  #   "):
+			on = false
+		}
+		if on {
+			lines[i] = "  " + strings.TrimPrefix(l, "  # ")
+		}
+	}
+	out := strings.Join(lines, "\n")
+	if out == rules {
+		t.Fatalf("no commented-out rule %q in rules.yaml", name)
+	}
+	return out
+}
+
+// The shipped commented-out presence rules work once uncommented: the app
+// is told of each transition through the durable, signed forward queue,
+// and telling everyone reaches every other connection.
+func TestShippedPresenceRulesUncommented(t *testing.T) {
+	shipped, err := os.ReadFile("../../rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type forwarded struct {
+		h    http.Header
+		body []byte
+	}
+	got := make(chan forwarded, 10)
+	app := httptestServer(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if r.URL.Path == "/api/presence-changed" {
+			got <- forwarded{r.Header, b}
+		}
+	})
+	t.Setenv("APP_URL", app)
+	rules := uncomment(t, uncomment(t, uncomment(t, string(shipped), "presence-to-app"), "user-online-to-everyone"), "user-offline-to-everyone")
+	fwdSecret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	addr, cfg, _ := serveWith(t, rules, "forward: {secret: "+fwdSecret+", initial_backoff: 50ms}\npresence: {grace: 100ms}\n")
+	sign := func(sub string) string {
+		tok, _ := auth.Sign([]byte(cfg.Auth.JWTSecret), map[string]any{"sub": sub, "exp": time.Now().Add(time.Hour).Unix()})
+		return tok
+	}
+	other, _, _, err := ws.Dial(context.Background(), "ws://"+addr+"/ws?token="+sign("other"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	u1, _, _, err := ws.Dial(context.Background(), "ws://"+addr+"/ws?token="+sign("u1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		msg, err := wsutil.ReadServerText(other)
+		if err != nil {
+			t.Fatalf("waiting for u1's userOnline to everyone: %v", err)
+		}
+		if strings.Contains(string(msg), `"userOnline"`) && strings.Contains(string(msg), `"u1"`) {
+			break
+		}
+	}
+	u1.Close()
+	want := map[string]bool{"presence.online": false, "presence.offline": false}
+	for seen := 0; seen < 3; {
+		select {
+		case f := <-got:
+			if err := verifyWith(fwdSecret, f.h, f.body); err != nil {
+				t.Fatalf("forward does not verify: %v", err)
+			}
+			var ev map[string]any
+			json.Unmarshal(f.body, &ev)
+			sender, _ := ev["sender"].(map[string]any)
+			if sender["id"] == "u1" {
+				want[ev["type"].(string)] = true
+			}
+			seen++
+		case <-time.After(10 * time.Second):
+			t.Fatalf("forwards to the app: %v", want)
+		}
+		if want["presence.online"] && want["presence.offline"] {
+			return
+		}
+	}
+	t.Fatalf("forwards to the app: %v", want)
 }
