@@ -8,7 +8,13 @@
 // (hub.go), which sends it to the partitions owning a recipient
 // (partition.go); each one frames it once per protocol (codec.go,
 // native.go), appends the same bytes to every recipient's queue and writes
-// each queue with one system call (outq.go, transport.go).
+// each queue with one system call (outq.go, transport.go). On the way, a
+// message kept for replay is stored in its streams (replay.go).
+//
+// Presence (presence.go, watch.go) lives in the partitions too: the one
+// that owns a user sees their first connection and their last, and keeps
+// the grace delay; one presence writer keeps the sessions and runs the
+// transitions through the rules.
 package engine
 
 import (

@@ -22,9 +22,11 @@ import (
 //     deadline order). No lock is added to the delivery path.
 //   - a transition goes to the presence writer (presenceWriter, one
 //     goroutine), which keeps the node's sessions in the store, in batches
-//     and in order, then hands presence.online and presence.offline to the
-//     rule pool like any lifecycle event (sender: that user's claims). Who
-//     hears userOnline is a rule.
+//     and in order, then runs presence.online and presence.offline through
+//     the rules (sender: that user's claims), itself, one at a time: a
+//     user's offline and their next online are never run out of order, as
+//     they could be by two workers of the rule pool. Who hears userOnline
+//     is a rule.
 //
 // The node's sessions (one per online user) are in the store, so that a
 // node that died (kill -9, OOM, power loss) ends them on its next start:
@@ -312,7 +314,7 @@ func (w *presenceWriter) close() {
 }
 
 // write keeps batch's sessions, then runs its transitions through the
-// rules. A store that fails (a full disk) loses the sessions, not the
+// rules, in order. A store that fails (a full disk) loses the sessions, not the
 // transitions: presence stays right in memory, /readyz reports the store.
 func (w *presenceWriter) write(batch []presenceChange) {
 	e := w.e
@@ -361,7 +363,9 @@ func (w *presenceWriter) write(batch []presenceChange) {
 			Sender: identityOf(ch.user, ch.claims),
 			Data:   data,
 		}
-		e.pool.submit(ruleTask{ev: ev})
+		if _, err := e.process(e.runCtx, ev); err != nil {
+			e.lifecycleFailed(ev, err)
+		}
 	}
 }
 
