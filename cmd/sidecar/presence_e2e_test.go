@@ -45,9 +45,22 @@ func (c *nodeClient) nextEvent() map[string]any {
 	}
 }
 
+// kill ends the client process, as a closed tab does, and waits until it
+// has exited (its reader goroutine reaps it).
 func (c *nodeClient) kill() {
+	c.t.Helper()
 	c.cmd.Process.Kill()
-	c.cmd.Wait()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case _, ok := <-c.lines:
+			if !ok {
+				return
+			}
+		case <-timeout:
+			c.t.Fatal("the node client did not exit")
+		}
+	}
 }
 
 func getJSON(t *testing.T, u, bearer string) (int, map[string]any) {
