@@ -6,7 +6,7 @@ import "context"
 // JSON once, by the publisher, and framed per protocol by each hub that
 // holds a recipient.
 type Message struct {
-	ID    string // stream id
+	ID    string // stream id; given by the hub that delivers it when empty
 	Event string // event name clients receive
 	Data  []byte // valid UTF-8 JSON
 	To    Target

@@ -36,7 +36,6 @@ import (
 	"github.com/sidecar/sidecar/engine/auth"
 	"github.com/sidecar/sidecar/engine/forward"
 	"github.com/sidecar/sidecar/engine/netpoll"
-	"github.com/sidecar/sidecar/engine/store"
 	"github.com/sidecar/sidecar/engine/webhook"
 )
 
@@ -153,8 +152,6 @@ type Engine struct {
 	presence presenceWriter
 	streams  StreamStore
 	keeper   keeper
-	// replayLost is the last event that could not be kept for replay.
-	replayLost atomic.Pointer[store.StreamID]
 }
 
 // New checks cfg and builds an engine. Nothing runs until Serve.
@@ -220,6 +217,7 @@ func New(cfg Config) (*Engine, error) {
 	e.runCtx, e.stopRun = context.WithCancel(context.Background())
 	e.hub.stopped = make(chan struct{})
 	e.hub.codecs[protoNative] = nativeCodec{}
+	e.hub.stamp = e.stamp
 	for i := 0; i < parts; i++ {
 		e.hub.parts = append(e.hub.parts, newPartition(e, i, 8192))
 	}
@@ -326,7 +324,7 @@ func (e *Engine) Serve(ctx context.Context, ln net.Listener) error {
 	// 2. Close every connection with 1001; their queues flush first.
 	open := e.drain(drainCtx)
 	e.log.Info("connections closed", "left_open", open)
-	e.handOffPresence(time.Now())
+	e.handOffPresence(latest(drainCtx, time.Now().Add(lifecycleGrace)))
 	if !pollStopped {
 		e.poller.Close()
 		if perr := <-pollDone; err == nil && perr != nil && !errors.Is(perr, netpoll.ErrClosed) {
@@ -447,9 +445,13 @@ func (e *Engine) onEvent(fd int, ev netpoll.Event) {
 // newEventID returns a node-unique, increasing id: unix millis and a
 // sequence number, the shape of a Redis stream id.
 func (e *Engine) newEventID() string {
+	return e.idAt(time.Now().UnixMilli())
+}
+
+func (e *Engine) idAt(ms int64) string {
 	seq := e.nextEvent.Add(1)
 	b := make([]byte, 0, 24)
-	b = strconv.AppendInt(b, time.Now().UnixMilli(), 10)
+	b = strconv.AppendInt(b, ms, 10)
 	b = append(b, '-')
 	b = strconv.AppendUint(b, seq, 10)
 	return string(b)
@@ -465,7 +467,7 @@ func (e *Engine) Publish(name string, data any, to Target, wait bool) (id string
 	if err != nil {
 		return "", 0, fmt.Errorf("encode %s data: %w", name, err)
 	}
-	m := &Message{ID: e.newEventID(), Event: name, Data: p, To: to}
+	m := &Message{Event: name, Data: p, To: to}
 	delivered, err = e.publish(context.Background(), m, wait)
 	return m.ID, delivered, err
 }
@@ -474,7 +476,6 @@ func (e *Engine) Publish(name string, data any, to Target, wait bool) (id string
 func (e *Engine) publish(ctx context.Context, m *Message, wait bool) (int, error) {
 	e.events.add(m.Event)
 	e.metrics.published.Inc()
-	e.keep(m) // before any partition can deliver it
 	return e.broker.Publish(ctx, m, wait)
 }
 

@@ -4,6 +4,7 @@ import (
 	"hash/fnv"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // The hub is this node's index of sessions, by user and by room, and what
@@ -17,6 +18,16 @@ type hub struct {
 	// stopped is closed when the partitions stop: whoever would still send
 	// them a job, or wait on one, gives up instead of blocking forever.
 	stopped chan struct{}
+
+	// pubMu orders publishes: a message gets its stream id, is kept for
+	// replay and is queued to its partitions under it, so every partition
+	// receives messages in id order and the store holds them in that order
+	// (replay.go relies on both). Waiting for the partitions to handle a
+	// message is done outside it.
+	pubMu  sync.Mutex
+	lastMs int64 // guarded by pubMu: stream ids never go back, whatever the clock
+	// stamp gives m its stream id and keeps it for replay, under pubMu.
+	stamp func(m *Message, ms int64)
 }
 
 var _ Hub = (*hub)(nil)
@@ -31,9 +42,21 @@ func (h *hub) partFor(user string) *partition {
 	return h.parts[f.Sum32()%uint32(len(h.parts))]
 }
 
-// Deliver hands m to the partitions that own a recipient. With wait, it
-// returns after each has queued it, with the number of connections reached.
+// Deliver gives m its stream id (if it has none), keeps it for replay, and
+// hands it to the partitions that own a recipient. With wait, it returns
+// after each has queued it, with the number of connections reached.
 func (h *hub) Deliver(m *Message, wait bool) (int, error) {
+	h.pubMu.Lock()
+	locked := true
+	defer func() {
+		if locked {
+			h.pubMu.Unlock()
+		}
+	}()
+	if h.stamp != nil {
+		h.lastMs = max(h.lastMs, time.Now().UnixMilli())
+		h.stamp(m, h.lastMs)
+	}
 	if m.To.Empty() {
 		return 0, nil
 	}
@@ -59,6 +82,8 @@ func (h *hub) Deliver(m *Message, wait bool) (int, error) {
 			return 0, ErrStopped
 		}
 	}
+	h.pubMu.Unlock()
+	locked = false
 	if !wait {
 		return 0, nil
 	}

@@ -252,9 +252,6 @@ func (p *partition) tick(now time.Time) {
 			i-- // c's slot now holds another conn
 		}
 	}
-	if len(p.replayed) > 0 {
-		p.forgetReplayed(nano, nil)
-	}
 	for i := 0; i < len(p.closing); i++ {
 		c := p.closing[i]
 		if c.lingerUntil > 0 && nano > c.lingerUntil {

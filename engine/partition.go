@@ -6,6 +6,8 @@ import (
 
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
+
+	"github.com/sidecar/sidecar/engine/store"
 )
 
 // A partition is one shard of the hub: it owns the connections of the users
@@ -35,8 +37,10 @@ type partition struct {
 	seq     uint64 // delivery sequence, to send a frame once to a conn that several targets name
 	iov     [maxIovecs]unix.Iovec
 	pres    partPresence // its users' presence (presence.go)
-	// replayed holds, for conns replayed recently, the ids they got (replay.go).
-	replayed map[*conn]*replayedIDs
+	// replayed holds, for conns replayed recently, what they were sent, and
+	// replayHorizon the newest id of them all (replay.go).
+	replayed      map[*conn]*replayed
+	replayHorizon store.StreamID
 
 	// Counters written by the partition, read by stats and metrics.
 	nConns    atomic.Int64
@@ -59,17 +63,14 @@ const (
 // job is passed by value through the channel: sending one allocates nothing.
 type job struct {
 	kind  jobKind
-	leave bool // jobRooms: leave instead of join
-	// jobAdd: replay what the conn missed after since first.
-	replay bool
-	since  string
-	c      *conn
-	d      *delivery
-	frame  []byte
-	user   string
-	rooms  []string
-	fn     func()
-	done   chan<- struct{}
+	leave bool // jobRooms: leave instead of join; jobAdd: replay what the conn missed after user (since)
+	c     *conn
+	d     *delivery
+	frame []byte
+	user  string
+	rooms []string
+	fn    func()
+	done  chan<- struct{}
 }
 
 func newPartition(e *Engine, id, queue int) *partition {
@@ -116,7 +117,7 @@ func (p *partition) run(tick time.Duration) {
 func (p *partition) handle(j job) bool {
 	switch j.kind {
 	case jobAdd:
-		p.add(j.c, j.rooms, j.frame, j.replay, j.since)
+		p.add(j.c, j.rooms, j.frame, j.leave, j.user)
 	case jobDeliver:
 		n := p.deliver(j.d)
 		j.d.delivered.Add(int64(n))
@@ -135,6 +136,9 @@ func (p *partition) handle(j job) bool {
 	case jobCall:
 		j.fn()
 	case jobDrain:
+		// The users whose last connection closes now are handed to the
+		// next start, not sent offline, however long the drain takes.
+		p.pres.frozen = true
 		for len(p.conns) > 0 {
 			p.close(p.conns[len(p.conns)-1], ws.StatusGoingAway, "server shutting down")
 		}
@@ -169,7 +173,7 @@ func (p *partition) add(c *conn, rooms []string, response []byte, replay bool, s
 		p.enqueue(c, response)
 	}
 	if replay && c.idx >= 0 {
-		p.replay(c, since, now)
+		p.replay(c, since)
 	}
 	if c.mail.Load() != 0 {
 		p.readMail(c)
@@ -187,7 +191,7 @@ func (p *partition) unindex(c *conn) {
 	p.conns[len(p.conns)-1] = nil
 	p.conns = p.conns[:len(p.conns)-1]
 	c.idx = -1
-	p.forgetReplayed(0, c)
+	p.forgetReplayed(store.StreamID{}, c)
 	if list := removeConn(p.users[c.user], c); len(list) == 0 {
 		delete(p.users, c.user)
 		p.nUsers.Add(-1)
@@ -263,9 +267,14 @@ func (p *partition) deliver(d *delivery) int {
 	seq, n := p.seq, 0
 	to := &d.msg.To
 	var frames [numProtocols][]byte
-	send := func(c *conn) {
+	var id store.StreamID
+	if len(p.replayed) > 0 {
+		id, _ = store.ParseStreamID(d.msg.ID)
+		defer p.forgetReplayed(id, nil)
+	}
+	send := func(c *conn, room string) {
 		if c.lastSeq == seq || (len(to.Except) > 0 && containsString(to.Except, c.user)) ||
-			(c.dedup && p.wasReplayed(c, d.msg.ID)) {
+			(c.dedup && p.wasReplayed(c, id, room)) {
 			return
 		}
 		c.lastSeq = seq
@@ -283,7 +292,7 @@ func (p *partition) deliver(d *delivery) int {
 		// loop is swapped out of p.conns.
 		for i := 0; i < len(p.conns); i++ {
 			c := p.conns[i]
-			send(c)
+			send(c, "")
 			if c.idx < 0 { // closed as a slow consumer: its slot now holds another conn
 				i--
 			}
@@ -295,13 +304,13 @@ func (p *partition) deliver(d *delivery) int {
 	for _, u := range to.Users {
 		list := p.users[u]
 		for i := len(list) - 1; i >= 0; i-- {
-			send(list[i])
+			send(list[i], "")
 		}
 	}
 	for _, r := range to.Rooms {
 		list := p.rooms[r]
 		for i := len(list) - 1; i >= 0; i-- {
-			send(list[i])
+			send(list[i], r)
 		}
 	}
 	return n

@@ -104,7 +104,7 @@ func (e *Engine) process(ctx context.Context, ev *Event) (outcome, error) {
 		}
 		switch cmd.Op {
 		case OpEmit:
-			m := &Message{ID: e.newEventID(), Event: cmd.Event, Data: payloads[i], To: cmd.To}
+			m := &Message{Event: cmd.Event, Data: payloads[i], To: cmd.To}
 			if ev.opening != nil {
 				ev.opening.emits = append(ev.opening.emits, m)
 				break

@@ -3,6 +3,7 @@ package engine
 import (
 	"encoding/json"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sidecar/sidecar/engine/auth"
@@ -47,7 +48,7 @@ type PresenceStore interface {
 	SetStatus(user, status string) error
 	ApplySessions(changes []store.SessionChange) error
 	Sessions() ([]store.Session, error)
-	EndSessions(users []string, at time.Time) error
+	EndSessions(ends []store.SessionEnd) error
 }
 
 // PresenceOptions configure presence and the client events built on it.
@@ -96,7 +97,7 @@ type graceEntry struct {
 	user     string
 	claims   *[]byte   // the last connection's claims, for the offline event
 	left     time.Time // when the user was last seen: the last close, or the previous life's end
-	deadline int64     // unix nanos
+	deadline time.Time // with the monotonic clock: a clock step moves no deadline
 	done     bool      // a connection came back, or the offline event went
 	prev     bool      // a session of the node's previous life
 }
@@ -144,8 +145,8 @@ func (p *partition) startGrace(g *graceEntry, now time.Time) {
 	if old := pp.pending[g.user]; old != nil {
 		old.done = true
 	}
-	g.deadline = now.Add(p.e.cfg.Presence.Grace).UnixNano()
-	if n := len(pp.queue); n > pp.head && pp.queue[n-1].deadline > g.deadline {
+	g.deadline = now.Add(p.e.cfg.Presence.Grace)
+	if n := len(pp.queue); n > pp.head && pp.queue[n-1].deadline.After(g.deadline) {
 		g.deadline = pp.queue[n-1].deadline // keep the queue in order
 	}
 	pp.pending[g.user] = g
@@ -162,11 +163,10 @@ func (p *partition) graceDue(now time.Time) {
 	if pp.frozen {
 		return
 	}
-	nano := now.UnixNano()
 	for pp.head < len(pp.queue) {
 		g := pp.queue[pp.head]
-		if !g.done && g.deadline > nano {
-			pp.timer.Reset(time.Duration(g.deadline - nano))
+		if !g.done && g.deadline.After(now) {
+			pp.timer.Reset(g.deadline.Sub(now))
 			break
 		}
 		pp.queue[pp.head] = nil
@@ -243,13 +243,15 @@ func (e *Engine) Presence(users []string) (map[string]*UserPresence, error) {
 }
 
 // presenceChange is one user's transition, on its way to the store and
-// the rules.
+// the rules; or, with fn, work that must be ordered with the transitions
+// (a watch's answer, a status update), run by the writer in its place.
 type presenceChange struct {
 	user   string
 	online bool
 	quiet  bool // keep the session, tell no rule (a previous life's user came back)
 	claims *[]byte
 	at     time.Time
+	fn     func()
 }
 
 // presenceWriter keeps the sessions in the store and hands transitions to
@@ -260,8 +262,12 @@ type presenceWriter struct {
 	mu   sync.Mutex
 	q    []presenceChange // guarded by mu
 	stop bool             // guarded by mu
-	wake chan struct{}
-	done chan struct{}
+	// deadline, set by close, is when what is still queued is kept in the
+	// store but no longer run through the rules (unix nanos; 0: none).
+	deadline atomic.Int64
+	dropped  int // transitions not run for the deadline; written by run
+	wake     chan struct{}
+	done     chan struct{}
 }
 
 func (w *presenceWriter) init(e *Engine) {
@@ -270,14 +276,32 @@ func (w *presenceWriter) init(e *Engine) {
 	w.done = make(chan struct{})
 }
 
-func (w *presenceWriter) push(ch presenceChange) {
+// push queues ch. It reports false once the writer is closing, when ch
+// will never run.
+func (w *presenceWriter) push(ch presenceChange) bool {
 	w.mu.Lock()
+	if w.stop {
+		w.mu.Unlock()
+		return false
+	}
 	w.q = append(w.q, ch)
 	w.mu.Unlock()
 	select {
 	case w.wake <- struct{}{}:
 	default:
 	}
+	return true
+}
+
+// do runs fn on the writer, in order with the transitions queued before
+// it, and waits for it. It reports false if the writer is closing.
+func (w *presenceWriter) do(fn func()) bool {
+	done := make(chan struct{})
+	if !w.push(presenceChange{fn: func() { defer close(done); fn() }}) {
+		return false
+	}
+	<-done
+	return true
 }
 
 // run handles batches until close, after which it handles what is left and
@@ -301,8 +325,16 @@ func (w *presenceWriter) run() {
 	}
 }
 
-// close makes run handle what is queued and return, and waits for it.
-func (w *presenceWriter) close() {
+// close makes run handle what is queued and return, and waits for it:
+// the rules run for what is queued until deadline, after which the sessions
+// are still kept (the next start ends them) and the count is logged.
+func (w *presenceWriter) close(deadline time.Time) {
+	w.deadline.Store(deadline.UnixNano())
+	defer func() {
+		if w.dropped > 0 {
+			w.e.log.Error("presence changes not run through the rules before the drain deadline", "changes", w.dropped)
+		}
+	}()
 	w.mu.Lock()
 	w.stop = true
 	w.mu.Unlock()
@@ -318,30 +350,44 @@ func (w *presenceWriter) close() {
 // transitions: presence stays right in memory, /readyz reports the store.
 func (w *presenceWriter) write(batch []presenceChange) {
 	e := w.e
-	changes := make([]store.SessionChange, len(batch))
+	changes := make([]store.SessionChange, 0, len(batch))
 	var told []string
-	for i, ch := range batch {
-		changes[i] = store.SessionChange{User: ch.user, Online: ch.online, At: ch.at}
-		if ch.online && ch.claims != nil {
-			changes[i].Claims = *ch.claims
+	for _, ch := range batch {
+		if ch.fn != nil {
+			continue
 		}
+		sc := store.SessionChange{User: ch.user, Online: ch.online, At: ch.at}
+		if ch.online && ch.claims != nil {
+			sc.Claims = *ch.claims
+		}
+		changes = append(changes, sc)
 		if !ch.quiet {
 			told = append(told, ch.user)
 		}
 	}
-	if err := e.pstore.ApplySessions(changes); err != nil {
+	if len(changes) == 0 {
+		// Only work to run in order.
+	} else if err := e.pstore.ApplySessions(changes); err != nil {
 		e.metrics.presenceStoreErrors.Inc()
 		e.ruleLog.limited.log("presence:store", func(suppressed int) {
 			e.log.Error("presence sessions not stored", "changes", len(changes), "err", err, "suppressed", suppressed)
 		})
 	}
-	if len(told) == 0 {
-		return
+	var recs map[string]store.UserRecord
+	if len(told) > 0 {
+		recs, _ = e.pstore.Users(told) // statuses, for the rules; none on error
 	}
-	recs, _ := e.pstore.Users(told) // statuses, for the rules; none on error
 	now := time.Now()
 	for _, ch := range batch {
+		if ch.fn != nil {
+			ch.fn()
+			continue
+		}
 		if ch.quiet {
+			continue
+		}
+		if d := w.deadline.Load(); d != 0 && time.Now().UnixNano() > d {
+			w.dropped++
 			continue
 		}
 		typ, state := eventOffline, "offline"
@@ -415,16 +461,18 @@ func (e *Engine) restoreSessions(now time.Time) {
 // marked ended, and the next start ends them through the rules unless
 // they reconnect within its grace delay: a restart does not flap every user
 // offline and online. The transitions made before are stored and run first.
-func (e *Engine) handOffPresence(now time.Time) {
+func (e *Engine) handOffPresence(deadline time.Time) {
 	var mu sync.Mutex
-	var users []string
+	var ends []store.SessionEnd
 	done := make(chan struct{}, len(e.hub.parts))
 	for _, p := range e.hub.parts {
 		p.jobs <- job{kind: jobCall, fn: func() {
-			p.pres.frozen = true
+			p.pres.frozen = true // already, since jobDrain
 			mu.Lock()
-			for u := range p.pres.pending {
-				users = append(users, u)
+			for u, g := range p.pres.pending {
+				// Last seen when the last connection closed; a user of the
+				// previous life not seen since keeps the time it had.
+				ends = append(ends, store.SessionEnd{User: u, At: g.left})
 			}
 			mu.Unlock()
 			done <- struct{}{}
@@ -433,15 +481,16 @@ func (e *Engine) handOffPresence(now time.Time) {
 	for range e.hub.parts {
 		<-done
 	}
-	e.presence.close()
-	if len(users) == 0 {
+	e.presence.close(deadline)
+	if len(ends) == 0 {
 		return
 	}
-	if err := e.pstore.EndSessions(users, now); err != nil {
-		e.log.Error("sessions not marked ended: the next start ends them with a later last-seen", "users", len(users), "err", err)
+	users := len(ends)
+	if err := e.pstore.EndSessions(ends); err != nil {
+		e.log.Error("sessions not marked ended: the next start ends them with a later last-seen", "users", users, "err", err)
 		return
 	}
-	e.log.Info("sessions handed over to the next start", "users", len(users))
+	e.log.Info("sessions handed over to the next start", "users", users)
 }
 
 // noPresenceStore keeps nothing: presence works in memory alone.
@@ -451,4 +500,4 @@ func (noPresenceStore) Users([]string) (map[string]store.UserRecord, error) { re
 func (noPresenceStore) SetStatus(string, string) error                      { return nil }
 func (noPresenceStore) ApplySessions([]store.SessionChange) error           { return nil }
 func (noPresenceStore) Sessions() ([]store.Session, error)                  { return nil, nil }
-func (noPresenceStore) EndSessions([]string, time.Time) error               { return nil }
+func (noPresenceStore) EndSessions([]store.SessionEnd) error                { return nil }

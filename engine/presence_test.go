@@ -1,10 +1,14 @@
 package engine
 
 import (
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
 
 	"github.com/sidecar/sidecar/engine/store"
 )
@@ -230,7 +234,8 @@ func TestPresenceBadInput(t *testing.T) {
 		t.Fatalf("a refused status was kept: %v", *st["w"].Status)
 	}
 	// A 1 MB status never reaches the engine: the message is over the limit.
-	c.send(map[string]any{"event": "updateStatus", "data": map[string]any{"status": strings.Repeat("x", 1<<20)}})
+	big, _ := json.Marshal(map[string]any{"event": "updateStatus", "data": map[string]any{"status": strings.Repeat("x", 1<<20)}})
+	go wsutil.WriteClientMessage(c.conn, ws.OpText, big) // the server may close before it is all written
 	if code := c.closeCode(5 * time.Second); code != 1009 {
 		t.Fatalf("1 MB updateStatus: close %d, want 1009", code)
 	}
@@ -347,5 +352,55 @@ func TestPresenceShutdownHandsOver(t *testing.T) {
 	recs, _ := st.Users([]string{"u1"})
 	if recs["u1"].LastSeen.IsZero() {
 		t.Fatalf("no last-seen after shutdown: %+v", recs)
+	}
+}
+
+// A drain longer than the grace delay (a peer that never answers the
+// close) still sends nobody offline: the users are handed to the next start.
+func TestPresenceSlowDrainSendsNoOneOffline(t *testing.T) {
+	n := startNode(t, withGrace(100*time.Millisecond))
+	c := n.dial("u1")
+	c.silent = true // never answers: the close waits for its linger
+	n.dial("u2")
+	waitPresence(t, n.router, "u1", eventOnline)
+	waitPresence(t, n.router, "u2", eventOnline)
+	start := time.Now()
+	if err := n.stop(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("stopped in %v", time.Since(start))
+	for _, u := range []string{"u1", "u2"} {
+		if got := presenceEvents(n.router, u); !equalStrings(got, []string{eventOnline}) {
+			t.Errorf("%s: rules saw %v at shutdown, want only online", u, got)
+		}
+	}
+}
+
+// Two restarts within the grace delay keep a user's last-seen at the first
+// shutdown, when they were last seen.
+func TestPresenceTwoRestartsKeepLastSeen(t *testing.T) {
+	st, err := store.Open(t.TempDir()+"/s.db", store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	t0 := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
+	if err := st.ApplySessions([]store.SessionChange{{User: "u1", Online: true, Claims: []byte(`{}`), At: t0}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.EndSessions([]store.SessionEnd{{User: "u1", At: t0}}); err != nil {
+		t.Fatal(err)
+	}
+	n := startNode(t, withGrace(time.Hour), func(c *Config) { c.PresenceStore = st })
+	waitFor(t, time.Second, "u1 restored", func() bool {
+		p, _ := n.e.Presence([]string{"u1"})
+		return p["u1"].Online
+	})
+	if err := n.stop(); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := st.Users([]string{"u1"})
+	if !recs["u1"].LastSeen.Equal(t0) {
+		t.Fatalf("last seen after a second restart = %v, want %v", recs["u1"].LastSeen, t0)
 	}
 }

@@ -2,28 +2,32 @@ package engine
 
 import (
 	"path"
+	"strings"
 	"sync"
-	"time"
 
 	"github.com/sidecar/sidecar/engine/store"
 )
 
-// Missed events. Every message carries a stream id (Engine.newEventID:
-// "<unix ms>-<seq>", increasing on a node). A message kept for replay is
-// stored once per target, before any partition delivers it: in the stream
-// of each user it names ("u:<id>"), of each room ("r:<name>"), or in the
-// stream of everyone ("a") for a broadcast, so a broadcast costs one
-// record, not one per recipient.
+// Missed events. Every message carries a stream id ("<unix ms>-<seq>"),
+// given by the hub under its publish lock (hub.Deliver), where the message
+// is also kept for replay and queued to its partitions: ids increase in the
+// order messages are stored, and every partition receives them in that
+// order. A kept message is stored once per target: in the stream of each
+// user it names ("u:<id>"), of each room ("r:<name>"), or in the stream of
+// everyone ("a") for a broadcast, so a broadcast costs one record, not one
+// per recipient.
 //
 // A connection opened with ?since=<id> is replayed by its partition as it
 // is indexed, on the partition's goroutine: the events of its user's
 // stream, of the rooms it joins at open and of "a", merged in id order,
 // after since, then {"event":"resumed","data":{"recovered":...}}, all
 // queued before any live event can be, since live events for it are
-// delivered by that same goroutine later. A message stored but not yet
-// delivered by the partition when it reads the streams would arrive twice;
-// the conn remembers the ids it was replayed for a while and skips them
-// (replayDedup).
+// delivered by that same goroutine later. A message stored before the read
+// but still on its way to the partition would arrive twice: up to the
+// newest id it was replayed (upTo), the conn skips live events that reach
+// it through a stream it was replayed; the first live event past upTo to
+// reach the partition means nothing older is still on its way, and the
+// partition stops checking.
 
 // StreamStore keeps the streams (engine/store implements it).
 type StreamStore interface {
@@ -39,10 +43,8 @@ type ReplayOptions struct {
 	Exclude []string
 }
 
-// replayDedup is how long a replayed conn skips live events it was
-// replayed, and how recent an id must be to be remembered for it: a
-// message is stored just before it is handed to the partitions.
-const replayDedup = 10 * time.Second
+// maxReplay caps the events of one replay: past it, recovered is false.
+const maxReplay = 1000
 
 // keeper decides, and remembers, which event names are kept.
 type keeper struct {
@@ -80,19 +82,34 @@ func matchAny(globs []string, name string, empty bool) bool {
 	return false
 }
 
-// streamsOf names the streams m is stored in.
+// streamsOf names the streams m is stored in. A user or room name with a
+// NUL byte (which a rule can make from client data) has no stream: it is
+// delivered, never replayed.
 func streamsOf(to *Target) []string {
 	if to.All {
 		return []string{"a"}
 	}
 	s := make([]string, 0, len(to.Users)+len(to.Rooms))
 	for _, u := range to.Users {
-		s = append(s, "u:"+u)
+		if !strings.Contains(u, "\x00") {
+			s = append(s, "u:"+u)
+		}
 	}
 	for _, r := range to.Rooms {
-		s = append(s, "r:"+r)
+		if !strings.Contains(r, "\x00") {
+			s = append(s, "r:"+r)
+		}
 	}
 	return s
+}
+
+// stamp gives m its stream id, from ms on, and keeps it. The hub calls it
+// under its publish lock.
+func (e *Engine) stamp(m *Message, ms int64) {
+	if m.ID == "" {
+		m.ID = e.idAt(ms)
+	}
+	e.keep(m)
 }
 
 // keep stores m for replay if its name is kept. A store that fails (a
@@ -102,13 +119,13 @@ func (e *Engine) keep(m *Message) {
 	if e.streams == nil || m.To.Empty() || !e.keeper.keeps(m.Event) {
 		return
 	}
-	err := e.streams.Append(streamsOf(&m.To), store.StreamEvent{ID: m.ID, Event: m.Event, Data: m.Data, Except: m.To.Except})
+	names := streamsOf(&m.To)
+	if len(names) == 0 {
+		return
+	}
+	err := e.streams.Append(names, store.StreamEvent{ID: m.ID, Event: m.Event, Data: m.Data, Except: m.To.Except})
 	if err != nil {
-		// A replay from before this event is not complete, whoever asks:
-		// which streams missed it is not worth tracking for a full disk.
-		if id, ok := store.ParseStreamID(m.ID); ok {
-			e.replayLost.Store(&id)
-		}
+		// The store remembers it: a replay from before it is not complete.
 		e.metrics.replayStoreErrors.Inc()
 		e.ruleLog.limited.log("replay:store", func(suppressed int) {
 			e.log.Error("event not kept for replay; delivered all the same", "event", m.Event, "err", err, "suppressed", suppressed)
@@ -117,10 +134,10 @@ func (e *Engine) keep(m *Message) {
 }
 
 // replay queues for c, being indexed, what it missed after since, then the
-// resumed frame. What does not fit in half the conn's queue is left out,
-// and recovered is false: a replay must not make its client a slow
-// consumer.
-func (p *partition) replay(c *conn, since string, now time.Time) {
+// resumed frame. What does not fit in half the conn's queue, or past
+// maxReplay events, is left out, and recovered is false: a replay must not
+// make its client a slow consumer.
+func (p *partition) replay(c *conn, since string) {
 	e := p.e
 	cd := e.hub.codecs[c.proto]
 	recovered := false
@@ -130,18 +147,13 @@ func (p *partition) replay(c *conn, since string, now time.Time) {
 		for _, r := range c.rooms {
 			names = append(names, "r:"+r)
 		}
-		evs, complete, err := e.streams.Since(names, since, c.user, 0)
+		evs, complete, err := e.streams.Since(names, since, c.user, maxReplay)
 		if err != nil {
 			e.log.Warn("replay not read", "user", c.user, "err", err)
 		}
 		recovered = complete && err == nil
-		if lost := e.replayLost.Load(); lost != nil {
-			if s, ok := store.ParseStreamID(since); !ok || s.Less(*lost) {
-				recovered = false // an event after since was not kept
-			}
-		}
 		budget := e.limits.OutboundQueueBytes / 2
-		recent := uint64(now.Add(-replayDedup).UnixMilli())
+		var upTo store.StreamID
 		for _, ev := range evs {
 			f := cd.encodeEvent(ev.Event, ev.Data, ev.ID)
 			if budget -= len(f); budget < 0 {
@@ -152,9 +164,12 @@ func (p *partition) replay(c *conn, since string, now time.Time) {
 				return // closed
 			}
 			e.metrics.replayed.Inc()
-			if id, ok := store.ParseStreamID(ev.ID); ok && id.Ms >= recent {
-				p.rememberReplayed(c, ev.ID, now)
+			if id, ok := store.ParseStreamID(ev.ID); ok {
+				upTo = id
 			}
+		}
+		if upTo != (store.StreamID{}) {
+			p.rememberReplayed(c, upTo)
 		}
 	}
 	frame := frameResumedFalse
@@ -169,34 +184,39 @@ var (
 	frameResumedFalse = []byte(`{"recovered":false}`)
 )
 
-// replayedIDs are the recent ids a conn was replayed, skipped when they
-// come live; forgotten at until.
-type replayedIDs struct {
-	ids   map[string]struct{}
-	until int64 // unix nanos
+// replayed is what a recently replayed conn was sent: the newest id, and
+// the rooms whose streams it was replayed (its user's and everyone's always).
+type replayed struct {
+	upTo  store.StreamID
+	rooms []string
 }
 
-func (p *partition) rememberReplayed(c *conn, id string, now time.Time) {
+func (p *partition) rememberReplayed(c *conn, upTo store.StreamID) {
 	if p.replayed == nil {
-		p.replayed = make(map[*conn]*replayedIDs)
+		p.replayed = make(map[*conn]*replayed)
 	}
+	p.replayed[c] = &replayed{upTo: upTo, rooms: append([]string(nil), c.rooms...)}
+	c.dedup = true
+	if p.replayHorizon.Less(upTo) {
+		p.replayHorizon = upTo
+	}
+}
+
+// wasReplayed reports whether the live message id, reaching c (c.dedup
+// set) through room (or through its user or everyone when room is ""), is
+// one c was replayed.
+func (p *partition) wasReplayed(c *conn, id store.StreamID, room string) bool {
 	r := p.replayed[c]
-	if r == nil {
-		r = &replayedIDs{ids: make(map[string]struct{}), until: now.Add(replayDedup).UnixNano()}
-		p.replayed[c] = r
-		c.dedup = true
+	if r.upTo.Less(id) {
+		return false
 	}
-	r.ids[id] = struct{}{}
+	return room == "" || containsString(r.rooms, room)
 }
 
-// wasReplayed reports whether c was replayed id; c.dedup is set.
-func (p *partition) wasReplayed(c *conn, id string) bool {
-	_, ok := p.replayed[c].ids[id]
-	return ok
-}
-
-// forgetReplayed drops the replayed ids whose time is up, or c's.
-func (p *partition) forgetReplayed(nano int64, gone *conn) {
+// forgetReplayed forgets gone's replay, or, with gone nil, every replay
+// older than id: a live message newer than all of them has reached the
+// partition, so no older one is still on its way.
+func (p *partition) forgetReplayed(id store.StreamID, gone *conn) {
 	if gone != nil {
 		if gone.dedup {
 			delete(p.replayed, gone)
@@ -204,10 +224,11 @@ func (p *partition) forgetReplayed(nano int64, gone *conn) {
 		}
 		return
 	}
-	for c, r := range p.replayed {
-		if nano > r.until {
-			delete(p.replayed, c)
-			c.dedup = false
-		}
+	if !p.replayHorizon.Less(id) {
+		return
 	}
+	for c := range p.replayed {
+		c.dedup = false
+	}
+	clear(p.replayed)
 }

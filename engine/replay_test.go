@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sidecar/sidecar/engine/store"
 )
 
 // dialSince connects user asking for what it missed after since.
@@ -180,5 +182,54 @@ func TestNoReplayWithoutSince(t *testing.T) {
 	n := startNode(t)
 	publish(t, n, "newNotification", 1, Target{Users: []string{"u1"}})
 	c := n.dial("u1")
+	c.noEvent(200 * time.Millisecond)
+}
+
+// Several publishers at once, and a client that drops and reconnects with
+// the last id it saw: it gets every event once, with ids increasing.
+func TestReplayConcurrentPublishers(t *testing.T) {
+	n := startNode(t, withStreams(1000))
+	const pubs, each = 4, 100
+	c := n.dial("u1")
+	var wg sync.WaitGroup
+	for p := range pubs {
+		wg.Go(func() {
+			for i := range each {
+				n.e.Publish("newNotification", p*each+i, Target{Users: []string{"u1"}}, false)
+			}
+		})
+	}
+	seen := map[float64]bool{}
+	var last string
+	var lastID store.StreamID
+	read := func(c *client, stopAt int) {
+		for len(seen) < stopAt {
+			m, err := c.event(5 * time.Second)
+			if err != nil {
+				t.Fatalf("after %d events: %v", len(seen), err)
+			}
+			if m["event"] == "resumed" {
+				if m["data"].(map[string]any)["recovered"] != true {
+					t.Fatalf("resumed %v", m)
+				}
+				continue
+			}
+			id, _ := store.ParseStreamID(m["id"].(string))
+			if !lastID.Less(id) {
+				t.Fatalf("id %v after %v: not increasing", m["id"], last)
+			}
+			lastID, last = id, m["id"].(string)
+			v := m["data"].(float64)
+			if seen[v] {
+				t.Fatalf("event %v twice", v)
+			}
+			seen[v] = true
+		}
+	}
+	read(c, 60)
+	c.conn.Close()
+	c = n.dialSince("u1", last)
+	read(c, pubs*each)
+	wg.Wait()
 	c.noEvent(200 * time.Millisecond)
 }

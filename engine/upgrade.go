@@ -170,7 +170,7 @@ func (e *Engine) attach(fd int, ident *auth.Identity, open *opening, response, l
 	// number would otherwise queue c while we read it here.
 	c.sched.Store(schedRunning)
 	e.fds.set(fd, c)
-	c.part.jobs <- job{kind: jobAdd, c: c, rooms: open.rooms, frame: response, replay: replay, since: since}
+	c.part.jobs <- job{kind: jobAdd, c: c, rooms: open.rooms, frame: response, leave: replay, user: since}
 	e.publishOpen(open) // after the index job: an emit to this user reaches c too
 	if err := e.poller.Add(fd); err != nil {
 		e.log.Error("register connection", "err", err)

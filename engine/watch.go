@@ -83,12 +83,31 @@ func (e *Engine) watch(c *conn, data any, unwatch bool) (code, msg string) {
 	if unwatch {
 		return "", ""
 	}
-	states, err := e.Presence(users)
-	if err != nil {
+	// The answer is read and queued on the presence writer, in order with
+	// the transitions: a change that happened before it was read reached
+	// the watcher's room first; one after it comes after it.
+	ran := e.presence.do(func() {
+		var states map[string]*UserPresence
+		if states, err = e.Presence(users); err != nil {
+			return
+		}
+		payload, _ := json.Marshal(map[string]any{"users": states})
+		frame := e.hub.codecs[c.proto].encodeEvent("presence", payload, "")
+		queued := make(chan struct{})
+		if !e.hub.send(c.part, job{kind: jobCall, fn: func() {
+			if c.idx >= 0 {
+				c.part.enqueue(c, frame)
+			}
+			close(queued)
+		}}) {
+			err = ErrStopped
+			return
+		}
+		<-queued
+	})
+	if !ran || err != nil {
 		return ackInternal, "presence could not be read"
 	}
-	payload, _ := json.Marshal(map[string]any{"users": states})
-	c.postFrame(e.hub.codecs[c.proto].encodeEvent("presence", payload, ""), e.limits.OutboundQueueBytes)
 	return "", ""
 }
 
@@ -164,11 +183,19 @@ func (e *Engine) updateStatus(c *conn, data any) (code, msg string) {
 	case !utf8.ValidString(s) || strings.ContainsFunc(s, func(r rune) bool { return r < ' ' }):
 		return ackBadRequest, "status must be printable text"
 	}
-	if err := e.pstore.SetStatus(c.user, s); err != nil {
-		e.log.Warn("status not stored", "user", c.user, "err", err)
-		return ackInternal, "the status could not be saved; retry later"
+	// On the presence writer, so that a watch's answer and a status
+	// update reach a watcher in the order they were made.
+	if !e.presence.do(func() {
+		if err := e.pstore.SetStatus(c.user, s); err != nil {
+			e.log.Warn("status not stored", "user", c.user, "err", err)
+			code, msg = ackInternal, "the status could not be saved; retry later"
+			return
+		}
+		code, msg = e.runClientEvent(c, "updateStatus", map[string]any{"status": s})
+	}) {
+		return ackInternal, "the server is shutting down"
 	}
-	return e.runClientEvent(c, "updateStatus", map[string]any{"status": s})
+	return code, msg
 }
 
 // servePresenceUser answers GET /api/presence/{userId}.

@@ -191,16 +191,23 @@ func (s *Store) Sessions() ([]Session, error) {
 	return out, nil
 }
 
-// EndSessions marks the given users' sessions ended at at, for a graceful
-// shutdown: the sessions stay, for the next start to end through the rules,
-// and the users' LastSeen becomes at, in one transaction. Users without a
-// session are ignored; so are sessions that do not decode (logged at Warn),
-// whose LastSeen is still set.
-func (s *Store) EndSessions(users []string, at time.Time) error {
+// SessionEnd is when a user was last seen, for EndSessions.
+type SessionEnd struct {
+	User string
+	At   time.Time
+}
+
+// EndSessions marks the given users' sessions ended at their At, for a
+// graceful shutdown: the sessions stay, for the next start to end through
+// the rules, and each user's LastSeen becomes their At, in one transaction.
+// Users without a session are ignored; so are sessions that do not decode
+// (logged at Warn), whose LastSeen is still set.
+func (s *Store) EndSessions(ends []SessionEnd) error {
 	var bad skipped
 	err := s.write(func(tx *buntdb.Tx) (bool, error) {
 		changed := false
-		for _, user := range users {
+		for _, end := range ends {
+			user, at := end.User, end.At
 			val, err := tx.Get(sessionKey(user))
 			if errors.Is(err, buntdb.ErrNotFound) {
 				continue

@@ -186,7 +186,7 @@ func TestSessionsAfterRestart(t *testing.T) {
 			if graceful {
 				ended = t3
 				// u3 and u4 have no session: ignored.
-				if err := s.EndSessions([]string{"u1", "u2", "u3", "u4"}, t3); err != nil {
+				if err := s.EndSessions(ends(t3, "u1", "u2", "u3", "u4")); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -225,7 +225,7 @@ func TestEndSessionsKeepsOthers(t *testing.T) {
 	if err := s.SetStatus("u1", "busy"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.EndSessions([]string{"u1"}, t2); err != nil {
+	if err := s.EndSessions(ends(t2, "u1")); err != nil {
 		t.Fatal(err)
 	}
 	want := []Session{{User: "u1", Claims: []byte(`{}`), Since: t1, Ended: t2}, {User: "u2", Claims: []byte(`{}`), Since: t1}}
@@ -236,7 +236,7 @@ func TestEndSessionsKeepsOthers(t *testing.T) {
 	if got := usersT(t, s, "u1", "u2"); !equalUsers(got, wantUsers) {
 		t.Errorf("Users() = %+v, want %+v", got, wantUsers)
 	}
-	if err := s.EndSessions(nil, t2); err != nil {
+	if err := s.EndSessions(nil); err != nil {
 		t.Errorf("EndSessions(nil) = %v", err)
 	}
 }
@@ -325,7 +325,7 @@ func TestPresenceCorruptValues(t *testing.T) {
 	}
 
 	// EndSessions sets LastSeen over a bad record and leaves a bad session.
-	if err := s.EndSessions([]string{"bad1"}, t3); err != nil {
+	if err := s.EndSessions(ends(t3, "bad1")); err != nil {
 		t.Fatal(err)
 	}
 	if got := usersT(t, s, "bad1"); !equalUsers(got, map[string]UserRecord{"bad1": {LastSeen: t3}}) {
@@ -390,7 +390,7 @@ func TestPresenceWriteFailure(t *testing.T) {
 		{"ApplySessions", func() error {
 			return s.ApplySessions([]SessionChange{online("u2", `{}`, t2), offline("u1", t2), online("u3", `{}`, t2)})
 		}},
-		{"EndSessions", func() error { return s.EndSessions([]string{"u1"}, t2) }},
+		{"EndSessions", func() error { return s.EndSessions(ends(t2, "u1")) }},
 		{"SetStatus", func() error { return s.SetStatus("u1", "busy") }},
 	}
 	for _, w := range writes {
@@ -423,4 +423,13 @@ func TestPresenceWriteFailure(t *testing.T) {
 	if m, _ := filepath.Glob(path + ".corrupt-*"); len(m) != 0 {
 		t.Errorf("file corrupt after failed writes: %v", m)
 	}
+}
+
+// ends is users all last seen at at.
+func ends(at time.Time, users ...string) []SessionEnd {
+	out := make([]SessionEnd, len(users))
+	for i, u := range users {
+		out[i] = SessionEnd{User: u, At: at}
+	}
+	return out
 }

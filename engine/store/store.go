@@ -13,6 +13,7 @@
 //	rp:<stream>\x00<ms><seq>  a stream's events, ids in fixed-width hex (Streams)
 //	rp:epoch                  the first event id the streams kept (Streams)
 //	rp_trim:<stream>          the newest id a stream dropped over its count (Streams)
+//	rp_lost                   the newest id an Append failed to keep (Streams)
 //
 // Outbox bodies are not in buntdb, which keeps every value in memory: they
 // are files in <path>.outbox/ (see Outbox).

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tidwall/buntdb"
@@ -20,6 +21,7 @@ import (
 //	rp:<stream>\x00<16 hex ms><16 hex seq>  one event; TTL
 //	rp_trim:<stream>                        "<ms>-<seq>": the newest id dropped over the count; TTL
 //	rp:epoch                                "<ms>-<seq>": the first id this store kept; no TTL
+//	rp_lost                                 "<ms>-<seq>": the newest id an Append failed to keep; TTL
 //
 // Fixed-width hex makes the key order of a stream's events their id order,
 // and the NUL (which stream names cannot hold) makes a stream's keys one
@@ -31,8 +33,13 @@ import (
 // Completeness is decided from what is kept, never from counters in
 // memory: the epoch (a store file moved aside, or a fresh :memory: one,
 // never saw what came before it), the trim watermarks (what the count
-// dropped), and the age bound (what the TTL dropped).
-const replayEpochKey = "rp:epoch"
+// dropped), the age bound (what the TTL dropped), and the newest event an
+// Append failed to keep (a full disk): remembered in memory until a later
+// Append can write it down with its own event.
+const (
+	replayEpochKey = "rp:epoch"
+	replayLostKey  = "rp_lost"
+)
 
 // eventFormat is the first byte of an event's value, so that the format can
 // change without reading old values as garbage.
@@ -58,6 +65,9 @@ type Streams struct {
 	ttl       time.Duration
 	opts      *buntdb.SetOptions // the TTL of events and watermarks; nil for none
 	now       func() time.Time   // time.Now; tests move it
+
+	mu   sync.Mutex
+	lost StreamID // guarded by mu: the newest id not kept, not yet written down; zero: none
 }
 
 // Streams returns the streams view, keeping at most maxEvents events per
@@ -94,9 +104,20 @@ func (st *Streams) Append(streams []string, ev StreamEvent) error {
 		return nil
 	}
 	val := string(appendEvent(nil, ev))
+	st.mu.Lock()
+	lost := st.lost
+	if lost == id {
+		lost = StreamID{} // the failed event itself, retried: not lost if this one works
+	}
+	st.mu.Unlock()
 	err := st.s.write(func(tx *buntdb.Tx) (bool, error) {
 		if err := ensureEpoch(tx, id); err != nil {
 			return false, err
+		}
+		if lost != (StreamID{}) {
+			if err := raiseID(tx, replayLostKey, lost, st.opts); err != nil {
+				return false, err
+			}
 		}
 		var key []byte
 		for _, name := range streams {
@@ -112,10 +133,31 @@ func (st *Streams) Append(streams []string, ev StreamEvent) error {
 		}
 		return true, nil
 	})
+	st.mu.Lock()
+	switch {
+	case err != nil && st.lost.Less(id):
+		st.lost = id
+	case err == nil && (st.lost == lost || st.lost == id):
+		st.lost = StreamID{} // written down, or kept after all
+	}
+	st.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("streams append %s: %w", ev.ID, err)
 	}
 	return nil
+}
+
+// raiseID sets key to id unless it holds a newer one.
+func raiseID(tx *buntdb.Tx, key string, id StreamID, opts *buntdb.SetOptions) error {
+	if val, err := tx.Get(key); err == nil {
+		if old, ok := ParseStreamID(val); ok && !old.Less(id) {
+			return nil
+		}
+	} else if !errors.Is(err, buntdb.ErrNotFound) {
+		return err
+	}
+	_, _, err := tx.Set(key, id.String(), opts)
+	return err
 }
 
 // trim drops the oldest events of the stream whose keys start with lo (its
@@ -214,6 +256,11 @@ func (st *Streams) Since(streams []string, since string, user string, limit int)
 		hits []hit
 		bad  skipped
 	)
+	st.mu.Lock()
+	if from.Less(st.lost) {
+		complete = false
+	}
+	st.mu.Unlock()
 	err = st.s.db.View(func(tx *buntdb.Tx) error {
 		if !coveredSince(tx, from, streams) {
 			complete = false
@@ -310,6 +357,11 @@ func coveredSince(tx *buntdb.Tx, from StreamID, streams []string) bool {
 	}
 	if epoch, ok := ParseStreamID(val); !ok || from.Less(epoch) {
 		return false
+	}
+	if val, err := tx.Get(replayLostKey); err == nil {
+		if lost, ok := ParseStreamID(val); !ok || from.Less(lost) {
+			return false
+		}
 	}
 	for _, name := range streams {
 		val, err := tx.Get(prefixReplayTrim + name)

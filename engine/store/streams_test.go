@@ -464,8 +464,9 @@ func TestStreamsWriteFailure(t *testing.T) {
 		t.Fatalf("Healthy() = %v, want EFBIG", err)
 	}
 	for _, name := range all {
-		if got, complete := sinceT(t, st, []string{name}, sid(1, 1), "", 0); len(got) != 0 || !complete {
-			t.Errorf("after the failed append, Since(%s, 1-1) = %v, %v; want none, complete", name, got, complete)
+		// The event the disk could not take is missing: not complete.
+		if got, complete := sinceT(t, st, []string{name}, sid(1, 1), "", 0); len(got) != 0 || complete {
+			t.Errorf("after the failed append, Since(%s, 1-1) = %v, %v; want none, incomplete", name, got, complete)
 		}
 		if got, _ := sinceT(t, st, []string{name}, sid(0, 0), "", 0); !slices.Equal(got, []string{sid(1, 1)}) {
 			t.Errorf("after the failed append, %s holds %v; want [%s]", name, got, sid(1, 1))
@@ -488,5 +489,37 @@ func TestStreamsWriteFailure(t *testing.T) {
 		if _, complete := sinceT(t, st, []string{name}, sid(0, 0), "", 0); complete {
 			t.Errorf("after reopen, Since(%s, before the epoch) is complete", name)
 		}
+	}
+}
+
+// An event that could not be kept (a full disk) makes a replay from before
+// it incomplete, in this life and, once a later Append wrote it down, in
+// the next.
+func TestStreamsLostEventSurvivesRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "node.db")
+	s := openT(t, path, Options{Sync: "always"})
+	st := s.Streams(100, time.Hour)
+	id := func(seq uint64) string { return sid(0, seq) }
+	appendT(t, st, []string{"u:a"}, sev(id(1), "ev"))
+
+	free := fillDisk(t, path)
+	if err := st.Append([]string{"u:b"}, sev(id(2), "ev")); err == nil {
+		t.Fatal("Append with the disk full succeeded")
+	}
+	if _, complete := sinceT(t, st, []string{"u:a"}, id(1), "a", 0); complete {
+		t.Fatal("since before the lost event: complete, in memory")
+	}
+	free()
+	appendT(t, st, []string{"u:a"}, sev(id(3), "ev"))
+	closeT(t, s)
+
+	s = openT(t, path, Options{})
+	defer closeT(t, s)
+	st = s.Streams(100, time.Hour)
+	if ids, complete := sinceT(t, st, []string{"u:a"}, id(1), "a", 0); complete || len(ids) != 1 {
+		t.Fatalf("since before the lost event after a restart: %v complete=%v, want [3], incomplete", ids, complete)
+	}
+	if _, complete := sinceT(t, st, []string{"u:a"}, id(2), "a", 0); !complete {
+		t.Fatal("since the lost event itself: incomplete, want complete")
 	}
 }
