@@ -365,3 +365,46 @@ func TestShippedPresenceRulesUncommented(t *testing.T) {
 	}
 	t.Fatalf("forwards to the app: %v", want)
 }
+
+// A store file with garbage in the middle: the node starts (no crash
+// loop), the file is moved aside, and presence starts over with no ghost.
+func TestCorruptStoreFileAtStart(t *testing.T) {
+	needNode(t)
+	dbPath := filepath.Join(t.TempDir(), "s.db")
+	env := []string{"SIDECAR_STORE__PATH=" + dbPath, "SIDECAR_STORE__SYNC=always"}
+	bin, cmd, addr := startBinary(t, "", env...)
+	sign := func(claims map[string]any) string {
+		claims["exp"] = time.Now().Add(time.Hour).Unix()
+		tok, _ := auth.Sign([]byte("sidecar-dev-secret-change-me"), claims)
+		return tok
+	}
+	admin := sign(map[string]any{"sub": "admin", "role": "admin"})
+	for _, u := range []string{"u1", "u2", "u3"} {
+		c := startNodeClient(t, "ws://"+addr+"/ws?token="+sign(map[string]any{"sub": u}), 100)
+		c.waitOpen()
+	}
+	time.Sleep(300 * time.Millisecond) // the sessions are written
+	cmd.Process.Kill()
+	cmd.Wait()
+	b, err := os.ReadFile(dbPath)
+	if err != nil || len(b) < 100 {
+		t.Fatalf("store file: %d bytes, %v", len(b), err)
+	}
+	mid := len(b) / 2
+	damaged := append(append(append([]byte{}, b[:mid]...), "\r\n*3\r\n$3\r\nset\r\ngarbage\x00\xff\r\n"...), b[mid:]...)
+	if err := os.WriteFile(dbPath, damaged, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, addr = runBinary(t, bin, "", env...)
+	waitReady(t, "http://"+addr+"/readyz")
+	aside, _ := filepath.Glob(dbPath + ".corrupt-*")
+	if len(aside) == 0 {
+		t.Fatal("the damaged file was not moved aside")
+	}
+	_, p := getJSON(t, "http://"+addr+"/api/presence?users=u1,u2,u3", admin)
+	for u, st := range p["users"].(map[string]any) {
+		if st.(map[string]any)["online"] != false {
+			t.Errorf("%s after starting over: %v, want offline (no ghost)", u, st)
+		}
+	}
+}
