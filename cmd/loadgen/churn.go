@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,6 +45,7 @@ type churnResult struct {
 	ForS        float64 `json:"for_s"`
 	FirstUser   string  `json:"first_user"` // users are <prefix><first>.. one per cycle
 	LastUser    string  `json:"last_user"`
+	WriteFloor  float64 `json:"write_floor_us"` // CPU of one 160-byte loopback TCP write here, just before
 
 	Started    int64          `json:"started"`   // cycles begun
 	Completed  int64          `json:"completed"` // 101 read and closed
@@ -55,9 +57,14 @@ type churnResult struct {
 	// PerSecond is the cycles completed in each second of the run; the
 	// last one may be partial.
 	PerSecond []int64 `json:"per_second"`
-	CycleMs   quant   `json:"cycle_ms"`   // connect to close, completed cycles
-	ConnectMs quant   `json:"connect_ms"` // TCP connect
-	UpgradeMs quant   `json:"upgrade_ms"` // request written to the 101 read
+	// PerSecondMin, Median and Max are over the whole seconds of --for
+	// (the last, partial one left out): how steady the rate was.
+	PerSecondMin    int64 `json:"per_second_min"`
+	PerSecondMedian int64 `json:"per_second_median"`
+	PerSecondMax    int64 `json:"per_second_max"`
+	CycleMs         quant `json:"cycle_ms"`   // connect to close, completed cycles
+	ConnectMs       quant `json:"connect_ms"` // TCP connect
+	UpgradeMs       quant `json:"upgrade_ms"` // request written to the 101 read
 
 	ServerCPUS  float64 `json:"server_cpu_s"` // over the run (not the settle)
 	ServerCores float64 `json:"server_cores"`
@@ -165,6 +172,9 @@ func runChurn(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if oc, quiet := waitQuiet(ctx, pids, *quietLimit, 5*time.Second, *quietWait); !quiet {
 		logf("machine still busy (others use %.2f cores); measuring anyway", oc)
+	}
+	if fl, err := writeFloor(1000, 30, 3, 160); err == nil {
+		res.WriteFloor = round3(float64(fl) / float64(time.Microsecond))
 	}
 	if *pid > 0 {
 		res.RSSBeforeKiB, _ = rssKiB(*pid)
@@ -293,6 +303,7 @@ func (s *churnTotals) fill(r *churnResult) {
 		r.PerS = float64(int64(float64(r.Completed) / r.WallS))
 	}
 	r.PerSecond = trimZeros(s.perSecond)
+	r.PerSecondMin, r.PerSecondMedian, r.PerSecondMax = spread(r.PerSecond, int(r.ForS))
 	q := func(h *hist) quant {
 		if h.n == 0 {
 			return quant{}
@@ -300,6 +311,17 @@ func (s *churnTotals) fill(r *churnResult) {
 		return quant{P50: round3(h.quantile(0.5)), P99: round3(h.quantile(0.99)), Max: round3(float64(h.max) / 1000)}
 	}
 	r.CycleMs, r.ConnectMs, r.UpgradeMs = q(&s.cycle), q(&s.conn), q(&s.upg)
+}
+
+// spread is the min, median (upper) and max of the first whole seconds of v.
+func spread(v []int64, whole int) (lo, med, hi int64) {
+	v = v[:min(len(v), whole)]
+	if len(v) == 0 {
+		return 0, 0, 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[0], s[len(s)/2], s[len(s)-1]
 }
 
 // trimZeros drops the trailing seconds in which nothing completed.
@@ -674,11 +696,15 @@ func writeChurnSummary(w io.Writer, r *churnResult) {
 	if r.Store != "" {
 		fmt.Fprintf(w, "; store %s", r.Store)
 	}
-	fmt.Fprintf(w, "; %d cycles in flight, close by %s, for %gs; users %s..%s\n\n", r.Concurrency, r.Close, r.ForS, r.FirstUser, r.LastUser)
-	fmt.Fprint(w, "| cycles/s | completed | failed | cycle p50 / p99 / max ms | connect p50 / p99 ms | upgrade p50 / p99 ms | server cores | client cores | others |\n")
-	fmt.Fprint(w, "|---|---|---|---|---|---|---|---|---|\n")
-	fmt.Fprintf(w, "| **%.0f** | %d | %d%s | %.2f / %.2f / %.1f | %.2f / %.2f | %.2f / %.2f | %.2f | %.2f | %.2f |\n\n",
-		r.PerS, r.Completed, r.Failed, errList(r.Errors), r.CycleMs.P50, r.CycleMs.P99, r.CycleMs.Max,
+	fmt.Fprintf(w, "; %d cycles in flight, close by %s, for %gs; users %s..%s", r.Concurrency, r.Close, r.ForS, r.FirstUser, r.LastUser)
+	if r.WriteFloor > 0 {
+		fmt.Fprintf(w, "; loopback write floor %.2f µs", r.WriteFloor)
+	}
+	fmt.Fprint(w, "\n\n")
+	fmt.Fprint(w, "| cycles/s | each second min / median / max | completed | failed | cycle p50 / p99 / max ms | connect p50 / p99 ms | upgrade p50 / p99 ms | server cores | client cores | others |\n")
+	fmt.Fprint(w, "|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "| **%.0f** | %d / %d / %d | %d | %d%s | %.2f / %.2f / %.1f | %.2f / %.2f | %.2f / %.2f | %.2f | %.2f | %.2f |\n\n",
+		r.PerS, r.PerSecondMin, r.PerSecondMedian, r.PerSecondMax, r.Completed, r.Failed, errList(r.Errors), r.CycleMs.P50, r.CycleMs.P99, r.CycleMs.Max,
 		r.ConnectMs.P50, r.ConnectMs.P99, r.UpgradeMs.P50, r.UpgradeMs.P99, r.ServerCores, r.ClientCores, r.OtherCores)
 	var para []string
 	if r.Online >= 0 {

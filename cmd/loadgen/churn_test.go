@@ -130,6 +130,24 @@ sidecar_deliveries_total NaNx
 	}
 }
 
+func TestSpread(t *testing.T) {
+	for _, tc := range []struct {
+		in          []int64
+		whole       int
+		lo, med, hi int64
+	}{
+		{nil, 30, 0, 0, 0},
+		{[]int64{5}, 0, 0, 0, 0},
+		{[]int64{3, 1, 2, 9}, 3, 1, 2, 3}, // the partial last second left out
+		{[]int64{4, 1, 3, 2}, 10, 1, 3, 4},
+	} {
+		lo, med, hi := spread(tc.in, tc.whole)
+		if lo != tc.lo || med != tc.med || hi != tc.hi {
+			t.Errorf("spread(%v, %d) = %d, %d, %d; want %d, %d, %d", tc.in, tc.whole, lo, med, hi, tc.lo, tc.med, tc.hi)
+		}
+	}
+}
+
 func TestTrimZeros(t *testing.T) {
 	for _, tc := range []struct{ in, want []int64 }{
 		{nil, nil},
@@ -220,7 +238,7 @@ func TestChurnCycles(t *testing.T) {
 
 const churnJSON = `{"kind":"churn",` + testMachine + `,"server_cmd":"/tmp/sidecar serve","server_go":"go1.26.8","server_pid":1,
 "store":"file x.db, sync everysecond","concurrency":8,"close":"frame","for_s":30,"first_user":"c0","last_user":"c99",
-"completed":100,"failed":3,"errors":{"reset":1,"http 503":2},"wall_s":30.1,"cycles_per_s":3.32,
+"write_floor_us":9.876,"per_second_min":1,"per_second_median":3,"per_second_max":5,"completed":100,"failed":3,"errors":{"reset":1,"http 503":2},"wall_s":30.1,"cycles_per_s":3.32,
 "cycle_ms":{"p50":1.234,"p99":5.5,"max":12},"connect_ms":{"p50":0.1,"p99":0.5},"upgrade_ms":{"p50":1,"p99":5},
 "server_cores":0.9,"client_cores":0.4,"other_cores":0.05,"settle_s":6,"server_rss_before_kib":10240,"server_rss_after_kib":20480,
 "server_rss_peak_kib":30720,"metrics_before":{"sidecar_presence_store_errors_total":0},"metrics_after":{"sidecar_presence_store_errors_total":2},
@@ -228,10 +246,10 @@ const churnJSON = `{"kind":"churn",` + testMachine + `,"server_cmd":"/tmp/sideca
 
 const churnWant = "#### connect/disconnect churn: `/tmp/sidecar serve`, 2025-01-02\n\n" +
 	"2 CPUs (Test CPU), Linux 6.1.0, 4 GiB RAM; loadgen go1.26.8, server go1.26.8; store file x.db, sync everysecond; " +
-	"8 cycles in flight, close by frame, for 30s; users c0..c99\n\n" +
-	"| cycles/s | completed | failed | cycle p50 / p99 / max ms | connect p50 / p99 ms | upgrade p50 / p99 ms | server cores | client cores | others |\n" +
-	"|---|---|---|---|---|---|---|---|---|\n" +
-	"| **3** | 100 | 3 (http 503: 2, reset: 1) | 1.23 / 5.50 / 12.0 | 0.10 / 0.50 | 1.00 / 5.00 | 0.90 | 0.40 | 0.05 |\n\n" +
+	"8 cycles in flight, close by frame, for 30s; users c0..c99; loopback write floor 9.88 µs\n\n" +
+	"| cycles/s | each second min / median / max | completed | failed | cycle p50 / p99 / max ms | connect p50 / p99 ms | upgrade p50 / p99 ms | server cores | client cores | others |\n" +
+	"|---|---|---|---|---|---|---|---|---|---|\n" +
+	"| **3** | 1 / 3 / 5 | 100 | 3 (http 503: 2, reset: 1) | 1.23 / 5.50 / 12.0 | 0.10 / 0.50 | 1.00 / 5.00 | 0.90 | 0.40 | 0.05 |\n\n" +
 	"Presence transitions during the run and a 6 s settle: **100 online, 99 offline** (2 presence store errors). " +
 	"Server RSS 10.0 MiB before, 20.0 MiB after the settle, peak 30.0 MiB.\n\n"
 
@@ -241,9 +259,9 @@ const churnBareJSON = `{"kind":"churn",` + testMachine + `,"server_cmd":"gorilla
 
 const churnBareWant = "#### connect/disconnect churn: `gorilla`, 2025-01-02\n\n" +
 	"2 CPUs (Test CPU), Linux 6.1.0, 4 GiB RAM; loadgen go1.26.8; 1 cycles in flight, close by tcp, for 1s; users u0..u0\n\n" +
-	"| cycles/s | completed | failed | cycle p50 / p99 / max ms | connect p50 / p99 ms | upgrade p50 / p99 ms | server cores | client cores | others |\n" +
-	"|---|---|---|---|---|---|---|---|---|\n" +
-	"| **1** | 1 | 0 | 0.00 / 0.00 / 0.0 | 0.00 / 0.00 | 0.00 / 0.00 | 0.00 | 0.00 | 0.00 |\n\n"
+	"| cycles/s | each second min / median / max | completed | failed | cycle p50 / p99 / max ms | connect p50 / p99 ms | upgrade p50 / p99 ms | server cores | client cores | others |\n" +
+	"|---|---|---|---|---|---|---|---|---|---|\n" +
+	"| **1** | 0 / 0 / 0 | 1 | 0 | 0.00 / 0.00 / 0.0 | 0.00 / 0.00 | 0.00 / 0.00 | 0.00 | 0.00 | 0.00 |\n\n"
 
 func TestSummarizeChurnAndReplay(t *testing.T) {
 	for _, tc := range []struct {
