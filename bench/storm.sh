@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # bench/storm.sh: the seed's "tell everyone" presence under a connect storm.
 #
-#   bench/storm.sh [-o DIR] [-n 10000] [-t HOLD_SECONDS] [-- SERVER COMMAND [ARGS...]]
+#   bench/storm.sh [-o DIR] [-n 10000] [-t HOLD_SECONDS] [-w WEBHOOK_SECONDS] [-s] [-- SERVER COMMAND [ARGS...]]
 #
+# -s keeps the shipped rules (presence to watchers only), for comparison.
 # It copies rules.yaml to DIR/rules-storm.yaml with the commented-out
 # user-online-to-everyone and user-offline-to-everyone rules uncommented
 # (`to: except(all(), sender.id)`: each connect and disconnect is a frame to
@@ -15,8 +16,9 @@
 #     consumer, presence and webhook counters from /metrics;
 #   - `loadgen webhooks` connects one client (user w0) and POSTs a signed
 #     booking.created webhook every 100 ms (10/s) to it through the rules,
-#     for the whole storm: DIR/webhooks.json (statuses, POST and POST ->
-#     client latency, missing);
+#     for WEBHOOK_SECONDS (default: HOLD_SECONDS + 15, the whole run; a
+#     shorter one keeps the latencies to the storm): DIR/webhooks.json
+#     (statuses, POST and POST -> client latency, missing);
 #   - 3 s later, `loadgen hold` connects N users (u0..) as fast as it can
 #     (--connect-rate 100000, 128 handshakes in flight per worker), its
 #     workers reading every frame, and holds them HOLD_SECONDS:
@@ -34,12 +36,16 @@ set -euo pipefail
 out=""
 n=10000
 hold=60
-while getopts "o:n:t:h" opt; do
+wh_for=""
+shipped=""
+while getopts "o:n:t:w:sh" opt; do
 	case $opt in
 	o) out=$OPTARG ;;
 	n) n=$OPTARG ;;
 	t) hold=$OPTARG ;;
-	*) sed -n '2,31p' "$0"; exit 2 ;;
+	w) wh_for=$OPTARG ;;
+	s) shipped=1 ;;
+	*) sed -n '2,35p' "$0"; exit 2 ;;
 	esac
 done
 shift $((OPTIND - 1))
@@ -79,11 +85,17 @@ server_go=$(go_version_of "$@")
 # `to: except(all(), sender.id)` sits unquoted in a YAML flow mapping,
 # whose comma ends the value there: `sidecar check` refuses them
 # (emit: unknown key "sender.id)"). The copy quotes the expression.
-sed -E -e '/^  # - name: user-(online|offline)-to-everyone$/,+2 s/^  # /  /' \
-	-e "s/^(    emit: \{event: user(On|Off)line, )to: except\(all\(\), sender\.id\),/\1to: 'except(all(), sender.id)',/" \
-	"$root/rules.yaml" >"$SIDECAR_RULES__FILE"
-grep -q '^  - name: user-online-to-everyone$' "$SIDECAR_RULES__FILE" && grep -q '^  - name: user-offline-to-everyone$' "$SIDECAR_RULES__FILE" ||
-	{ echo "storm.sh: the tell-everyone rules were not found in rules.yaml" >&2; exit 1; }
+rules_label=rules-storm.yaml
+if [[ -n $shipped ]]; then
+	cp "$root/rules.yaml" "$SIDECAR_RULES__FILE"
+	rules_label="the shipped rules.yaml (watchers only)"
+else
+	sed -E -e '/^  # - name: user-(online|offline)-to-everyone$/,+2 s/^  # /  /' \
+		-e "s/^(    emit: \{event: user(On|Off)line, )to: except\(all\(\), sender\.id\),/\1to: 'except(all(), sender.id)',/" \
+		"$root/rules.yaml" >"$SIDECAR_RULES__FILE"
+	grep -q '^  - name: user-online-to-everyone$' "$SIDECAR_RULES__FILE" && grep -q '^  - name: user-offline-to-everyone$' "$SIDECAR_RULES__FILE" ||
+		{ echo "storm.sh: the tell-everyone rules were not found in rules.yaml" >&2; exit 1; }
+fi
 "$1" check --config "$root/config.example.yaml" >"$out/check.txt" 2>&1 || { cat "$out/check.txt" >&2; exit 1; }
 diff "$root/rules.yaml" "$SIDECAR_RULES__FILE" >"$out/rules.diff" || true
 
@@ -120,10 +132,10 @@ printf 't_s\trss_kib\thwm_kib\thealthz\tmetrics\n' >"$out/samples.tsv"
 sample >>"$out/samples.tsv" &
 sampler=$!
 
-wh_for=$((hold + 15))
+wh_for=${wh_for:-$((hold + 15))}
 timeout -k 10 $((wh_for + 120)) "$LOADGEN" webhooks --url "ws://$SIDECAR_LISTEN/ws" -n 1 --user-prefix w \
 	--rates 10 --for "${wh_for}s" --warm 0 --idle 0 --quiet-wait 0s --quiet-limit 100 --grace 30s --server-pid "$pid" \
-	--server-cmd "$* (storm rules)" --server-go "$server_go" >"$out/webhooks.json" 2>"$out/webhooks.log" &
+	--server-cmd "$* ($rules_label)" --server-go "$server_go" >"$out/webhooks.json" 2>"$out/webhooks.log" &
 whpid=$!
 sleep 3
 
@@ -148,9 +160,10 @@ stop_server
 [[ -n $own_store ]] && fresh_store
 
 {
-	echo "#### presence to everyone under a connect storm of $n: \`$* \` with rules-storm.yaml, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+	echo "#### connect storm of $n: \`$*\` with $rules_label, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 	echo
 	echo "- $up; peak RSS (VmHWM) ${hwm} KiB"
+	echo "- connects: $(head -1 "$out/hold.json" | jq -r '"\(.open) of \(.want) open in \(.took_ms / 1000) s = \(.open / (.took_ms / 1000) | floor)/s; \(.failed) failed, \(.retried) retried \(.errors // {})"' 2>/dev/null || echo "?")"
 	echo "- storm: $(head -1 "$out/hold.json")"
 	echo "- held: $(sed -n 2p "$out/hold.json")"
 	echo "- metrics after: $(tr '\n' ' ' <"$out/metrics-after.txt")"
