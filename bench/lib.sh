@@ -26,3 +26,32 @@ start_server() {
 	pid=${pid:-$spid}
 	[[ $pid == "$spid" ]] || echo "$name: note: measuring pid $pid, not the started pid $spid" >&2
 }
+
+# stop_server: SIGTERM $spid, SIGKILL after 10 s; clears $spid.
+stop_server() {
+	if [[ -n ${spid:-} ]] && kill -0 "$spid" 2>/dev/null; then
+		kill -TERM "$spid" 2>/dev/null || true
+		for _ in $(seq 50); do kill -0 "$spid" 2>/dev/null || break; sleep 0.2; done
+		kill -KILL "$spid" 2>/dev/null || true
+		wait "$spid" 2>/dev/null || true
+	fi
+	spid=""
+}
+
+# go_version_of CMD...: the Go version of the binary CMD runs (after an
+# `env K=V` prefix), or nothing.
+go_version_of() {
+	local bin=$1
+	[[ $bin == env ]] && for a in "${@:2}"; do [[ $a == *=* ]] || { bin=$a; break; }; done
+	go version "$(command -v "$bin" || echo "$bin")" 2>/dev/null | awk '{print $NF}' || true
+}
+
+# fresh_store: remove $SIDECAR_STORE__PATH (and its outbox) when it is a
+# file, so a server starts with no sessions, streams or webhook ids of a
+# previous run. A store left behind would end the last run's sessions at
+# start-up: thousands of presence.offline events in the next measurement.
+fresh_store() {
+	if [[ -n ${SIDECAR_STORE__PATH:-} && $SIDECAR_STORE__PATH != :memory: ]]; then
+		rm -rf "$SIDECAR_STORE__PATH" "$SIDECAR_STORE__PATH.outbox"
+	fi
+}

@@ -17,6 +17,7 @@
 #   SIDECAR_LISTEN             default 127.0.0.1:8080
 #   SIDECAR_AUTH__JWT_SECRET   HS256 secret; loadgen mints tokens for users u0..u<n-1>
 #   SIDECAR_API__KEYS          API key(s) for POST /api/socket-test/broadcast; loadgen uses the first
+#   SIDECAR_STORE__PATH        when it names a file, it is removed before each server start
 #   LOADGEN                    a loadgen binary to use (default: built from ./cmd/loadgen into $TMPDIR)
 #   RUN_TIMEOUT                hard limit per connection count, seconds (default 1500)
 set -euo pipefail
@@ -29,13 +30,13 @@ while getopts "n:o:l:h" opt; do
 	n) counts=$OPTARG ;;
 	o) out=$OPTARG ;;
 	l) lflags=$OPTARG ;;
-	*) sed -n '2,25p' "$0"; exit 2 ;;
+	*) sed -n '2,26p' "$0"; exit 2 ;;
 	esac
 done
 shift $((OPTIND - 1))
 [[ ${1:-} == -- ]] && shift
 if [[ $# -eq 0 ]]; then
-	sed -n '2,25p' "$0"
+	sed -n '2,26p' "$0"
 	exit 2
 fi
 
@@ -74,6 +75,7 @@ trap 'exit 130' INT TERM
 
 for n in $counts; do
 	echo "run.sh: N=$n" >&2
+	fresh_store # a store file left by the previous count would end its sessions at start-up
 	start_server run.sh "$out/server-$n.log" "$@"
 
 	# shellcheck disable=SC2086 # lflags is a list of flags
@@ -81,6 +83,7 @@ for n in $counts; do
 		--url "ws://$SIDECAR_LISTEN/ws" -n "$n" --server-pid "$pid" \
 		--server-cmd "$*" --server-go "$server_go" $lflags >"$out/run-$n.json"
 	cleanup
+	fresh_store
 	"$LOADGEN" summarize "$out/run-$n.json" | tee -a "$out/summary.md"
 done
 echo "run.sh: results in $out" >&2

@@ -101,7 +101,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *pid <= 0 {
 		return errors.New("--server-pid is required")
 	}
-	rateList, err := parseRates(*rates)
+	rateList, err := sustainRates(*rates)
 	if err != nil {
 		return err
 	}
@@ -289,6 +289,15 @@ func settleRSS(ctx context.Context, pid int, minWait, maxWait time.Duration) (in
 			return 0, samples, ctx.Err()
 		}
 	}
+}
+
+// sustainRates reads `run`'s --rates: empty (or blank) skips the sustained
+// phases, as the flag's help says; anything else is parseRates'.
+func sustainRates(s string) ([]float64, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	return parseRates(s)
 }
 
 func parseRates(s string) ([]float64, error) {

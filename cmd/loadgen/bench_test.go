@@ -32,3 +32,22 @@ func TestParseRates(t *testing.T) {
 		}
 	}
 }
+
+func TestSustainRates(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		want    []float64
+		wantErr bool
+	}{
+		{"", nil, false},   // run --rates= : no sustained phase
+		{"  ", nil, false}, // the same
+		{"2,5,10", []float64{2, 5, 10}, false},
+		{",", nil, true}, // not empty: a list with no rate in it
+		{"x", nil, true},
+	} {
+		got, err := sustainRates(tc.in)
+		if (err != nil) != tc.wantErr || !slices.Equal(got, tc.want) {
+			t.Errorf("sustainRates(%q) = %v, %v; want %v, error %v", tc.in, got, err, tc.want, tc.wantErr)
+		}
+	}
+}

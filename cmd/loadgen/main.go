@@ -17,10 +17,17 @@
 //	         --for each, one user per webhook through the server's rules; report
 //	         accepted/s, 202/429/other, POST and POST -> client latency, missing
 //	         and duplicate deliveries, server CPU per webhook; prints JSON
+//	churn    connect, upgrade, read the 101 and close, each time as a new user,
+//	         --concurrency at a time for --for; report cycles/s, failures by
+//	         kind, cycle time, and the server's presence transitions (from
+//	         /metrics) and RSS after a settle; prints JSON
+//	replay   one user misses --events events (POSTed while offline) and
+//	         reconnects with ?since=; report the time from the upgrade to
+//	         the resumed frame and check every event came, in order; prints JSON
 //	run      the whole benchmark against one server pid: RSS per connection,
 //	         latency, CPU per delivered message, sustained rates; prints JSON
 //	floor    measure the CPU cost of one small loopback TCP write on this machine
-//	summarize  print `run` or `webhooks` results (JSON files) as markdown
+//	summarize  print `run`, `webhooks`, `churn` or `replay` results (JSON files) as markdown
 //	worker   internal: one child process holding a share of the connections
 //
 // Above --per-proc connections the parent re-executes itself as workers (the
@@ -48,7 +55,7 @@ func main() {
 	}
 }
 
-const usage = `usage: loadgen <hold|latency|sustain|run|webhooks> [flags]
+const usage = `usage: loadgen <hold|latency|sustain|run|webhooks|churn|replay> [flags]
        loadgen summarize result.json...
        loadgen floor
        loadgen <subcommand> -h    lists the flags`
@@ -69,6 +76,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runBench(ctx, args, stdout, stderr)
 	case "webhooks":
 		return runWebhooks(ctx, args, stdout, stderr)
+	case "churn":
+		return runChurn(ctx, args, stdout, stderr)
+	case "replay":
+		return runReplay(ctx, args, stdout, stderr)
 	case "floor":
 		d, err := writeFloor(1000, 30, 3, 160)
 		if err != nil {

@@ -23,12 +23,27 @@ func runSummarize(files []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if summaryKind(b) == "webhooks" {
+		switch summaryKind(b) {
+		case "webhooks":
 			var r webhooksResult
 			if err := json.Unmarshal(b, &r); err != nil {
 				return fmt.Errorf("%s: %w", name, err)
 			}
 			writeWebhooksSummary(stdout, &r)
+			continue
+		case "churn":
+			var r churnResult
+			if err := json.Unmarshal(b, &r); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			writeChurnSummary(stdout, &r)
+			continue
+		case "replay":
+			var r replayResult
+			if err := json.Unmarshal(b, &r); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			writeReplaySummary(stdout, &r)
 			continue
 		}
 		var r benchResult
