@@ -23,6 +23,9 @@ type Event struct {
 	Data any
 
 	conn *conn // the connection a client event came from, if any
+	// claims, when set, are Sender's claims still as JSON: decoded into
+	// Sender when the event runs, if a rule listens to it.
+	claims *[]byte
 	// opening collects what connection.open rules decide for the
 	// connection being opened, carried out when it is indexed.
 	opening *opening

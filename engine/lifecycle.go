@@ -59,7 +59,10 @@ func (e *Engine) publishOpen(op *opening) {
 func (e *Engine) connClosed(c *conn, code ws.StatusCode) {
 	e.metrics.closed(code)
 	b := c.mailbox()
-	b.closeEv = e.newCloseEvent(c.identity(), code)
+	// The claims are decoded by the rule worker, and only if a rule
+	// listens: not on the partition's goroutine.
+	b.closeEv = e.newCloseEvent(&auth.Identity{UserID: c.user}, code)
+	b.closeEv.claims = c.claims.Load()
 	if b.gate.Add(1) == 2 {
 		e.pool.submit(ruleTask{ev: b.closeEv})
 	}
@@ -92,12 +95,22 @@ func (e *Engine) newCloseEvent(ident *auth.Identity, code ws.StatusCode) *Event 
 // runLifecycle runs a queued lifecycle event on the rule pool. A
 // connection's place is freed once its close event has run.
 func (e *Engine) runLifecycle(ev *Event) {
+	if ev.claims != nil && e.handles(ev.Type) {
+		ev.Sender = identityOf(ev.Sender.UserID, ev.claims)
+	}
 	if _, err := e.process(e.runCtx, ev); err != nil {
 		e.lifecycleFailed(ev, err)
 	}
 	if ev.Type == eventClose {
 		e.slots.Add(-1)
 	}
+}
+
+// handles reports whether a rule listens to events of type typ (true when
+// the router cannot say).
+func (e *Engine) handles(typ string) bool {
+	h, ok := e.router.(interface{ Handles(string) bool })
+	return !ok || h.Handles(typ)
 }
 
 func (e *Engine) lifecycleFailed(ev *Event, err error) {

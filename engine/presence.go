@@ -356,11 +356,10 @@ func (w *presenceWriter) write(batch []presenceChange) {
 		if ch.fn != nil {
 			continue
 		}
-		sc := store.SessionChange{User: ch.user, Online: ch.online, At: ch.at}
-		if ch.online && ch.claims != nil {
-			sc.Claims = *ch.claims
-		}
-		changes = append(changes, sc)
+		// No claims while the node runs: a session is a few bytes held in
+		// memory by buntdb for each online user. The hand-off at shutdown
+		// writes them; after a crash the offline event has the user id alone.
+		changes = append(changes, store.SessionChange{User: ch.user, Online: ch.online, At: ch.at})
 		if !ch.quiet {
 			told = append(told, ch.user)
 		}
@@ -406,8 +405,11 @@ func (w *presenceWriter) write(batch []presenceChange) {
 			Type:   typ,
 			Source: SourceLifecycle,
 			Time:   now,
-			Sender: identityOf(ch.user, ch.claims),
+			Sender: &auth.Identity{UserID: ch.user},
 			Data:   data,
+		}
+		if e.handles(typ) {
+			ev.Sender = identityOf(ch.user, ch.claims)
 		}
 		if _, err := e.process(e.runCtx, ev); err != nil {
 			e.lifecycleFailed(ev, err)
@@ -472,7 +474,11 @@ func (e *Engine) handOffPresence(deadline time.Time) {
 			for u, g := range p.pres.pending {
 				// Last seen when the last connection closed; a user of the
 				// previous life not seen since keeps the time it had.
-				ends = append(ends, store.SessionEnd{User: u, At: g.left})
+				end := store.SessionEnd{User: u, At: g.left}
+				if g.claims != nil {
+					end.Claims = *g.claims
+				}
+				ends = append(ends, end)
 			}
 			mu.Unlock()
 			done <- struct{}{}

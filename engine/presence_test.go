@@ -346,8 +346,8 @@ func TestPresenceShutdownHandsOver(t *testing.T) {
 		t.Fatalf("rules saw %v at shutdown", got)
 	}
 	sessions, _ := st.Sessions()
-	if len(sessions) != 1 || sessions[0].Ended.IsZero() {
-		t.Fatalf("sessions after shutdown = %+v, want u1's, ended", sessions)
+	if len(sessions) != 1 || sessions[0].Ended.IsZero() || !strings.Contains(string(sessions[0].Claims), `"sub":"u1"`) {
+		t.Fatalf("sessions after shutdown = %+v, want u1's, ended, with its claims", sessions)
 	}
 	recs, _ := st.Users([]string{"u1"})
 	if recs["u1"].LastSeen.IsZero() {

@@ -191,10 +191,12 @@ func (s *Store) Sessions() ([]Session, error) {
 	return out, nil
 }
 
-// SessionEnd is when a user was last seen, for EndSessions.
+// SessionEnd is when a user was last seen, for EndSessions, and their
+// claims to keep with the session (nil: keep what it has).
 type SessionEnd struct {
-	User string
-	At   time.Time
+	User   string
+	At     time.Time
+	Claims []byte
 }
 
 // EndSessions marks the given users' sessions ended at their At, for a
@@ -224,7 +226,11 @@ func (s *Store) EndSessions(ends []SessionEnd) error {
 				bad.add(sessionKey(user), err)
 				continue
 			}
-			val = string(appendSession(nil, ss.Since, millis(at), ss.Claims))
+			claims := ss.Claims
+			if end.Claims != nil && json.Valid(end.Claims) {
+				claims = end.Claims
+			}
+			val = string(appendSession(nil, ss.Since, millis(at), claims))
 			if _, _, err := tx.Set(sessionKey(user), val, nil); err != nil {
 				return false, err
 			}
