@@ -95,7 +95,7 @@ func (e *Engine) newCloseEvent(ident *auth.Identity, code ws.StatusCode) *Event 
 // runLifecycle runs a queued lifecycle event on the rule pool. A
 // connection's place is freed once its close event has run.
 func (e *Engine) runLifecycle(ev *Event) {
-	if ev.claims != nil && e.handles(ev.Type) {
+	if ev.claims != nil && e.needsClaims(ev.Type) {
 		ev.Sender = identityOf(ev.Sender.UserID, ev.claims)
 	}
 	if _, err := e.process(e.runCtx, ev); err != nil {
@@ -111,6 +111,16 @@ func (e *Engine) runLifecycle(ev *Event) {
 func (e *Engine) handles(typ string) bool {
 	h, ok := e.router.(interface{ Handles(string) bool })
 	return !ok || h.Handles(typ)
+}
+
+// needsClaims reports whether a rule for typ reads the sender's claims
+// beyond the id (true when the router cannot say): if none does, the
+// claims are not decoded.
+func (e *Engine) needsClaims(typ string) bool {
+	if h, ok := e.router.(interface{ NeedsClaims(string) bool }); ok {
+		return h.NeedsClaims(typ)
+	}
+	return e.handles(typ)
 }
 
 func (e *Engine) lifecycleFailed(ev *Event, err error) {

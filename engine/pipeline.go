@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/sidecar/sidecar/engine/auth"
 	"github.com/sidecar/sidecar/engine/forward"
 	"github.com/sidecar/sidecar/rules"
 )
@@ -285,9 +286,12 @@ func (e *Engine) runClientEvent(c *conn, name string, data any) (code, msg strin
 		Type:   "client." + name,
 		Source: SourceClient,
 		Time:   time.Now(),
-		Sender: c.identity(),
+		Sender: &auth.Identity{UserID: c.user},
 		Data:   data,
 		conn:   c,
+	}
+	if e.needsClaims(ev.Type) {
+		ev.Sender = c.identity()
 	}
 	if _, err := e.process(e.runCtx, ev); err != nil {
 		if errors.Is(err, ErrOverloaded) {

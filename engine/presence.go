@@ -408,7 +408,7 @@ func (w *presenceWriter) write(batch []presenceChange) {
 			Sender: &auth.Identity{UserID: ch.user},
 			Data:   data,
 		}
-		if e.handles(typ) {
+		if e.needsClaims(typ) {
 			ev.Sender = identityOf(ch.user, ch.claims)
 		}
 		if _, err := e.process(e.runCtx, ev); err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/vm"
 	"go.yaml.in/yaml/v3"
 )
@@ -31,6 +32,9 @@ type Compiler struct {
 	lookup func(string) (string, bool)
 	opts   []expr.Option // shared by every expression of one load
 	load   *loadState    // shared by every Compiler of one load
+	// claims is set once an expression of the rule reads the sender's
+	// claims: sender beyond sender.id (see usesClaims).
+	claims bool
 }
 
 // loadState is what the Compilers of one load share.
@@ -224,6 +228,9 @@ func (c *Compiler) compile(key string, n *yaml.Node, typeOK func(reflect.Type) b
 			return nil, c.Errorf(n, "%s: yields %s, want %s", key, t, want)
 		}
 	}
+	if usesClaims(checked.Node()) {
+		c.claims = true
+	}
 	p := &patcher{}
 	prog, err := expr.Compile(src, append(opts, expr.Patch(p))...)
 	switch {
@@ -353,4 +360,30 @@ func (c *Compiler) errorsOf(err error, key string, n *yaml.Node) ErrorList {
 	}
 	walk(err)
 	return out
+}
+
+// usesClaims reports whether the expression reads the sender's claims: any
+// use of sender other than sender.id (or sender?.id, sender["id"]). An
+// event whose rules read no claims needs none decoded (Set.NeedsClaims).
+func usesClaims(root ast.Node) bool {
+	v := &claimsVisitor{}
+	ast.Walk(&root, v)
+	return v.sender > v.idOnly
+}
+
+type claimsVisitor struct{ sender, idOnly int }
+
+func (v *claimsVisitor) Visit(node *ast.Node) {
+	switch n := (*node).(type) {
+	case *ast.IdentifierNode:
+		if n.Value == "sender" {
+			v.sender++
+		}
+	case *ast.MemberNode:
+		if id, ok := n.Node.(*ast.IdentifierNode); ok && id.Value == "sender" {
+			if s, ok := n.Property.(*ast.StringNode); ok && s.Value == "id" {
+				v.idOnly++
+			}
+		}
+	}
 }

@@ -301,6 +301,11 @@ func (p *parser) rule(i int, node *yaml.Node) {
 				continue
 			}
 			r.actions = append(r.actions, a)
+			switch key.Value {
+			case "emit", "join", "leave": // what they read is in their expressions
+			default: // forward posts the sender's claims; a plugin may read anything
+				r.claims = true
+			}
 		}
 	}
 	if onNode == nil {
@@ -312,6 +317,7 @@ func (p *parser) rule(i int, node *yaml.Node) {
 	if len(p.errs) > nerr {
 		return
 	}
+	r.claims = r.claims || c.claims
 	p.set.rules = append(p.set.rules, r)
 	if len(r.globs) > 0 {
 		p.set.globs = append(p.set.globs, r)

@@ -80,6 +80,8 @@ type rule struct {
 	cond    *Expr  // nil: always
 	actions []Action
 	errors  atomic.Uint64 // run-time failures
+	// claims: the rule reads the sender's claims (beyond sender.id).
+	claims bool
 }
 
 // Source is the file name the Set was loaded from.
@@ -116,6 +118,25 @@ func (s *Set) Handles(typ string) bool {
 	}
 	for _, r := range s.globs {
 		if r.matches(typ) {
+			return true
+		}
+	}
+	return false
+}
+
+// NeedsClaims reports whether a rule that listens to events of type typ
+// reads the sender's claims beyond sender.id: an expression does, or an
+// action that sees the whole event (forward, plugins). When none does, the
+// caller may pass a Sender holding the id alone, and spare decoding the
+// token's claims.
+func (s *Set) NeedsClaims(typ string) bool {
+	for _, r := range s.exact[typ] {
+		if r.claims {
+			return true
+		}
+	}
+	for _, r := range s.globs {
+		if r.claims && r.matches(typ) {
 			return true
 		}
 	}

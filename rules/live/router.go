@@ -49,6 +49,13 @@ func (r *Router) Handles(typ string) bool {
 	return s != nil && s.Handles(typ)
 }
 
+// NeedsClaims reports whether a rule in use that listens to typ reads the
+// sender's claims beyond its id.
+func (r *Router) NeedsClaims(typ string) bool {
+	s := r.set.Load()
+	return s != nil && s.NeedsClaims(typ)
+}
+
 // Route runs the rules on ev and appends the engine commands they decide.
 func (r *Router) Route(ctx context.Context, ev *engine.Event, out []engine.Command) ([]engine.Command, error) {
 	s := r.set.Load()
