@@ -304,13 +304,25 @@ func (w *presenceWriter) do(fn func()) bool {
 	return true
 }
 
+// presenceBatchWindow is the shortest time between two batches of the
+// presence writer: a store commit per window, not per change.
+const presenceBatchWindow = 2 * time.Millisecond
+
 // run handles batches until close, after which it handles what is left and
 // returns.
 func (w *presenceWriter) run() {
 	defer close(w.done)
 	var batch []presenceChange
+	var last time.Time
 	for {
 		<-w.wake
+		// Under churn, gather a window's changes into one store write:
+		// each commit is a write to the file. A change after a quiet spell
+		// goes at once.
+		if d := presenceBatchWindow - time.Since(last); d > 0 {
+			time.Sleep(d)
+		}
+		last = time.Now()
 		w.mu.Lock()
 		batch, w.q = w.q, batch[:0]
 		stop := w.stop
