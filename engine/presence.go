@@ -180,6 +180,9 @@ func (p *partition) graceDue(now time.Time) {
 	}
 	if pp.head == len(pp.queue) {
 		pp.queue, pp.head = pp.queue[:0], 0
+		if cap(pp.queue) > 1024 {
+			pp.queue = nil // a burst of disconnects is not kept
+		}
 	} else if pp.head > 1024 && pp.head > len(pp.queue)/2 {
 		pp.queue = append(pp.queue[:0], pp.queue[pp.head:]...)
 		pp.head = 0
@@ -330,6 +333,9 @@ func (w *presenceWriter) run() {
 		if len(batch) > 0 {
 			w.write(batch)
 			clear(batch)
+		}
+		if cap(batch) > 256 {
+			batch = nil // a connect storm's batch is not kept for the idle hours after
 		}
 		if stop {
 			return
