@@ -272,7 +272,7 @@ func (e *Engine) clientEvent(c *conn, m *clientEvent) (code, msg string) {
 	case "updateStatus":
 		return e.updateStatus(c, data)
 	}
-	if h, ok := e.router.(interface{ Handles(string) bool }); ok && !h.Handles("client."+m.name) {
+	if !e.handles("client." + m.name) {
 		e.metrics.unknownEvents.Inc()
 		return ackUnknownEvent, fmt.Sprintf("no rule handles client event %q", truncate(m.name, 64))
 	}
