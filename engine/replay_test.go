@@ -202,6 +202,7 @@ func TestReplayConcurrentPublishers(t *testing.T) {
 	seen := map[float64]bool{}
 	var last string
 	var lastID store.StreamID
+	resumed := false
 	read := func(c *client, stopAt int) {
 		for len(seen) < stopAt {
 			m, err := c.event(5 * time.Second)
@@ -209,9 +210,10 @@ func TestReplayConcurrentPublishers(t *testing.T) {
 				t.Fatalf("after %d events: %v", len(seen), err)
 			}
 			if m["event"] == "resumed" {
-				if m["data"].(map[string]any)["recovered"] != true {
-					t.Fatalf("resumed %v", m)
+				if m["data"].(map[string]any)["recovered"] != true || resumed {
+					t.Fatalf("resumed %v (twice: %v)", m, resumed)
 				}
+				resumed = true
 				continue
 			}
 			id, _ := store.ParseStreamID(m["id"].(string))
@@ -231,5 +233,10 @@ func TestReplayConcurrentPublishers(t *testing.T) {
 	c = n.dialSince("u1", last)
 	read(c, pubs*each)
 	wg.Wait()
+	if !resumed { // every event left was missed: replayed, then resumed
+		if m, err := c.event(5 * time.Second); err != nil || m["event"] != "resumed" {
+			t.Fatalf("after the replay: %v, %v; want resumed", m, err)
+		}
+	}
 	c.noEvent(200 * time.Millisecond)
 }

@@ -4,23 +4,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/tidwall/buntdb"
 )
 
-// Presence keeps two kinds of keys, neither with a TTL:
+// Presence keeps a record per user, with no TTL:
 //
 //	pr:u:<user>  {"s":"busy","l":1764590000000}   the user's record: status, last seen offline (ms)
-//	pr:s:<user>  {"o":<ms>,"e":<ms>,"c":<claims>}  a session of this node: online since, ended (0: live), claims
 //
-// A session key exists while the user is online on this node, and after a
-// graceful shutdown (ended set), until the next start ends it through the
-// rules (ApplySessions with Online false). One left with ended 0 means the
-// process died with the user online: the next start must end it too, or
-// the user stays a ghost. Both values are small JSON; empty fields are
-// left out. The claims are kept as the bytes given, not re-encoded.
+// and the node's sessions (sessions.go). The value is small JSON; empty
+// fields are left out.
 
 // UserRecord is what the store keeps about a user across restarts.
 type UserRecord struct {
@@ -38,33 +32,7 @@ func (u storedUser) record() UserRecord {
 	return UserRecord{Status: u.Status, LastSeen: fromMillis(u.LastSeen)}
 }
 
-// SessionChange is one presence transition of a user on this node.
-type SessionChange struct {
-	User   string
-	Online bool   // true: the session starts (Claims kept); false: it ends (session removed, LastSeen = At)
-	Claims []byte // the token's claims as JSON, for Online
-	At     time.Time
-}
-
-// Session is a session of this node found in the store: left by a previous
-// life of the process.
-type Session struct {
-	User   string
-	Claims []byte
-	Since  time.Time // when it came online
-	Ended  time.Time // zero: the process died with it live (crash); else the graceful shutdown that ended it
-}
-
-// storedSession is a session's value. It is encoded by hand (see
-// appendSession) so the claims stay byte for byte as given.
-type storedSession struct {
-	Since  int64           `json:"o"`
-	Ended  int64           `json:"e"`
-	Claims json.RawMessage `json:"c,omitempty"`
-}
-
-func userKey(user string) string    { return prefixPresenceUser + user }
-func sessionKey(user string) string { return prefixPresenceSession + user }
+func userKey(user string) string { return prefixPresenceUser + user }
 
 // Users returns the records of the given users; users the store knows
 // nothing about are absent from the map, as are users whose record does
@@ -118,132 +86,6 @@ func (s *Store) SetStatus(user, status string) error {
 	return nil
 }
 
-// ApplySessions writes a batch of transitions in one write transaction, in
-// order, so a user may appear twice (online then offline). Online stores
-// the session (replacing one the user had); offline removes it, whatever
-// its value, and sets the user's LastSeen to At, keeping the status. On
-// error nothing is written: an empty user or claims that are not JSON are
-// refused before anything is.
-func (s *Store) ApplySessions(changes []SessionChange) error {
-	if len(changes) == 0 {
-		return nil
-	}
-	for _, c := range changes {
-		if c.User == "" {
-			return errors.New("store: ApplySessions: empty user")
-		}
-		if c.Online && len(c.Claims) > 0 && !json.Valid(c.Claims) {
-			return fmt.Errorf("store: ApplySessions: claims of %q are not JSON", c.User)
-		}
-	}
-	err := s.write(func(tx *buntdb.Tx) (bool, error) {
-		for _, c := range changes {
-			if c.Online {
-				val := appendSession(nil, millis(c.At), 0, c.Claims)
-				if _, _, err := tx.Set(sessionKey(c.User), string(val), nil); err != nil {
-					return false, err
-				}
-				continue
-			}
-			if _, err := tx.Delete(sessionKey(c.User)); err != nil && !errors.Is(err, buntdb.ErrNotFound) {
-				return false, err
-			}
-			if err := setLastSeen(tx, c.User, c.At); err != nil {
-				return false, err
-			}
-		}
-		return true, nil
-	})
-	if err != nil {
-		return fmt.Errorf("presence apply sessions: %w", err)
-	}
-	return nil
-}
-
-// Sessions lists every stored session, in user order. Sessions whose value
-// does not decode are skipped (logged at Warn); they go when the user's
-// next offline transition on this node deletes the key. Read-only.
-func (s *Store) Sessions() ([]Session, error) {
-	var (
-		out []Session
-		bad skipped
-	)
-	err := s.db.View(func(tx *buntdb.Tx) error {
-		return tx.AscendRange("", prefixPresenceSession, prefixEnd(prefixPresenceSession), func(key, val string) bool {
-			ss, err := decodeSession(val)
-			if err != nil {
-				bad.add(key, err)
-				return true
-			}
-			out = append(out, Session{
-				User:   key[len(prefixPresenceSession):],
-				Claims: ss.Claims,
-				Since:  fromMillis(ss.Since),
-				Ended:  fromMillis(ss.Ended),
-			})
-			return true
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("presence sessions: %w", err)
-	}
-	bad.warn(s, "presence: sessions that do not decode skipped")
-	return out, nil
-}
-
-// SessionEnd is when a user was last seen, for EndSessions, and their
-// claims to keep with the session (nil: keep what it has).
-type SessionEnd struct {
-	User   string
-	At     time.Time
-	Claims []byte
-}
-
-// EndSessions marks the given users' sessions ended at their At, for a
-// graceful shutdown: the sessions stay, for the next start to end through
-// the rules, and each user's LastSeen becomes their At, in one transaction.
-// Users without a session are ignored; so are sessions that do not decode
-// (logged at Warn), whose LastSeen is still set.
-func (s *Store) EndSessions(ends []SessionEnd) error {
-	var bad skipped
-	err := s.write(func(tx *buntdb.Tx) (bool, error) {
-		changed := false
-		for _, end := range ends {
-			user, at := end.User, end.At
-			val, err := tx.Get(sessionKey(user))
-			if errors.Is(err, buntdb.ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				return false, err
-			}
-			changed = true
-			if err := setLastSeen(tx, user, at); err != nil {
-				return false, err
-			}
-			ss, err := decodeSession(val)
-			if err != nil {
-				bad.add(sessionKey(user), err)
-				continue
-			}
-			claims := ss.Claims
-			if end.Claims != nil && json.Valid(end.Claims) {
-				claims = end.Claims
-			}
-			val = string(appendSession(nil, ss.Since, millis(at), claims))
-			if _, _, err := tx.Set(sessionKey(user), val, nil); err != nil {
-				return false, err
-			}
-		}
-		return changed, nil
-	})
-	if err != nil {
-		return fmt.Errorf("presence end sessions: %w", err)
-	}
-	bad.warn(s, "presence: sessions that do not decode left as they are")
-	return nil
-}
-
 // getUser reads user's record in tx; a missing one is the zero record, and
 // so is one that does not decode, which the caller's write replaces.
 func getUser(tx *buntdb.Tx, user string) (storedUser, error) {
@@ -285,26 +127,6 @@ func setLastSeen(tx *buntdb.Tx, user string, at time.Time) error {
 	}
 	u.LastSeen = millis(at)
 	return putUser(tx, user, u)
-}
-
-// appendSession encodes a session's value. claims were checked to be JSON
-// (or are empty), so the result is JSON too.
-func appendSession(b []byte, since, ended int64, claims []byte) []byte {
-	b = append(b, `{"o":`...)
-	b = strconv.AppendInt(b, since, 10)
-	b = append(b, `,"e":`...)
-	b = strconv.AppendInt(b, ended, 10)
-	if len(claims) > 0 {
-		b = append(b, `,"c":`...)
-		b = append(b, claims...)
-	}
-	return append(b, '}')
-}
-
-func decodeSession(val string) (storedSession, error) {
-	var ss storedSession
-	err := decodeObject(val, &ss)
-	return ss, err
 }
 
 // decodeObject is json.Unmarshal for a value that must be an object: a bare

@@ -46,8 +46,8 @@ func usersT(t testing.TB, s *Store, users ...string) map[string]UserRecord {
 	return got
 }
 
-func online(user, claims string, at time.Time) SessionChange {
-	return SessionChange{User: user, Online: true, Claims: []byte(claims), At: at}
+func online(user string, at time.Time) SessionChange {
+	return SessionChange{User: user, Online: true, At: at}
 }
 
 func offline(user string, at time.Time) SessionChange {
@@ -61,8 +61,7 @@ func equalSessions(a, b []Session) bool {
 		return false
 	}
 	for i := range a {
-		if a[i].User != b[i].User || !bytes.Equal(a[i].Claims, b[i].Claims) ||
-			!a[i].Since.Equal(b[i].Since) || !a[i].Ended.Equal(b[i].Ended) {
+		if a[i].User != b[i].User || !bytes.Equal(a[i].Claims, b[i].Claims) || !a[i].Ended.Equal(b[i].Ended) {
 			return false
 		}
 	}
@@ -91,24 +90,24 @@ func TestApplySessions(t *testing.T) {
 	}{
 		{
 			name:     "online",
-			batches:  [][]SessionChange{{online("u1", `{"sub":"u1"}`, t1), online("u2", "", t1)}},
-			wantSess: []Session{{User: "u1", Claims: []byte(`{"sub":"u1"}`), Since: t1}, {User: "u2", Since: t1}},
+			batches:  [][]SessionChange{{online("u1", t1), online("u2", t1)}},
+			wantSess: []Session{{User: "u1"}, {User: "u2"}},
 		},
 		{
 			name:      "online then offline in one batch",
-			batches:   [][]SessionChange{{online("u1", `{}`, t1), offline("u1", t2)}},
+			batches:   [][]SessionChange{{online("u1", t1), offline("u1", t2)}},
 			wantUsers: map[string]UserRecord{"u1": {LastSeen: t2}},
 		},
 		{
 			name:      "offline then online in one batch",
-			batches:   [][]SessionChange{{offline("u1", t1), online("u1", `{"n":2}`, t2)}},
-			wantSess:  []Session{{User: "u1", Claims: []byte(`{"n":2}`), Since: t2}},
+			batches:   [][]SessionChange{{offline("u1", t1), online("u1", t2)}},
+			wantSess:  []Session{{User: "u1"}},
 			wantUsers: map[string]UserRecord{"u1": {LastSeen: t1}},
 		},
 		{
 			name:      "offline in a later batch",
-			batches:   [][]SessionChange{{online("u1", `{}`, t1), online("u2", `{}`, t1)}, {offline("u2", t3)}},
-			wantSess:  []Session{{User: "u1", Claims: []byte(`{}`), Since: t1}},
+			batches:   [][]SessionChange{{online("u1", t1), online("u2", t1)}, {offline("u2", t3)}},
+			wantSess:  []Session{{User: "u1"}},
 			wantUsers: map[string]UserRecord{"u2": {LastSeen: t3}},
 		},
 		{
@@ -118,13 +117,13 @@ func TestApplySessions(t *testing.T) {
 		},
 		{
 			name:     "a second online replaces the session",
-			batches:  [][]SessionChange{{online("u1", `{"v":1}`, t1)}, {online("u1", `{"v":2}`, t2)}},
-			wantSess: []Session{{User: "u1", Claims: []byte(`{"v":2}`), Since: t2}},
+			batches:  [][]SessionChange{{online("u1", t1)}, {online("u1", t2)}},
+			wantSess: []Session{{User: "u1"}},
 		},
 		{
 			name:     "claims kept as given, odd user ids",
-			batches:  [][]SessionChange{{online("a:b\x00c", `{ "sub" : "a:b" }`, t1)}},
-			wantSess: []Session{{User: "a:b\x00c", Claims: []byte(`{ "sub" : "a:b" }`), Since: t1}},
+			batches:  [][]SessionChange{{online("a:b\x00c", t1)}},
+			wantSess: []Session{{User: "a:b\x00c"}},
 		},
 	}
 	for _, tc := range tests {
@@ -154,8 +153,8 @@ func TestApplySessionsRefusesBadBatch(t *testing.T) {
 		name  string
 		batch []SessionChange
 	}{
-		{"empty user", []SessionChange{online("u1", `{}`, t1), online("", `{}`, t1)}},
-		{"claims not JSON", []SessionChange{offline("u2", t1), online("u1", `{"sub":`, t1)}},
+		{"empty user", []SessionChange{online("u1", t1), online("", t1)}},
+		{"empty user after an offline", []SessionChange{offline("u2", t1), online("", t1)}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -180,13 +179,15 @@ func TestSessionsAfterRestart(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "node.db")
 			s := openT(t, path, Options{})
-			applyT(t, s, online("u1", `{"sub":"u1","role":"x"}`, t1), online("u2", `{"sub":"u2"}`, t2),
-				online("u3", `{}`, t1), offline("u3", t2))
+			applyT(t, s, online("u1", t1), online("u2", t2),
+				online("u3", t1), offline("u3", t2))
 			var ended time.Time
 			if graceful {
 				ended = t3
 				// u3 and u4 have no session: ignored.
-				if err := s.EndSessions(ends(t3, "u1", "u2", "u3", "u4")); err != nil {
+				e := ends(t3, "u1", "u2", "u3", "u4")
+				e[0].Claims = []byte(`{"sub":"u1","role":"x"}`)
+				if err := s.EndSessions(e); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -195,8 +196,11 @@ func TestSessionsAfterRestart(t *testing.T) {
 			s = openT(t, path, Options{})
 			defer closeT(t, s)
 			want := []Session{
-				{User: "u1", Claims: []byte(`{"sub":"u1","role":"x"}`), Since: t1, Ended: ended},
-				{User: "u2", Claims: []byte(`{"sub":"u2"}`), Since: t2, Ended: ended},
+				{User: "u1", Ended: ended},
+				{User: "u2", Ended: ended},
+			}
+			if graceful {
+				want[0].Claims = []byte(`{"sub":"u1","role":"x"}`)
 			}
 			if got := sessionsT(t, s); !equalSessions(got, want) {
 				t.Errorf("Sessions() after reopen = %+v, want %+v", got, want)
@@ -221,14 +225,14 @@ func TestSessionsAfterRestart(t *testing.T) {
 func TestEndSessionsKeepsOthers(t *testing.T) {
 	s := openT(t, Memory, Options{})
 	defer closeT(t, s)
-	applyT(t, s, online("u1", `{}`, t1), online("u2", `{}`, t1))
+	applyT(t, s, online("u1", t1), online("u2", t1))
 	if err := s.SetStatus("u1", "busy"); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.EndSessions(ends(t2, "u1")); err != nil {
 		t.Fatal(err)
 	}
-	want := []Session{{User: "u1", Claims: []byte(`{}`), Since: t1, Ended: t2}, {User: "u2", Claims: []byte(`{}`), Since: t1}}
+	want := []Session{{User: "u1", Ended: t2}, {User: "u2"}}
 	if got := sessionsT(t, s); !equalSessions(got, want) {
 		t.Errorf("Sessions() = %+v, want %+v", got, want)
 	}
@@ -295,7 +299,7 @@ func TestPresenceCorruptValues(t *testing.T) {
 	var logs bytes.Buffer
 	s := openT(t, Memory, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	defer closeT(t, s)
-	applyT(t, s, online("good", `{"sub":"good"}`, t1), offline("good", t1), online("good", `{"sub":"good"}`, t2))
+	applyT(t, s, online("good", t1), offline("good", t1), online("good", t2))
 	err := update(s, func(tx *buntdb.Tx) error {
 		for key, val := range map[string]string{
 			userKey("bad1"): "not json", userKey("bad2"): "null", userKey("bad3"): `{"l":"x"}`,
@@ -315,7 +319,7 @@ func TestPresenceCorruptValues(t *testing.T) {
 	if want := (map[string]UserRecord{"good": {LastSeen: t1}}); !equalUsers(users, want) {
 		t.Errorf("Users() = %+v, want %+v", users, want)
 	}
-	want := []Session{{User: "good", Claims: []byte(`{"sub":"good"}`), Since: t2}}
+	want := []Session{{User: "good"}}
 	if got := sessionsT(t, s); !equalSessions(got, want) {
 		t.Errorf("Sessions() = %+v, want %+v", got, want)
 	}
@@ -324,12 +328,15 @@ func TestPresenceCorruptValues(t *testing.T) {
 		t.Errorf("log = %q, want one WARN per reader call, each counting 3 values", out)
 	}
 
-	// EndSessions sets LastSeen over a bad record and leaves a bad session.
+	// EndSessions sets LastSeen over a bad record and replaces a bad session.
 	if err := s.EndSessions(ends(t3, "bad1")); err != nil {
 		t.Fatal(err)
 	}
 	if got := usersT(t, s, "bad1"); !equalUsers(got, map[string]UserRecord{"bad1": {LastSeen: t3}}) {
 		t.Errorf("Users(bad1) after EndSessions = %+v, want LastSeen %v", got, t3)
+	}
+	if got, w := sessionsT(t, s), append([]Session{{User: "bad1", Ended: t3}}, want...); !equalSessions(got, w) {
+		t.Errorf("Sessions() after EndSessions = %+v, want %+v", got, w)
 	}
 	// An offline transition removes a bad session; SetStatus replaces a bad record.
 	applyT(t, s, offline("bad1", t3), offline("bad2", t3), offline("bad3", t3))
@@ -379,7 +386,7 @@ func fillDisk(t *testing.T, path string) (free func()) {
 func TestPresenceWriteFailure(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "node.db")
 	s := openT(t, path, Options{Sync: "always"})
-	applyT(t, s, online("u1", `{}`, t1))
+	applyT(t, s, online("u1", t1))
 	before := sessionsT(t, s)
 	free := fillDisk(t, path)
 
@@ -388,7 +395,7 @@ func TestPresenceWriteFailure(t *testing.T) {
 		fn   func() error
 	}{
 		{"ApplySessions", func() error {
-			return s.ApplySessions([]SessionChange{online("u2", `{}`, t2), offline("u1", t2), online("u3", `{}`, t2)})
+			return s.ApplySessions([]SessionChange{online("u2", t2), offline("u1", t2), online("u3", t2)})
 		}},
 		{"EndSessions", func() error { return s.EndSessions(ends(t2, "u1")) }},
 		{"SetStatus", func() error { return s.SetStatus("u1", "busy") }},
@@ -409,14 +416,14 @@ func TestPresenceWriteFailure(t *testing.T) {
 	}
 
 	free()
-	applyT(t, s, online("u2", `{}`, t2), offline("u1", t2))
+	applyT(t, s, online("u2", t2), offline("u1", t2))
 	if err := s.Healthy(); err != nil {
 		t.Errorf("Healthy() after a successful write = %v, want nil", err)
 	}
 	closeT(t, s)
 	s = openT(t, path, Options{})
 	defer closeT(t, s)
-	want := []Session{{User: "u2", Claims: []byte(`{}`), Since: t2}}
+	want := []Session{{User: "u2"}}
 	if got := sessionsT(t, s); !equalSessions(got, want) {
 		t.Errorf("Sessions() after reopen = %+v, want %+v", got, want)
 	}

@@ -9,7 +9,8 @@
 //	ob:<item-id>              outbox records (Outbox)
 //	ob_due:<nanos>:<item-id>  outbox due-time index (Outbox)
 //	pr:u:<user>               a user's status and last-seen (Users, SetStatus)
-//	pr:s:<user>               a session of this node (ApplySessions, Sessions, EndSessions)
+//	pr:j:<seq>                the journal of this node's sessions (ApplySessions, Sessions)
+//	pr:s:<user>               a session handed over by a graceful shutdown (EndSessions, Sessions)
 //	rp:<stream>\x00<ms><seq>  a stream's events, ids in fixed-width hex (Streams)
 //	rp:epoch                  the first event id the streams kept (Streams)
 //	rp_trim:<stream>          the newest id a stream dropped over its count (Streams)
@@ -55,6 +56,7 @@ const (
 	prefixOutboxDue       = "ob_due:"
 	prefixPresenceUser    = "pr:u:"
 	prefixPresenceSession = "pr:s:"
+	prefixPresenceJournal = "pr:j:"
 	prefixReplay          = "rp:"
 	prefixReplayTrim      = "rp_trim:"
 )
@@ -92,6 +94,9 @@ type Store struct {
 	mu       sync.Mutex
 	writeErr error // guarded by mu; the last write error, nil after a successful write
 	broken   error // guarded by mu; non-nil (wrapping ErrBroken) forever once set
+
+	jmu sync.Mutex // held across a journal write (sessions.go)
+	j   journal    // guarded by jmu
 }
 
 // Close flushes and closes the file. Transactions must be finished first.
