@@ -27,6 +27,7 @@ var (
 	errAckID           = errors.New("sio: bad ack id")
 	errAckIDOverflow   = errors.New("sio: ack id overflows int64")
 	errJSON            = errors.New("sio: payload is not valid JSON")
+	errNesting         = errors.New("sio: payload nested too deep")
 
 	errConnectPayload      = errors.New("sio: CONNECT payload must be a JSON object")
 	errDisconnectPayload   = errors.New("sio: DISCONNECT takes no payload")

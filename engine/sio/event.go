@@ -65,6 +65,21 @@ func SplitEvent(data []byte) (Emit, error) {
 // and returns the unescaped name and the index of the first non-space byte
 // after it.
 func eventName(data []byte) (name []byte, next int, err error) {
+	lit, next, err := eventNameLiteral(data)
+	if err != nil {
+		return nil, 0, err
+	}
+	name, ok := unquote(lit)
+	if !ok {
+		return nil, 0, errEventName
+	}
+	return name, next, nil
+}
+
+// eventNameLiteral reads the start of an EVENT payload, '[' and the event
+// name, and returns the name's JSON string literal, quotes included, and the
+// index of the first non-space byte after it.
+func eventNameLiteral(data []byte) (lit []byte, next int, err error) {
 	i := skipSpace(data, 0)
 	if i == len(data) || data[i] != '[' {
 		return nil, 0, errEventPayload
@@ -77,10 +92,22 @@ func eventName(data []byte) (name []byte, next int, err error) {
 	if !ok {
 		return nil, 0, errEventName
 	}
-	if name, ok = unquote(data[i:end]); !ok {
-		return nil, 0, errEventName
+	return data[i:end], skipSpace(data, end), nil
+}
+
+// maxReservedLiteral is the longest JSON literal of a reserved event name:
+// "removeListener", every character escaped as \uXXXX.
+const maxReservedLiteral = 2 + 6*len("removeListener")
+
+// reservedLiteral reports whether the JSON string literal lit is a reserved
+// event name, without allocating.
+func reservedLiteral(lit []byte) bool {
+	if len(lit) > maxReservedLiteral {
+		return false
 	}
-	return name, skipSpace(data, end), nil
+	var buf [3 * maxReservedLiteral]byte // U+FFFD for each byte at most
+	name, ok := appendUnquoted(buf[:0], lit)
+	return ok && reservedEvent(name)
 }
 
 // reservedEvent reports the event names the reference parser refuses,

@@ -82,16 +82,31 @@ func unquote(q []byte) (v []byte, ok bool) {
 			break
 		}
 	}
-	if plain && utf8.Valid(s) {
+	valid := utf8.Valid(s)
+	if plain && valid {
 		return s, true
 	}
-	out := make([]byte, 0, len(s))
+	// Escapes only shrink; a byte of invalid UTF-8 grows into U+FFFD's 3.
+	size := len(s)
+	if !valid {
+		size *= 3
+	}
+	return appendUnquoted(make([]byte, 0, size), q)
+}
+
+// appendUnquoted appends to dst the value of the JSON string literal q, as
+// unquote returns it, and is not ok when q is not a JSON string literal.
+func appendUnquoted(dst, q []byte) ([]byte, bool) {
+	if len(q) < 2 || q[0] != '"' || q[len(q)-1] != '"' {
+		return dst, false
+	}
+	s := q[1 : len(q)-1]
 	for i := 0; i < len(s); {
 		c := s[i]
 		switch {
 		case c == '\\':
 			if i+1 == len(s) {
-				return nil, false
+				return dst, false
 			}
 			if e := s[i+1]; e != 'u' {
 				switch e {
@@ -107,15 +122,15 @@ func unquote(q []byte) (v []byte, ok bool) {
 				case 't':
 					e = '\t'
 				default:
-					return nil, false
+					return dst, false
 				}
-				out = append(out, e)
+				dst = append(dst, e)
 				i += 2
 				continue
 			}
 			r, ok := hex4(s[i+2:])
 			if !ok {
-				return nil, false
+				return dst, false
 			}
 			i += 6
 			if utf16.IsSurrogate(r) {
@@ -127,23 +142,23 @@ func unquote(q []byte) (v []byte, ok bool) {
 					r = utf8.RuneError
 				}
 			}
-			out = utf8.AppendRune(out, r)
+			dst = utf8.AppendRune(dst, r)
 		case c == '"' || c < 0x20:
-			return nil, false
+			return dst, false
 		case c < utf8.RuneSelf:
-			out = append(out, c)
+			dst = append(dst, c)
 			i++
 		default:
 			r, size := utf8.DecodeRune(s[i:])
 			if r == utf8.RuneError && size == 1 {
-				out = utf8.AppendRune(out, utf8.RuneError)
+				dst = utf8.AppendRune(dst, utf8.RuneError)
 			} else {
-				out = append(out, s[i:i+size]...)
+				dst = append(dst, s[i:i+size]...)
 			}
 			i += size
 		}
 	}
-	return out, true
+	return dst, true
 }
 
 // escapedRune reads a \uXXXX escape at the start of s.

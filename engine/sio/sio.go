@@ -47,6 +47,11 @@ func (t SIOType) String() string {
 // as ErrBinary.
 const MaxAttachments = 256
 
+// MaxNesting is how deep ParseSIO lets the arrays and objects of a payload
+// nest: `[[1]]` nests 2 deep. socket.io sets no limit; this one keeps a
+// hostile payload from costing more than its size to check.
+const MaxNesting = 128
+
 // SIOPacket is one parsed Socket.IO packet:
 //
 //	<type>[<attachments>-][<namespace>,][<ack id>][<JSON payload>]
@@ -84,11 +89,12 @@ type SIOPacket struct {
 //     glued to it;
 //   - an ack id is decimal digits and fits an int64; whatever else sits
 //     between the namespace and the payload is a bad ack id (`2abc["x"]`);
-//   - the payload is valid JSON and fits the type: CONNECT an object or
-//     none, DISCONNECT none, EVENT an array whose first element is a string
-//     event name other than the reserved ones (connect, connect_error,
-//     disconnect, disconnecting, newListener, removeListener), ACK an array,
-//     with an ack id, and CONNECT_ERROR an object or a string.
+//   - the payload is valid JSON, nested at most MaxNesting deep, and fits
+//     the type: CONNECT an object or none, DISCONNECT none, EVENT an array
+//     whose first element is a string event name other than the reserved
+//     ones (connect, connect_error, disconnect, disconnecting, newListener,
+//     removeListener), ACK an array, with an ack id, and CONNECT_ERROR an
+//     object or a string.
 //
 // The reference parser also takes an EVENT whose first element is a number;
 // ParseSIO does not, since the engine routes events by name.
@@ -237,19 +243,47 @@ func checkPayload(pkt *SIOPacket) error {
 	if d == nil {
 		return nil
 	}
+	// A payload nests at most half its length deep; check longer ones
+	// before json.Valid, whose scanner stack would grow with the depth.
+	if len(d) > 2*MaxNesting && nestedDeeper(d, MaxNesting) {
+		return errNesting
+	}
 	if !json.Valid(d) {
 		return errJSON
 	}
 	if pkt.Type == Event || pkt.Type == BinaryEvent {
-		name, _, err := eventName(d)
+		lit, _, err := eventNameLiteral(d)
 		if err != nil {
 			return err
 		}
-		if reservedEvent(name) {
+		if reservedLiteral(lit) {
 			return errEventReserved
 		}
 	}
 	return nil
+}
+
+// nestedDeeper reports whether the arrays and objects of the JSON text b
+// (outside its strings) nest deeper than max.
+func nestedDeeper(b []byte, max int) bool {
+	depth := 0
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '"':
+			end, ok := skipString(b, i)
+			if !ok {
+				return false // invalid JSON, for json.Valid to say
+			}
+			i = end - 1
+		case '[', '{':
+			if depth++; depth > max {
+				return true
+			}
+		case ']', '}':
+			depth--
+		}
+	}
+	return false
 }
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }

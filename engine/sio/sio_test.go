@@ -111,6 +111,10 @@ var moreGood = []sioCase{
 	{in: `450-["a"]`, typ: BinaryEvent, nsp: "/", id: -1, att: 0, data: `["a"]`, err: ErrBinary},
 	{in: `45256-["a"]`, typ: BinaryEvent, nsp: "/", id: -1, att: 256, data: `["a"]`, err: ErrBinary},
 	{in: `43/admin,7[{"ok":true}]`, typ: Ack, nsp: "/admin", id: 7, data: `[{"ok":true}]`},
+	{in: `42["a",` + strings.Repeat("[", MaxNesting-1) + strings.Repeat("]", MaxNesting-1) + `]`, typ: Event, nsp: "/", id: -1,
+		data: `["a",` + strings.Repeat("[", MaxNesting-1) + strings.Repeat("]", MaxNesting-1) + `]`},
+	{in: `42["a","` + strings.Repeat("[", 3*MaxNesting) + `"]`, typ: Event, nsp: "/", id: -1,
+		data: `["a","` + strings.Repeat("[", 3*MaxNesting) + `"]`},
 }
 
 // malformed are packets ParseSIO refuses, and why.
@@ -188,7 +192,9 @@ var malformed = []sioCase{
 	{in: `45` + strings.Repeat("9", 4096) + `-["a"]`, err: errAttachmentsMany},
 	{in: `451-`, err: errEventPayload},
 	{in: `461-["a"]`, err: errAckWithoutID},
-	{in: `42[` + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `]`, err: errJSON},
+	{in: `42[` + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `]`, err: errNesting},
+	{in: `42["a",` + strings.Repeat("[", MaxNesting) + strings.Repeat("]", MaxNesting) + `]`, err: errNesting},
+	{in: `40{"a":` + strings.Repeat(`{"a":`, MaxNesting) + "1" + strings.Repeat("}", MaxNesting) + "}", err: errNesting},
 }
 
 func TestParseSIOSpec(t *testing.T)      { checkSIOCases(t, specPackets) }
