@@ -24,9 +24,12 @@
 //
 // # Allocation
 //
-// Parsers return slices that alias their input and copy nothing; ParseSIO
-// allocates only the string of a namespace other than "/". Encoders append to
-// the caller's buffer and allocate only when it must grow.
+// Parsers return slices that alias their input and copy nothing, with two
+// exceptions: ParseSIO copies a namespace other than "/" into a string, and
+// SplitEvent copies an event name written with JSON escapes as it unescapes
+// it. Whatever the input, they allocate at most once, and at most about its
+// size (payloads nest at most MaxNesting deep). Encoders append to the
+// caller's buffer and allocate only when it must grow.
 //
 // # Errors
 //

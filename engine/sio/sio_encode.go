@@ -17,11 +17,14 @@ import "strconv"
 // data is the raw JSON of the event's one argument; a nil or empty data
 // writes no argument (42["<name>"]). A non-empty offset is appended as a last
 // string argument: that is how socket.io's connection state recovery marks
-// each event, and socket.io-client, once its CONNECT answer carried a pid,
-// keeps the last string argument of every event it gets as the offset to
-// send back (with the pid, in its CONNECT payload) when it reconnects. The
-// client's listener sees the offset as one more argument. So with recovery
-// on, give every event an offset, and never one without a pid.
+// each event it stores (the server's adapter pushes the offset onto the
+// event's arguments), and socket.io-client, once its CONNECT answer carried a
+// pid, keeps the last argument of every event it gets, when it is a string,
+// as the offset to send back with the pid in its CONNECT payload when it
+// reconnects. So when the CONNECT answer carried a pid, give every event an
+// offset, or a string data would be taken for one; when it did not, give
+// none. The client's listener sees the offset as one more argument (as its
+// only one when data is nil).
 func AppendEvent(dst []byte, nsp, name string, data []byte, offset string) []byte {
 	dst = appendHeader(dst, Event, nsp)
 	dst = append(dst, '[')
