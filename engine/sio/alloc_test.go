@@ -74,6 +74,7 @@ func TestParsersDoNotAllocate(t *testing.T) {
 		{"ParseSIO CONNECT", func() { p, _ := ParseSIO([]byte(`0{"token":"abc"}`)); sink += len(p.Data) }},
 		{"ParseSIO binary", func() { p, _ := ParseSIO([]byte(`51-["ev",{"_placeholder":true,"num":0}]`)); sink += len(p.Data) }},
 		{"ParseSIO malformed", func() { _, err := ParseSIO([]byte(`2abc["a"]`)); sink += len(err.Error()) }},
+		{"ParseSIO malformed namespace", func() { _, err := ParseSIO([]byte(`2/admin,{}`)); sink += len(err.Error()) }},
 		{"SplitEvent", func() { e, _ := SplitEvent(frame[2:]); sink += len(e.Name) }},
 	} {
 		if n := testing.AllocsPerRun(100, tc.f); n != 0 {

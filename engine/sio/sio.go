@@ -118,15 +118,12 @@ func ParseSIO(p []byte) (SIOPacket, error) {
 		}
 		pkt.Attachments, i = n, next
 	}
+	var nsp []byte
 	if i < len(p) && p[i] == '/' {
-		nsp, next, err := parseNamespace(p, i)
-		if err != nil {
+		var err error
+		if nsp, i, err = parseNamespace(p, i); err != nil {
 			return SIOPacket{}, err
 		}
-		if string(nsp) != "/" {
-			pkt.Namespace = string(nsp)
-		}
-		i = next
 	}
 	if i < len(p) && isDigit(p[i]) {
 		id, next, err := parseAckID(p, i)
@@ -146,6 +143,9 @@ func ParseSIO(p []byte) (SIOPacket, error) {
 	if err := checkPayload(&pkt); err != nil {
 		return SIOPacket{}, err
 	}
+	if nsp != nil && string(nsp) != "/" {
+		pkt.Namespace = string(nsp) // the only copy, once the packet is known good
+	}
 	if binary {
 		return pkt, ErrBinary
 	}
@@ -156,16 +156,12 @@ func ParseSIO(p []byte) (SIOPacket, error) {
 func parseAttachments(p []byte, i int) (n, next int, err error) {
 	start := i
 	for ; i < len(p) && isDigit(p[i]); i++ {
-		if i-start == 3 { // 4 digits are more than MaxAttachments
+		if n = n*10 + int(p[i]-'0'); n > MaxAttachments {
 			return 0, 0, errAttachmentsMany
 		}
-		n = n*10 + int(p[i]-'0')
 	}
 	if i == start || i == len(p) || p[i] != '-' {
 		return 0, 0, errAttachments
-	}
-	if n > MaxAttachments {
-		return 0, 0, errAttachmentsMany
 	}
 	return n, i + 1, nil
 }
