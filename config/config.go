@@ -29,6 +29,7 @@ type Config struct {
 	Store    Store    `koanf:"store"`
 	Presence Presence `koanf:"presence"`
 	Replay   Replay   `koanf:"replay"`
+	SocketIO SocketIO `koanf:"socketio"`
 	Broker   Broker   `koanf:"broker"`
 	Limits   Limits   `koanf:"limits"`
 }
@@ -121,6 +122,15 @@ type Replay struct {
 	Exclude   []string      `koanf:"exclude"`    // event names never kept (globs)
 }
 
+// SocketIO is the socketio section: the Engine.IO timers and limit of
+// /socket.io/, socket.io's own defaults.
+type SocketIO struct {
+	PingInterval   time.Duration `koanf:"ping_interval"`
+	PingTimeout    time.Duration `koanf:"ping_timeout"`
+	MaxPayload     int           `koanf:"max_payload"`
+	ConnectTimeout time.Duration `koanf:"connect_timeout"`
+}
+
 // Broker is the broker section: one node or several.
 type Broker struct {
 	RedisURL string `koanf:"redis_url"`
@@ -150,7 +160,7 @@ type Limits struct {
 // keeps it so. The engine's Limits defaults are not exported yet, so
 // limits.* are still literals here.
 func Default() Config {
-	el, wl := engine.DefaultLimits(), engine.DefaultWebhookLimits()
+	el, wl, sl := engine.DefaultLimits(), engine.DefaultWebhookLimits(), engine.DefaultSocketIO()
 	return Config{
 		Listen: ":8080",
 		Log:    Log{Level: "info", Format: "text"},
@@ -190,6 +200,12 @@ func Default() Config {
 			TTL:       24 * time.Hour,
 			Events:    []string{"*"},
 			Exclude:   []string{"userTyping", "userOnline", "userOffline", "statusUpdated"},
+		},
+		SocketIO: SocketIO{
+			PingInterval:   sl.PingInterval,
+			PingTimeout:    sl.PingTimeout,
+			MaxPayload:     sl.MaxPayload,
+			ConnectTimeout: sl.ConnectTimeout,
 		},
 		Limits: Limits{
 			MaxConnections:            el.MaxConnections,

@@ -167,6 +167,10 @@ func (c *Config) Validate() error {
 		bad("store.path", `must not be empty (":memory:" keeps nothing)`)
 	}
 	oneOf("store.sync", c.Store.Sync, "always", "everysecond", "never")
+	positiveDur("socketio.ping_interval", c.SocketIO.PingInterval)
+	positiveDur("socketio.ping_timeout", c.SocketIO.PingTimeout)
+	positiveDur("socketio.connect_timeout", c.SocketIO.ConnectTimeout)
+	positive("socketio.max_payload", int64(c.SocketIO.MaxPayload))
 	if c.Presence.Grace < 0 {
 		bad("presence.grace", "must not be negative, got %s", c.Presence.Grace)
 	}

@@ -121,7 +121,7 @@ func soloPartition(tb testing.TB, n int) (*partition, *delivery, func()) {
 	for i := 0; i < n; i++ {
 		c := newConn(fd, &auth.Identity{UserID: fmt.Sprintf("u%d", i)}, 0, now)
 		c.part = p
-		p.add(c, nil, nil, false, "")
+		p.add(c, nil, nil, false, "", nil)
 	}
 	d := testDelivery(e, Target{All: true})
 	return p, d, closeSink
@@ -132,6 +132,7 @@ func soloPartition(tb testing.TB, n int) (*partition, *delivery, func()) {
 func bareEngine(l Limits) *Engine {
 	e := &Engine{limits: l}
 	e.hub.codecs[protoNative] = nativeCodec{}
+	e.hub.codecs[protoSocketIO] = sioCodec{}
 	e.metrics = newMetrics(e)
 	e.ruleLog = ruleLog{log: slog.New(slog.DiscardHandler), errors: e.metrics.ruleErrors}
 	e.pool.init()
@@ -147,10 +148,15 @@ func testDelivery(e *Engine, to Target) *delivery {
 
 // TestDeliveryAllocatesNothingPerRecipient holds the hot path to zero
 // allocations: delivering one event to 1,000 connections, users and rooms
-// alike, and flushing them.
+// alike, native and Socket.IO mixed, and flushing them.
 func TestDeliveryAllocatesNothingPerRecipient(t *testing.T) {
 	p, all, stop := soloPartition(t, 1000)
 	defer stop()
+	for i, c := range p.conns {
+		if i%2 == 1 {
+			c.proto = protoSocketIO
+		}
+	}
 	for _, c := range p.conns[:500] {
 		p.join(c, []string{"room-a"})
 	}
@@ -193,7 +199,7 @@ func BenchmarkHubAddRemove(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		p.add(c, nil, nil, false, "")
+		p.add(c, nil, nil, false, "", nil)
 		p.unindex(c)
 	}
 }

@@ -11,7 +11,8 @@ import (
 type protocol uint8
 
 const (
-	protoNative protocol = iota // /ws, section 4 of the contract
+	protoNative   protocol = iota // /ws, section 4 of the contract
+	protoSocketIO                 // /socket.io/: Socket.IO v5 over Engine.IO v4 (socketio.go)
 	numProtocols
 )
 
@@ -27,9 +28,16 @@ type codec interface {
 	// encodeAck returns the frame answering a client message's ack: ok when
 	// code is "", else an error with code and message.
 	encodeAck(ack int64, code, message string) []byte
-	// decode parses one complete client message. An error is a
+	// decode parses one complete client message. An event marked none is
+	// not one: the message was the protocol's own (a pong). reply, when
+	// set, is the frame that answers the message. An error is a
 	// *wsframe.CloseError giving the close code to answer with.
-	decode(op ws.OpCode, p []byte) (clientEvent, error)
+	decode(op ws.OpCode, p []byte) (ev clientEvent, reply []byte, err error)
+	// ping is the frame that asks the client for a sign of life.
+	ping() []byte
+	// closing is the frame sent before the close frame, if the protocol
+	// has one (nil: none).
+	closing() []byte
 }
 
 // clientEvent is one decoded client message. Its data stays JSON, checked
@@ -41,7 +49,8 @@ type clientEvent struct {
 	raw    []byte // the data as JSON (valid; nil: none)
 	ack    int64
 	hasAck bool
-	size   int // bytes on the wire, for the rule pool's byte cap
+	size   int  // bytes on the wire, for the rule pool's byte cap
+	none   bool // not an event: the protocol's own message, already handled
 }
 
 // data decodes the event's data.

@@ -131,10 +131,12 @@ func (c *conn) identity() *auth.Identity {
 // release drops one reference; the last one closes the descriptor.
 func (c *conn) release(e *Engine) {
 	if c.refs.Add(-1) == 0 {
-		e.fds.remove(c.fd, c)
-		unix.Close(c.fd)
+		if c.fd >= 0 { // else a long-polling conn: no descriptor
+			e.fds.remove(c.fd, c)
+			unix.Close(c.fd)
+			e.openFDs.Add(-1)
+		}
 		c.rd.Release()
-		e.openFDs.Add(-1)
 	}
 }
 

@@ -108,6 +108,7 @@ type Config struct {
 	// asking for one is told recovered: false); Replay says which events.
 	Streams      StreamStore
 	Replay       ReplayOptions
+	SocketIO     SocketIOOptions
 	DrainTimeout time.Duration // graceful shutdown budget; default 10s
 	Partitions   int           // hub partitions; 0: GOMAXPROCS, at most 64
 }
@@ -144,6 +145,10 @@ type Engine struct {
 	// upgradeMu: upgrades hold it for reading; shutdown takes it for
 	// writing, so it waits for those in flight and none starts after.
 	upgradeMu sync.RWMutex
+	// handshakes are Socket.IO WebSockets waiting for their CONNECT.
+	handshakes handshakes
+	// polls are the Engine.IO long-polling sessions.
+	polls pollSessions
 
 	webhookSlots chan struct{}
 	events       eventCounts
@@ -189,6 +194,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	cfg.Limits.setDefaults()
 	cfg.Presence.setDefaults()
+	cfg.SocketIO.setDefaults()
 	parts := cfg.Partitions
 	if parts <= 0 {
 		parts = runtime.GOMAXPROCS(0)
@@ -217,6 +223,7 @@ func New(cfg Config) (*Engine, error) {
 	e.runCtx, e.stopRun = context.WithCancel(context.Background())
 	e.hub.stopped = make(chan struct{})
 	e.hub.codecs[protoNative] = nativeCodec{}
+	e.hub.codecs[protoSocketIO] = sioCodec{}
 	e.hub.stamp = e.stamp
 	for i := 0; i < parts; i++ {
 		e.hub.parts = append(e.hub.parts, newPartition(e, i, 8192))
@@ -316,6 +323,8 @@ func (e *Engine) Serve(ctx context.Context, ln net.Listener) error {
 	e.upgradeMu.Lock()
 	e.stopping.Store(true)
 	e.upgradeMu.Unlock()
+	e.handshakes.close()
+	e.endPolling() // their waiting GETs return, so that Shutdown need not wait for them
 	drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.DrainTimeout)
 	defer cancel()
 	if serr := srv.Shutdown(drainCtx); serr != nil {

@@ -24,6 +24,7 @@ func (e *Engine) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", notFound(mux))
 	mux.HandleFunc("/ws", e.serveWS)
+	mux.HandleFunc("/socket.io/", e.serveSocketIO)
 	mux.HandleFunc("POST /webhooks", e.serveWebhook)
 	mux.HandleFunc("POST /api/socket-test/broadcast", e.api(e.serveTestBroadcast))
 	mux.HandleFunc("POST /api/socket-test/send/{userId}", e.api(e.serveTestSend))

@@ -60,13 +60,13 @@ var errInvalidJSON = &wsframe.CloseError{Code: ws.StatusInvalidFramePayloadData,
 
 // decode parses a text frame. Binary frames and invalid JSON close the
 // connection with 1007: the native protocol is JSON text.
-func (nativeCodec) decode(op ws.OpCode, p []byte) (clientEvent, error) {
+func (nativeCodec) decode(op ws.OpCode, p []byte) (clientEvent, []byte, error) {
 	if op != ws.OpText {
-		return clientEvent{}, &wsframe.CloseError{Code: ws.StatusInvalidFramePayloadData, Reason: "binary frames are not supported"}
+		return clientEvent{}, nil, &wsframe.CloseError{Code: ws.StatusInvalidFramePayloadData, Reason: "binary frames are not supported"}
 	}
 	var m nativeMessage
 	if err := json.Unmarshal(p, &m); err != nil {
-		return clientEvent{}, errInvalidJSON
+		return clientEvent{}, nil, errInvalidJSON
 	}
 	// Unmarshal checked the whole message, data included, and copied the
 	// data: it is decoded later, by the rule pool.
@@ -74,5 +74,11 @@ func (nativeCodec) decode(op ws.OpCode, p []byte) (clientEvent, error) {
 	if m.Ack != nil {
 		ev.ack, ev.hasAck = *m.Ack, true
 	}
-	return ev, nil
+	return ev, nil, nil
 }
+
+// ping is a WebSocket ping: the client's WebSocket answers it.
+func (nativeCodec) ping() []byte { return framePing }
+
+// closing: the close frame says it all.
+func (nativeCodec) closing() []byte { return nil }

@@ -35,7 +35,7 @@ func TestNativeDecode(t *testing.T) {
 		{"binary", ws.OpBinary, `{"event":"x"}`, clientEvent{}, ws.StatusInvalidFramePayloadData},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := nativeCodec{}.decode(tc.op, []byte(tc.in))
+			got, _, err := nativeCodec{}.decode(tc.op, []byte(tc.in))
 			var ce *wsframe.CloseError
 			switch {
 			case tc.code != 0:
@@ -99,7 +99,7 @@ func FuzzNativeDecode(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, p []byte) {
-		ev, err := nativeCodec{}.decode(ws.OpText, p)
+		ev, _, err := nativeCodec{}.decode(ws.OpText, p)
 		if err != nil {
 			var ce *wsframe.CloseError
 			if !errors.As(err, &ce) || ce.Code != ws.StatusInvalidFramePayloadData {
@@ -115,7 +115,7 @@ func FuzzNativeDecode(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-encode %+v: %v", ev, err)
 		}
-		again, err := nativeCodec{}.decode(ws.OpText, b)
+		again, _, err := nativeCodec{}.decode(ws.OpText, b)
 		if err != nil || again.name != ev.name || again.ack != ev.ack || again.hasAck != ev.hasAck || !reflect.DeepEqual(again.data(), ev.data()) {
 			t.Fatalf("decode(%q) = %+v; re-encoded %s decodes to %+v, %v", p, ev, b, again, err)
 		}

@@ -165,6 +165,10 @@ func (p *partition) close(c *conn, code ws.StatusCode, reason string) {
 	if code == CloseSlowConsumer {
 		p.dropQueue(c) // what it could not take is dropped; the rest flushes first
 	}
+	if f := p.e.hub.codecs[c.proto].closing(); f != nil {
+		c.out = append(c.out, f)
+		c.outBytes += len(f)
+	}
 	c.out = append(c.out, closeFrame(code, reason))
 	c.outBytes += len(c.out[len(c.out)-1])
 	c.finOnFlush = true
@@ -225,8 +229,9 @@ func (p *partition) readerGone(c *conn, code ws.StatusCode, reason string) {
 func (p *partition) tick(now time.Time) {
 	l := &p.e.limits
 	sec, nano := now.Unix(), now.UnixNano()
-	ping := int64(l.PingInterval / time.Second)
-	idle := int64(l.IdleTimeout / time.Second)
+	s := &p.e.cfg.SocketIO
+	ping := [numProtocols]int64{int64(l.PingInterval / time.Second), int64(s.PingInterval / time.Second)}
+	idle := [numProtocols]int64{int64(l.IdleTimeout / time.Second), int64((s.PingInterval + s.PingTimeout) / time.Second)}
 	for i := 0; i < len(p.conns); i++ {
 		c := p.conns[i]
 		var code ws.StatusCode
@@ -235,15 +240,15 @@ func (p *partition) tick(now time.Time) {
 		case c.blockedAt != 0 && nano-c.blockedAt > int64(l.WriteTimeout):
 			p.e.metrics.slowConsumers.Inc()
 			code, reason = CloseSlowConsumer, "slow consumer"
-		case sec-int64(c.lastRead.Load()) > idle && c.sched.Load() == schedIdle:
+		case sec-int64(c.lastRead.Load()) > idle[c.proto] && c.sched.Load() == schedIdle:
 			// Silent, and nothing of it waits to be read or to be run
 			// (a turn held by the rule pool or a parked one is not idle).
 			code, reason = ws.StatusGoingAway, "idle timeout"
 		case c.expires.Load() != 0 && sec > int64(c.expires.Load()):
 			code, reason = CloseTokenExpired, "token expired"
-		case sec-int64(c.lastPing) >= ping:
+		case sec-int64(c.lastPing) >= ping[c.proto]:
 			c.lastPing = uint32(sec)
-			if !p.enqueue(c, framePing) && c.idx < 0 {
+			if !p.enqueue(c, p.e.hub.codecs[c.proto].ping()) && c.idx < 0 {
 				i-- // closed as a slow consumer: its slot holds another conn
 			}
 		}

@@ -71,6 +71,7 @@ type job struct {
 	rooms []string
 	fn    func()
 	done  chan<- struct{}
+	hello *sioHello // jobAdd: a Socket.IO connection's CONNECT, answered instead of frame
 }
 
 func newPartition(e *Engine, id, queue int) *partition {
@@ -117,7 +118,7 @@ func (p *partition) run(tick time.Duration) {
 func (p *partition) handle(j job) bool {
 	switch j.kind {
 	case jobAdd:
-		p.add(j.c, j.rooms, j.frame, j.leave, j.user)
+		p.add(j.c, j.rooms, j.frame, j.leave, j.user, j.hello)
 	case jobDeliver:
 		n := p.deliver(j.d)
 		j.d.delivered.Add(int64(n))
@@ -152,11 +153,12 @@ func (p *partition) handle(j job) bool {
 }
 
 // add indexes c in its rooms and queues response (the 101 answer) first,
-// then, with replay, what it missed after since. Its reader may already
+// then, with replay, what it missed after since; for a Socket.IO conn,
+// hello's answer instead (helloSIO). Its reader may already
 // be running: mail that came before is handled now, after those, and no
 // frame for c can come before this job. The user's first connection makes
 // them online.
-func (p *partition) add(c *conn, rooms []string, response []byte, replay bool, since string) {
+func (p *partition) add(c *conn, rooms []string, response []byte, replay bool, since string, hello *sioHello) {
 	now := time.Now()
 	c.added = true
 	c.idx = int32(len(p.conns))
@@ -169,11 +171,16 @@ func (p *partition) add(c *conn, rooms []string, response []byte, replay bool, s
 	p.users[c.user] = append(list, c)
 	p.nConns.Add(1)
 	p.join(c, rooms)
-	if response != nil {
+	switch {
+	case hello != nil:
+		p.helloSIO(c, hello)
+	case response != nil:
 		p.enqueue(c, response)
-	}
-	if replay && c.idx >= 0 {
-		p.replay(c, since)
+		fallthrough
+	default:
+		if replay && c.idx >= 0 {
+			p.replay(c, since)
+		}
 	}
 	if c.mail.Load() != 0 {
 		p.readMail(c)

@@ -31,7 +31,7 @@ func socketPart(t *testing.T, queue int) (*partition, func(user string) *conn) {
 		t.Cleanup(func() { unix.Close(fds[0]); unix.Close(fds[1]) })
 		c := newConn(fds[0], &auth.Identity{UserID: user}, 0, time.Now())
 		c.part = p
-		p.add(c, nil, nil, false, "")
+		p.add(c, nil, nil, false, "", nil)
 		return c
 	}
 	return p, newConnFor

@@ -95,6 +95,15 @@ func (r *reader) reset() {
 // ends or the batch is full, or a round of reads is used up with data left
 // (true).
 func (r *reader) drain(c *conn) bool {
+	if c.fd < 0 {
+		// A long-polling conn: its messages come with POSTs (polling.go).
+		// The turn's holder may touch c.tr: it changes only at the
+		// upgrade, which holds the turn.
+		if t, ok := c.tr.(*pollTransport); ok && t.s.isEnded() {
+			r.stopWith(0, "")
+		}
+		return false
+	}
 	for i := 0; i < 16; i++ {
 		n, err := unix.Read(c.fd, r.buf)
 		if n > 0 {
@@ -190,7 +199,7 @@ func (r *reader) OnMessage(op ws.OpCode, p []byte) {
 		r.stopWith(CloseRateLimited, "rate limited")
 		return
 	}
-	ev, err := r.e.hub.codecs[c.proto].decode(op, p)
+	ev, reply, err := r.e.hub.codecs[c.proto].decode(op, p)
 	if err != nil {
 		if ce, ok := err.(*wsframe.CloseError); ok {
 			r.stopWith(ce.Code, ce.Reason)
@@ -198,6 +207,12 @@ func (r *reader) OnMessage(op ws.OpCode, p []byte) {
 			r.stopWith(ws.StatusInvalidFramePayloadData, "invalid message")
 		}
 		return
+	}
+	if reply != nil && c.postFrame(reply, r.e.limits.OutboundQueueBytes) {
+		r.mailFull = true
+	}
+	if ev.none {
+		return // the protocol's own message
 	}
 	r.e.metrics.clientEvents.Inc()
 	r.batch = append(r.batch, ev)

@@ -134,49 +134,59 @@ func (e *Engine) keep(m *Message) {
 }
 
 // replay queues for c, being indexed, what it missed after since, then the
-// resumed frame. What does not fit in half the conn's queue, or past
-// maxReplay events, is left out, and recovered is false: a replay must not
-// make its client a slow consumer.
+// resumed frame.
 func (p *partition) replay(c *conn, since string) {
-	e := p.e
-	cd := e.hub.codecs[c.proto]
-	recovered := false
-	if e.streams != nil {
-		names := make([]string, 0, 2+len(c.rooms))
-		names = append(names, "u:"+c.user, "a")
-		for _, r := range c.rooms {
-			names = append(names, "r:"+r)
-		}
-		evs, complete, err := e.streams.Since(names, since, c.user, maxReplay)
-		if err != nil {
-			e.log.Warn("replay not read", "user", c.user, "err", err)
-		}
-		recovered = complete && err == nil
-		budget := e.limits.OutboundQueueBytes / 2
-		var upTo store.StreamID
-		for _, ev := range evs {
-			f := cd.encodeEvent(ev.Event, ev.Data, ev.ID)
-			if budget -= len(f); budget < 0 {
-				recovered = false
-				break
-			}
-			if !p.enqueue(c, f) {
-				return // closed
-			}
-			e.metrics.replayed.Inc()
-			if id, ok := store.ParseStreamID(ev.ID); ok {
-				upTo = id
-			}
-		}
-		if upTo != (store.StreamID{}) {
-			p.rememberReplayed(c, upTo)
+	frames, recovered := p.missed(c, since)
+	for _, f := range frames {
+		if !p.enqueue(c, f) {
+			return // closed
 		}
 	}
 	frame := frameResumedFalse
 	if recovered {
 		frame = frameResumedTrue
 	}
-	p.enqueue(c, cd.encodeEvent("resumed", frame, ""))
+	p.enqueue(c, p.e.hub.codecs[c.proto].encodeEvent("resumed", frame, ""))
+}
+
+// missed returns the frames of what c, being indexed, missed after since,
+// and whether they are all of it. What does not fit in half the conn's
+// queue, or past maxReplay events, is left out, and recovered is false: a
+// replay must not make its client a slow consumer.
+func (p *partition) missed(c *conn, since string) (frames [][]byte, recovered bool) {
+	e := p.e
+	if e.streams == nil {
+		return nil, false
+	}
+	cd := e.hub.codecs[c.proto]
+	names := make([]string, 0, 2+len(c.rooms))
+	names = append(names, "u:"+c.user, "a")
+	for _, r := range c.rooms {
+		names = append(names, "r:"+r)
+	}
+	evs, complete, err := e.streams.Since(names, since, c.user, maxReplay)
+	if err != nil {
+		e.log.Warn("replay not read", "user", c.user, "err", err)
+	}
+	recovered = complete && err == nil
+	budget := e.limits.OutboundQueueBytes / 2
+	var upTo store.StreamID
+	for _, ev := range evs {
+		f := cd.encodeEvent(ev.Event, ev.Data, ev.ID)
+		if budget -= len(f); budget < 0 {
+			recovered = false
+			break
+		}
+		frames = append(frames, f)
+		e.metrics.replayed.Inc()
+		if id, ok := store.ParseStreamID(ev.ID); ok {
+			upTo = id
+		}
+	}
+	if upTo != (store.StreamID{}) {
+		p.rememberReplayed(c, upTo)
+	}
+	return frames, recovered
 }
 
 var (

@@ -29,22 +29,7 @@ const (
 // 403 for a disallowed Origin, 401 for a missing or bad token, 503 at the
 // connection limit, 429 over the per-IP connection rate.
 func (e *Engine) serveWS(w http.ResponseWriter, r *http.Request) {
-	if status, msg := checkHandshake(r); status != 0 {
-		if status == http.StatusUpgradeRequired {
-			w.Header().Set("Sec-WebSocket-Version", "13")
-		}
-		httpError(w, status, "bad_handshake", msg)
-		return
-	}
-	if !e.originAllowed(r.Header.Get("Origin")) {
-		httpError(w, http.StatusForbidden, "forbidden", "origin not allowed")
-		return
-	}
-	// Cheap refusals first: a flood of connections costs no signature checks.
-	if !e.admit() {
-		e.metrics.refused.Inc()
-		w.Header().Set("Retry-After", retryAfterSec)
-		httpError(w, http.StatusServiceUnavailable, "overloaded", "connection limit reached")
+	if !e.admitHandshake(w, r, func() { httpError(w, http.StatusForbidden, "forbidden", "origin not allowed") }) {
 		return
 	}
 	admitted := true // this handshake holds a place until its connection takes it
@@ -53,12 +38,6 @@ func (e *Engine) serveWS(w http.ResponseWriter, r *http.Request) {
 			e.slots.Add(-1)
 		}
 	}()
-	if !e.ipRate.allow(remoteIP(r.RemoteAddr), time.Now().Unix()) {
-		e.metrics.refused.Inc()
-		w.Header().Set("Retry-After", retryAfterSec)
-		httpError(w, http.StatusTooManyRequests, "rate_limited", "too many connections from this address")
-		return
-	}
 	token := tokenFromRequest(r)
 	if token == "" {
 		httpError(w, http.StatusUnauthorized, "unauthorized", "missing token: use ?token=, Authorization: Bearer, or the bearer.<JWT> subprotocol")
@@ -112,7 +91,42 @@ func (e *Engine) serveWS(w http.ResponseWriter, r *http.Request) {
 	if replay {
 		since = since[:1]
 	}
-	e.attach(fd, &ident, open, switchingProtocols(r.Header.Get("Sec-WebSocket-Key"), proto), leftover, replay, strings.Join(since, ""))
+	e.attach(fd, &ident, open, switchingProtocols(r.Header.Get("Sec-WebSocket-Key"), proto), leftover, replay, strings.Join(since, ""), nil)
+}
+
+// admitHandshake answers the refusals every WebSocket handshake gets
+// before its token is looked at: 400/426 for a request that is not a
+// valid handshake, forbidden() for a disallowed Origin, 503 at the
+// connection limit, 429 over the per-IP connection rate. Cheap refusals
+// first: a flood of connections costs no signature checks. When it
+// reports true, the caller holds a place under limits.max_connections,
+// until its connection takes it or it gives it back (e.slots.Add(-1)).
+func (e *Engine) admitHandshake(w http.ResponseWriter, r *http.Request, forbidden func()) bool {
+	if status, msg := checkHandshake(r); status != 0 {
+		if status == http.StatusUpgradeRequired {
+			w.Header().Set("Sec-WebSocket-Version", "13")
+		}
+		httpError(w, status, "bad_handshake", msg)
+		return false
+	}
+	if !e.originAllowed(r.Header.Get("Origin")) {
+		forbidden()
+		return false
+	}
+	if !e.admit() {
+		e.metrics.refused.Inc()
+		w.Header().Set("Retry-After", retryAfterSec)
+		httpError(w, http.StatusServiceUnavailable, "overloaded", "connection limit reached")
+		return false
+	}
+	if !e.ipRate.allow(remoteIP(r.RemoteAddr), time.Now().Unix()) {
+		e.slots.Add(-1)
+		e.metrics.refused.Inc()
+		w.Header().Set("Retry-After", retryAfterSec)
+		httpError(w, http.StatusTooManyRequests, "rate_limited", "too many connections from this address")
+		return false
+	}
+	return true
 }
 
 // admit takes a connection's place under limits.max_connections, or
@@ -148,15 +162,20 @@ func switchingProtocols(key, proto string) []byte {
 }
 
 // attach makes the descriptor a conn: indexed by its owner in the rooms
-// its open rules joined, with the 101 answer queued first, then what those
-// rules emitted, and registered with the poller. Bytes that
+// its open rules joined, with the 101 answer queued first (or, for a
+// Socket.IO conn, hello's answer), then what those rules emitted, and
+// registered with the poller. Bytes that
 // came with the handshake are read here; the rest of the turn goes to the
 // read workers.
-func (e *Engine) attach(fd int, ident *auth.Identity, open *opening, response, leftover []byte, replay bool, since string) {
+func (e *Engine) attach(fd int, ident *auth.Identity, open *opening, response, leftover []byte, replay bool, since string, hello *sioHello) {
 	now := time.Now()
 	c := newConn(fd, ident, e.cfg.Auth.Leeway(), now)
 	c.part = e.hub.partFor(c.user)
 	c.rd.MaxMessage = e.limits.MaxMessageBytes
+	if hello != nil {
+		c.proto = protoSocketIO
+		c.rd.MaxMessage = e.cfg.SocketIO.MaxPayload
+	}
 	c.bucket.fill(now.UnixNano(), e.limits.ClientEventsBurst)
 	if n := e.limits.SendBufferBytes; n > 0 {
 		// What a slow consumer holds in the kernel (Linux doubles it).
@@ -170,7 +189,7 @@ func (e *Engine) attach(fd int, ident *auth.Identity, open *opening, response, l
 	// number would otherwise queue c while we read it here.
 	c.sched.Store(schedRunning)
 	e.fds.set(fd, c)
-	c.part.jobs <- job{kind: jobAdd, c: c, rooms: open.rooms, frame: response, leave: replay, user: since}
+	c.part.jobs <- job{kind: jobAdd, c: c, rooms: open.rooms, frame: response, leave: replay, user: since, hello: hello}
 	e.publishOpen(open) // after the index job: an emit to this user reaches c too
 	if err := e.poller.Add(fd); err != nil {
 		e.log.Error("register connection", "err", err)

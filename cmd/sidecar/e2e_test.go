@@ -142,6 +142,13 @@ func startNodeClientSending(t *testing.T, url string, messages int, send []any, 
 		b, _ := json.Marshal(send)
 		cmd.Env = append(os.Environ(), "SEND_ON_OPEN="+string(b))
 	}
+	return runNodeClient(t, cmd)
+}
+
+// runNodeClient starts cmd, a node script that prints JSON lines, and
+// reads them into the client's lines.
+func runNodeClient(t *testing.T, cmd *exec.Cmd) *nodeClient {
+	t.Helper()
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

@@ -165,6 +165,12 @@ func serve(ctx context.Context, cfg *config.Config, ln net.Listener, logger *slo
 		PresenceStore: st,
 		Streams:       streams,
 		Replay:        engine.ReplayOptions{Events: cfg.Replay.Events, Exclude: cfg.Replay.Exclude},
+		SocketIO: engine.SocketIOOptions{
+			PingInterval:   cfg.SocketIO.PingInterval,
+			PingTimeout:    cfg.SocketIO.PingTimeout,
+			MaxPayload:     cfg.SocketIO.MaxPayload,
+			ConnectTimeout: cfg.SocketIO.ConnectTimeout,
+		},
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,777 @@
+package engine
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
+
+	"github.com/sidecar/sidecar/engine/auth"
+	"github.com/sidecar/sidecar/engine/sio"
+)
+
+// Engine.IO long-polling, socket.io-client's first transport.
+//
+// GET /socket.io/?EIO=4&transport=polling opens a session (pollSession):
+// the answer is the open packet, with upgrades ["websocket"]. The packets
+// for the client wait in the session until a GET takes them, all at once,
+// joined by the record separator; a GET with nothing to take waits (the
+// server's ping comes within ping_interval). A POST carries the client's
+// packets. At most one GET and one POST are outstanding per session; a
+// second of either ends the session (400), as engine.io does.
+//
+// Before the CONNECT the session is handled here alone. The CONNECT (its
+// token checked as on the WebSocket transport) makes it a conn like any
+// other, with no descriptor: its transport is the session
+// (pollTransport), and the POST handler feeds the client's packets to the
+// conn's reader holding its read turn, as a read worker feeds a socket's.
+// A goroutine is held only by a request in flight.
+//
+// The upgrade (a WebSocket to the same sid, `2probe`, `3probe`, the noop
+// that releases the waiting GET, `5`) gives the conn the WebSocket's
+// descriptor: the packets the session still held go first on it, and from
+// then on it is a Socket.IO WebSocket conn, on the epoll engine.
+
+// pollSession is one long-polling Engine.IO session.
+type pollSession struct {
+	e   *Engine
+	sid string
+	req *http.Request // the opening GET: its query and headers may carry the token
+
+	mu      sync.Mutex
+	pending [][]byte // packets for the next GET
+	bytes   int
+	wake    chan struct{} // cap 1: a waiting GET has something, or the session ended
+	getting bool
+	posting bool
+	ended   bool // no more packets: a GET takes what is left, then the session is gone
+	gone    bool // removed: every request gets "Session ID unknown"
+	blocked bool // the transport refused frames: the owner is told when a GET takes
+	c       *conn
+	timer   *time.Timer // the connect timeout, until the CONNECT
+	slot    bool        // holds a place under limits.max_connections until its conn takes it
+}
+
+// pollSessions is the node's sessions by sid.
+type pollSessions struct {
+	mu sync.Mutex
+	m  map[string]*pollSession
+}
+
+func (ps *pollSessions) get(sid string) *pollSession {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return ps.m[sid]
+}
+
+func (ps *pollSessions) put(s *pollSession) {
+	ps.mu.Lock()
+	if ps.m == nil {
+		ps.m = make(map[string]*pollSession)
+	}
+	ps.m[s.sid] = s
+	ps.mu.Unlock()
+}
+
+func (ps *pollSessions) remove(s *pollSession) {
+	ps.mu.Lock()
+	if ps.m[s.sid] == s {
+		delete(ps.m, s.sid)
+	}
+	ps.mu.Unlock()
+}
+
+// all returns every session, for shutdown.
+func (ps *pollSessions) all() []*pollSession {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	out := make([]*pollSession, 0, len(ps.m))
+	for _, s := range ps.m {
+		out = append(out, s)
+	}
+	return out
+}
+
+// corsOK sets the CORS answer for a polling request from a page on
+// another origin (auth.origins: empty allows every origin), and reports
+// false, having answered 403, for an origin not allowed.
+func (e *Engine) corsOK(w http.ResponseWriter, r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	if !e.originAllowed(origin) {
+		eioError(w, eioForbidden)
+		return false
+	}
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", origin)
+	h.Set("Access-Control-Allow-Credentials", "true")
+	h.Add("Vary", "Origin")
+	return true
+}
+
+// servePreflight answers a CORS preflight for /socket.io/.
+func (e *Engine) servePreflight(w http.ResponseWriter, r *http.Request) {
+	if !e.corsOK(w, r) {
+		return
+	}
+	h := w.Header()
+	h.Set("Access-Control-Allow-Methods", "GET, POST")
+	if req := r.Header.Get("Access-Control-Request-Headers"); req != "" {
+		h.Set("Access-Control-Allow-Headers", req)
+	}
+	h.Set("Access-Control-Max-Age", "86400")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// servePolling serves transport=polling.
+func (e *Engine) servePolling(w http.ResponseWriter, r *http.Request, sid string) {
+	if !e.corsOK(w, r) {
+		return
+	}
+	if sid == "" {
+		if r.Method != http.MethodGet {
+			eioError(w, eioBadMethod)
+			return
+		}
+		e.openPolling(w, r)
+		return
+	}
+	s := e.polls.get(sid)
+	if s == nil {
+		eioError(w, eioUnknownSID)
+		return
+	}
+	switch r.Method {
+	case http.MethodGet:
+		s.serveGet(w, r)
+	case http.MethodPost:
+		s.servePost(w, r)
+	default:
+		eioError(w, eioBadRequest)
+	}
+}
+
+// openPolling opens a session: the limits a WebSocket handshake gets
+// (but its Origin, checked by corsOK), then the open packet.
+func (e *Engine) openPolling(w http.ResponseWriter, r *http.Request) {
+	if !e.admit() {
+		e.metrics.refused.Inc()
+		w.Header().Set("Retry-After", retryAfterSec)
+		httpError(w, http.StatusServiceUnavailable, "overloaded", "connection limit reached")
+		return
+	}
+	if !e.ipRate.allow(remoteIP(r.RemoteAddr), time.Now().Unix()) || e.stopping.Load() {
+		e.slots.Add(-1)
+		e.metrics.refused.Inc()
+		w.Header().Set("Retry-After", retryAfterSec)
+		if e.stopping.Load() {
+			httpError(w, http.StatusServiceUnavailable, "shutting_down", "the server is shutting down")
+		} else {
+			httpError(w, http.StatusTooManyRequests, "rate_limited", "too many connections from this address")
+		}
+		return
+	}
+	opt := &e.cfg.SocketIO
+	s := &pollSession{e: e, sid: newSID(), req: r, wake: make(chan struct{}, 1), slot: true}
+	s.timer = time.AfterFunc(opt.ConnectTimeout, func() { s.end() })
+	e.polls.put(s)
+	writePayload(w, [][]byte{sio.AppendOpen(nil, s.sid, []string{"websocket"}, opt.PingInterval, opt.PingTimeout, opt.MaxPayload)})
+}
+
+func writePayload(w http.ResponseWriter, packets [][]byte) {
+	w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	for i, p := range packets {
+		if i > 0 {
+			w.Write([]byte{sio.Separator})
+		}
+		w.Write(p)
+	}
+}
+
+// push queues packets for the next GET.
+func (s *pollSession) push(packets ...[]byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return
+	}
+	for _, p := range packets {
+		s.pending = append(s.pending, p)
+		s.bytes += len(p)
+	}
+	s.signal()
+}
+
+// signal wakes a waiting GET. Called with mu held.
+func (s *pollSession) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// serveGet answers with the packets waiting, or waits for some.
+func (s *pollSession) serveGet(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	if s.gone {
+		s.mu.Unlock()
+		eioError(w, eioUnknownSID)
+		return
+	}
+	if s.getting {
+		s.mu.Unlock()
+		s.end()
+		eioError(w, eioBadRequest)
+		return
+	}
+	s.getting = true
+	wait := time.NewTimer(s.e.cfg.SocketIO.PingInterval + s.e.cfg.SocketIO.PingTimeout)
+	defer wait.Stop()
+	for len(s.pending) == 0 && !s.ended {
+		s.mu.Unlock()
+		select {
+		case <-s.wake:
+		case <-wait.C:
+			s.mu.Lock()
+			s.pending = append(s.pending, sio.AppendNoop(nil))
+			continue
+		case <-r.Context().Done():
+		}
+		s.mu.Lock()
+		if r.Context().Err() != nil {
+			s.getting = false
+			s.mu.Unlock()
+			return
+		}
+	}
+	packets := s.pending
+	s.pending, s.bytes = nil, 0
+	if len(packets) == 0 { // ended with nothing left
+		packets = [][]byte{sio.AppendClose(nil)}
+	}
+	s.getting = false
+	last := s.ended
+	blocked, c := s.blocked, s.c
+	s.blocked = false
+	s.mu.Unlock()
+	writePayload(w, packets)
+	if blocked && c != nil {
+		c.post(mailFlush) // the owner writes what the session refused
+	}
+	if last {
+		s.remove()
+	}
+}
+
+// servePost takes the client's packets.
+func (s *pollSession) servePost(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	if s.gone || s.ended {
+		s.mu.Unlock()
+		eioError(w, eioUnknownSID)
+		return
+	}
+	if s.posting {
+		s.mu.Unlock()
+		s.end()
+		eioError(w, eioBadRequest)
+		return
+	}
+	s.posting = true
+	c := s.c
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.posting = false
+		s.mu.Unlock()
+	}()
+	max := s.e.cfg.SocketIO.MaxPayload
+	body, err := io.ReadAll(io.LimitReader(r.Body, int64(max)+1))
+	if err != nil {
+		s.end()
+		eioError(w, eioBadRequest)
+		return
+	}
+	if len(body) > max {
+		s.end()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusRequestEntityTooLarge)
+		w.Write([]byte(`{"code":3,"message":"payload over maxPayload"}`))
+		return
+	}
+	if c == nil {
+		err = s.beforeConnect(r, body)
+	} else {
+		err = s.feed(c, body)
+	}
+	if err != nil {
+		eioError(w, eioBadRequest)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+	w.Write([]byte("ok"))
+}
+
+var errPollEnded = errors.New("the session ended")
+
+// beforeConnect handles the packets of a session not connected yet: as
+// the WebSocket handshake does (sioHandshake.run), with the answers
+// queued for the next GET.
+func (s *pollSession) beforeConnect(r *http.Request, body []byte) error {
+	return sio.SplitPayload(body, func(pkt sio.Packet) error {
+		s.mu.Lock()
+		connected := s.c != nil
+		s.mu.Unlock()
+		if connected { // a CONNECT earlier in this body: the rest goes to the conn
+			return s.feed(s.c, sio.AppendPacket(nil, pkt))
+		}
+		switch pkt.Type {
+		case sio.Message:
+		case sio.Ping:
+			s.push(sio.AppendPong(nil, string(pkt.Data)))
+			return nil
+		case sio.Pong, sio.Noop:
+			return nil
+		default: // close, or what a client never sends
+			s.end()
+			return errPollEnded
+		}
+		if pkt.Binary {
+			s.end()
+			return errPollEnded
+		}
+		m, err := sio.ParseSIO(pkt.Data)
+		if err != nil {
+			s.end()
+			return err
+		}
+		switch {
+		case m.Type == sio.Disconnect && m.Namespace == "/":
+			s.end()
+			return nil
+		case m.Type != sio.Connect:
+			return nil
+		case m.Namespace != "/":
+			s.push(sio.AppendConnectError(nil, m.Namespace, "Invalid namespace", nil))
+			return nil
+		}
+		a := decodeSIOAuth(m.Data)
+		token := a.Token
+		if token == "" {
+			token = tokenFromRequest(r)
+		}
+		if token == "" {
+			token = tokenFromRequest(s.req)
+		}
+		ident, err := s.e.authenticateSIO(token, r.RemoteAddr)
+		if err != nil {
+			s.push(sioConnectError(err))
+			return nil
+		}
+		s.connect(r, ident, a.hello())
+		return nil
+	})
+}
+
+// connect makes the session a conn: the open rules, then the conn indexed
+// by its partition, which answers the CONNECT.
+func (s *pollSession) connect(r *http.Request, ident auth.Identity, hello *sioHello) {
+	e := s.e
+	e.upgradeMu.RLock()
+	defer e.upgradeMu.RUnlock()
+	s.mu.Lock()
+	if e.stopping.Load() || s.ended || !s.timer.Stop() {
+		s.mu.Unlock()
+		s.end()
+		return
+	}
+	s.slot = false // the conn takes it; its close event gives it back
+	s.mu.Unlock()
+	open := e.runOpen(r.Context(), &ident, time.Now())
+	now := time.Now()
+	c := newConn(-1, &ident, e.cfg.Auth.Leeway(), now)
+	c.tr = &pollTransport{s: s}
+	c.proto = protoSocketIO
+	c.part = e.hub.partFor(c.user)
+	c.rd.MaxMessage = e.cfg.SocketIO.MaxPayload
+	c.bucket.fill(now.UnixNano(), e.limits.ClientEventsBurst)
+	e.metrics.accepted.Inc()
+	s.mu.Lock()
+	s.c = c
+	s.mu.Unlock()
+	c.part.jobs <- job{kind: jobAdd, c: c, rooms: open.rooms, leave: hello.replay, user: hello.since, hello: hello}
+	e.publishOpen(open)
+}
+
+// feed gives body's packets to c's reader, holding its read turn, as a
+// read worker does with a socket's bytes.
+func (s *pollSession) feed(c *conn, body []byte) error {
+	e := s.e
+	if !c.takeTurn(5 * time.Second) {
+		return errPollEnded
+	}
+	r := e.readers.Get().(*reader)
+	r.begin(c)
+	c.lastRead.Store(uint32(r.now))
+	err := sio.SplitPayload(body, func(pkt sio.Packet) error {
+		if r.stop {
+			return nil
+		}
+		if pkt.Binary {
+			r.OnMessage(ws.OpBinary, nil)
+		} else {
+			r.OnMessage(ws.OpText, sio.AppendPacket(nil, pkt))
+		}
+		return nil
+	})
+	if err != nil {
+		r.stopWith(ws.StatusProtocolError, "malformed Engine.IO payload")
+	}
+	handed := r.handOff(c)
+	r.reset()
+	e.readers.Put(r)
+	if !handed {
+		// The read workers end the turn (readTurn), checking on the way
+		// whether the session has ended.
+		c.readyAt = time.Now().UnixNano()
+		e.resumeRead(c)
+	}
+	return err
+}
+
+// takeTurn waits until c's read turn is free and takes it.
+func (c *conn) takeTurn(limit time.Duration) bool {
+	deadline := time.Now().Add(limit)
+	for d := 50 * time.Microsecond; ; d = min(2*d, 20*time.Millisecond) {
+		if c.sched.CompareAndSwap(schedIdle, schedRunning) {
+			return true
+		}
+		if c.sched.Load() == schedDead || time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(d)
+	}
+}
+
+// end ends the session: a waiting GET takes what is left (the close
+// packet), and its conn's reader side ends.
+func (s *pollSession) end() {
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return
+	}
+	s.ended = true
+	if n := len(s.pending); n > 0 && string(s.pending[n-1]) != "1" {
+		s.pending = append(s.pending, sio.AppendClose(nil)) // the client is told, after the rest
+	}
+	s.signal()
+	c, slot := s.c, s.slot
+	s.slot = false
+	waiting := s.getting
+	s.mu.Unlock()
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	if slot {
+		s.e.slots.Add(-1)
+	}
+	if !waiting {
+		s.remove()
+	}
+	if c != nil && c.schedule() {
+		c.readyAt = time.Now().UnixNano()
+		s.e.resumeRead(c) // readTurn sees the session ended
+	}
+}
+
+func (s *pollSession) remove() {
+	s.mu.Lock()
+	s.gone = true
+	s.mu.Unlock()
+	s.e.polls.remove(s)
+}
+
+func (s *pollSession) isEnded() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ended
+}
+
+// pollTransport is a polling conn's transport: its frames' payloads wait
+// in the session for a GET.
+type pollTransport struct{ s *pollSession }
+
+var _ transport = (*pollTransport)(nil)
+
+// write takes whole frames while the session holds less than the
+// outbound queue's cap; the WebSocket control frames (the close frame)
+// are dropped: the Engine.IO close packet before it says it all.
+func (t *pollTransport) write(frames [][]byte, _ *[maxIovecs]unix.Iovec) (int, error) {
+	s := t.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return 0, unix.EPIPE
+	}
+	limit := s.e.limits.OutboundQueueBytes
+	n := 0
+	for _, f := range frames {
+		if s.bytes >= limit {
+			break
+		}
+		if op, payload := splitServerFrame(f); op == ws.OpText {
+			s.pending = append(s.pending, payload)
+			s.bytes += len(payload)
+		}
+		n += len(f)
+	}
+	if n == 0 {
+		s.blocked = true
+		return 0, unix.EAGAIN
+	}
+	s.signal()
+	return n, nil
+}
+
+// closeWrite: what was written is the last; the next GET takes it and the
+// session is gone.
+func (t *pollTransport) closeWrite() { t.s.end() }
+
+func (t *pollTransport) abort() { t.s.end() }
+
+// splitServerFrame splits a complete server frame (unmasked, as the codecs
+// make them) into its opcode and payload.
+func splitServerFrame(f []byte) (ws.OpCode, []byte) {
+	if len(f) < 2 {
+		return 0, nil
+	}
+	h := 2
+	switch f[1] & 0x7f {
+	case 126:
+		h = 4
+	case 127:
+		h = 10
+	}
+	if len(f) < h {
+		return 0, nil
+	}
+	return ws.OpCode(f[0] & 0x0f), f[h:]
+}
+
+func decodeSIOAuth(data []byte) sioAuth {
+	var a sioAuth
+	if len(data) > 0 {
+		json.Unmarshal(data, &a) // an object (ParseSIO); fields of other types stay empty
+	}
+	return a
+}
+
+// hello is what a CONNECT with a as its auth asks of its partition.
+func (a sioAuth) hello() *sioHello {
+	h := &sioHello{sid: newSID(), pid: a.PID}
+	switch {
+	case a.Offset != "":
+		h.since, h.replay = a.Offset, true
+	case a.PID != "":
+		h.since, h.replay = a.PID, true
+	}
+	return h
+}
+
+func sioConnectError(err error) []byte {
+	data, _ := json.Marshal(map[string]string{"code": "unauthorized", "reason": err.Error()})
+	return sio.AppendConnectError(nil, "/", "unauthorized", data)
+}
+
+// endPolling ends every session at shutdown, before the HTTP server waits
+// for the requests in flight: a waiting GET returns what the session held
+// and the close packet, and socket.io-client reconnects. A connected
+// session's conn closes as its peer gone, its close event run by the drain.
+func (e *Engine) endPolling() {
+	for _, s := range e.polls.all() {
+		s.mu.Lock()
+		s.pending = append(s.pending, sio.AppendClose(nil))
+		s.mu.Unlock()
+		s.end()
+	}
+}
+
+// upgradePolling takes the WebSocket that upgrades a polling session:
+// `2probe` is answered `3probe` and the waiting GET released with a noop;
+// at `5` the session's conn moves to the WebSocket (switchToWebSocket),
+// or, not connected yet, the WebSocket waits for the CONNECT itself.
+func (e *Engine) upgradePolling(w http.ResponseWriter, r *http.Request, sid string) {
+	s := e.polls.get(sid)
+	if s == nil || s.isEnded() {
+		eioError(w, eioUnknownSID)
+		return
+	}
+	if status, msg := checkHandshake(r); status != 0 {
+		httpError(w, status, "bad_handshake", msg)
+		return
+	}
+	if !e.originAllowed(r.Header.Get("Origin")) {
+		eioError(w, eioForbidden)
+		return
+	}
+	nc, rw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	hs := &sioHandshake{e: e, nc: nc, br: rw.Reader, r: r, sid: sid}
+	if !e.handshakes.add(nc) {
+		nc.Close()
+		return
+	}
+	defer e.handshakes.remove(nc)
+	if !hs.write(switchingProtocols(r.Header.Get("Sec-WebSocket-Key"), "")) || !hs.probe(s) {
+		nc.Close()
+		return
+	}
+	s.mu.Lock()
+	c, slot := s.c, s.slot
+	if c == nil {
+		// Not connected yet: the WebSocket carries on the wait for the
+		// CONNECT, with the session's place; the session is gone.
+		s.slot, s.ended = false, true
+		s.signal()
+	}
+	s.mu.Unlock()
+	if c != nil {
+		e.switchToWebSocket(s, c, hs)
+		return
+	}
+	s.timer.Stop()
+	s.remove()
+	admitted := slot
+	defer func() {
+		if admitted {
+			e.slots.Add(-1)
+		}
+	}()
+	ident, hello, ok := hs.await(time.Now().Add(e.cfg.SocketIO.ConnectTimeout))
+	if !ok {
+		nc.Close()
+		return
+	}
+	if e.connectWebSocket(hs, ident, hello) {
+		admitted = false
+	}
+}
+
+// probe answers the client's probe and waits for its upgrade packet.
+func (hs *sioHandshake) probe(s *pollSession) bool {
+	hs.nc.SetReadDeadline(time.Now().Add(hs.e.cfg.SocketIO.PingTimeout))
+	for {
+		op, p, err := hs.readFrame()
+		if err != nil {
+			return false
+		}
+		if op != ws.OpText {
+			hs.closeWith(ws.StatusUnsupportedData, "binary data is not supported")
+			return false
+		}
+		switch string(p) {
+		case "2probe":
+			if !hs.write(textFrame(sio.AppendPong(nil, "probe"))) {
+				return false
+			}
+			s.push(sio.AppendNoop(nil)) // the waiting GET returns: the client pauses polling
+		case "5":
+			return true
+		default:
+			hs.closeWith(ws.StatusProtocolError, "want 2probe, then 5")
+			return false
+		}
+	}
+}
+
+// switchToWebSocket gives c, a polling conn, the WebSocket's descriptor.
+// Holding c's read turn, so that no reader looks at c.fd, it has c's
+// owner queue first what the session held, as WebSocket frames, then
+// point c at the descriptor; the read workers take the socket from there.
+func (e *Engine) switchToWebSocket(s *pollSession, c *conn, hs *sioHandshake) {
+	if !c.takeTurn(5 * time.Second) {
+		hs.closeWith(ws.StatusGoingAway, "connection closed")
+		return
+	}
+	var leftover []byte
+	if n := hs.br.Buffered(); n > 0 {
+		leftover, _ = hs.br.Peek(n)
+		leftover = append([]byte(nil), leftover...)
+	}
+	hs.nc.SetDeadline(time.Time{})
+	fd, err := detach(hs.nc)
+	if err != nil {
+		e.log.Error("detach socket", "err", err)
+		s.end()
+		c.sched.Store(schedIdle)
+		return
+	}
+	moved := make(chan bool, 1)
+	ok := e.hub.send(c.part, job{kind: jobCall, fn: func() {
+		p := c.part
+		s.mu.Lock()
+		pending := s.pending
+		s.pending, s.bytes, s.ended = nil, 0, true
+		s.signal()
+		s.mu.Unlock()
+		if c.closed {
+			moved <- false
+			return
+		}
+		frames := make([][]byte, 0, len(pending)+len(c.out))
+		for _, pl := range pending {
+			f := textFrame(pl)
+			frames = append(frames, f)
+			c.outBytes += len(f)
+		}
+		c.out = append(frames, c.out...)
+		c.fd = fd
+		c.tr = (*fdTransport)(&c.fd)
+		if n := e.limits.SendBufferBytes; n > 0 {
+			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, n)
+		}
+		e.openFDs.Add(1)
+		e.fds.set(fd, c)
+		if !c.dirty && len(c.out) > 0 {
+			c.dirty = true
+			p.dirty = append(p.dirty, c)
+		}
+		moved <- true
+	}})
+	s.remove()
+	if !ok || !<-moved {
+		unix.Close(fd)
+		e.endReader(c, 0, "")
+		return
+	}
+	if err := e.poller.Add(fd); err != nil {
+		e.log.Error("register connection", "err", err)
+		e.endReader(c, ws.StatusInternalServerError, "internal error")
+		return
+	}
+	if len(leftover) > 0 {
+		r := e.readers.Get().(*reader)
+		r.begin(c)
+		r.feed(c, leftover)
+		handed := r.handOff(c)
+		r.reset()
+		e.readers.Put(r)
+		if handed {
+			return
+		}
+	}
+	c.readyAt = time.Now().UnixNano()
+	e.resumeRead(c)
+}
