@@ -2,8 +2,10 @@ package engine
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -357,5 +359,67 @@ func TestSocketIOShutdown(t *testing.T) {
 	waiting.sioClosedWithin(ws.StatusGoingAway, 5*time.Second)
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A connected Socket.IO conn costs no goroutine, whether it came over a
+// WebSocket or was upgraded from long-polling: 100 of them leave the
+// goroutine count where it was.
+func TestSocketIOConnsHoldNoGoroutine(t *testing.T) {
+	n := startNode(t)
+	var clients []*client
+	for i := range 2 { // warm up the pools and the HTTP server
+		c, _ := n.sioConnect(map[string]any{"token": userToken(t, fmt.Sprint("warm", i))})
+		clients = append(clients, c)
+	}
+	time.Sleep(100 * time.Millisecond)
+	before := runtime.NumGoroutine()
+	for i := range 50 {
+		c, _ := n.sioConnect(map[string]any{"token": userToken(t, fmt.Sprint("ws", i))})
+		clients = append(clients, c)
+		p, _ := n.pollOpen()
+		p.post(`40{"token":"` + userToken(t, fmt.Sprint("poll", i)) + `"}`)
+		p.next()
+		up := n.dialURL("ws://" + n.addr + "/socket.io/?EIO=4&transport=websocket&sid=" + p.sid)
+		up.sendText("2probe")
+		up.text()
+		up.sendText("5")
+		clients = append(clients, up)
+	}
+	http.DefaultClient.CloseIdleConnections() // the polling requests' keep-alive connections
+	waitFor(t, 2*time.Second, "102 conns indexed", func() bool { return statsConns(n.e) == 102 })
+	time.Sleep(200 * time.Millisecond)
+	if after := runtime.NumGoroutine(); after > before+5 {
+		t.Errorf("goroutines %d with 100 more Socket.IO conns, from %d", after, before)
+	}
+}
+
+func statsConns(e *Engine) int64 {
+	var n int64
+	for _, p := range e.hub.parts {
+		n += p.nConns.Load()
+	}
+	return n
+}
+
+// A Socket.IO conn whose token expires is closed like a native one (4001),
+// after the Engine.IO close packet; a refresh keeps it open.
+func TestSocketIOTokenExpiry(t *testing.T) {
+	n := startNode(t, withLeeway(time.Second))
+	exp := time.Now().Add(2 * time.Second).Unix()
+	c, _ := n.sioConnect(map[string]any{"token": token(t, map[string]any{"sub": "u1", "exp": exp})})
+	kept, _ := n.sioConnect(map[string]any{"token": token(t, map[string]any{"sub": "u2", "exp": exp})})
+	kept.sendText(`421["refresh",{"token":"` + userToken(t, "u2") + `"}]`)
+	if p := kept.text(); p != `431[{"ok":true}]` {
+		t.Fatalf("refresh answered %q", p)
+	}
+	start := time.Now()
+	c.sioClosedWithin(CloseTokenExpired, 8*time.Second) // exp + leeway, on the next tick
+	if d := time.Since(start); d > 6*time.Second {
+		t.Errorf("closed %v after the test began", d)
+	}
+	n.e.Publish("still", 1, Target{Users: []string{"u2"}}, true)
+	if args := kept.sioEvent(); args[0] != "still" {
+		t.Errorf("refreshed conn got %v", args)
 	}
 }
