@@ -20,6 +20,8 @@
 #   SIDECAR_STORE__PATH        when it names a file, it is removed before each server start
 #   LOADGEN                    a loadgen binary to use (default: built from ./cmd/loadgen into $TMPDIR)
 #   RUN_TIMEOUT                hard limit per connection count, seconds (default 1500)
+#   WS_PATH                    the endpoint the clients open (default /ws; /socket.io/ makes
+#                              them Socket.IO clients over WebSocket: loadgen sends the CONNECT)
 set -euo pipefail
 
 counts="10000 18000"
@@ -80,7 +82,7 @@ for n in $counts; do
 
 	# shellcheck disable=SC2086 # lflags is a list of flags
 	timeout -k 10 "${RUN_TIMEOUT:-1500}" "$LOADGEN" run \
-		--url "ws://$SIDECAR_LISTEN/ws" -n "$n" --server-pid "$pid" \
+		--url "ws://$SIDECAR_LISTEN${WS_PATH:-/ws}" -n "$n" --server-pid "$pid" \
 		--server-cmd "$*" --server-go "$server_go" $lflags >"$out/run-$n.json"
 	cleanup
 	fresh_store

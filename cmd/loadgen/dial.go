@@ -3,9 +3,12 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os/exec"
@@ -15,6 +18,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
 	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/sys/unix"
 )
@@ -71,6 +75,10 @@ func (d *dialer) dial(ctx context.Context, src net.IP, user string) (int, []byte
 	u := *d.base
 	q := u.Query()
 	q.Set("token", tok)
+	if socketIO(d.base) {
+		q.Set("EIO", "4")
+		q.Set("transport", "websocket")
+	}
 	u.RawQuery = q.Encode()
 
 	nd := net.Dialer{
@@ -97,6 +105,11 @@ func (d *dialer) dial(ctx context.Context, src net.IP, user string) (int, []byte
 		return -1, nil, err
 	}
 	defer conn.Close() // the dup below keeps the socket open
+	if socketIO(d.base) {
+		if br, err = connectSocketIO(conn, br, d.timeout); err != nil {
+			return -1, nil, err
+		}
+	}
 	var leftover []byte
 	if br != nil {
 		leftover, _ = br.Peek(br.Buffered())
@@ -158,4 +171,44 @@ func errorKind(err error) string {
 		s = s[:60]
 	}
 	return s
+}
+
+// socketIO reports whether u is the Socket.IO endpoint: then each
+// connection, once its WebSocket is open, sends the Socket.IO CONNECT (the
+// token rides in the query, which the sidecar also takes) and waits for
+// its answer, and the workers answer the Engine.IO ping "2" with "3".
+func socketIO(u *url.URL) bool { return strings.HasPrefix(u.Path, "/socket.io") }
+
+// connectSocketIO reads the Engine.IO open packet, sends "40" and reads
+// until the CONNECT answer; a CONNECT_ERROR is an error. It returns the
+// reader holding whatever came after.
+func connectSocketIO(conn net.Conn, br *bufio.Reader, timeout time.Duration) (*bufio.Reader, error) {
+	if br == nil {
+		br = bufio.NewReader(conn)
+	}
+	conn.SetDeadline(time.Now().Add(timeout))
+	defer conn.SetDeadline(time.Time{})
+	rw := struct {
+		io.Reader
+		io.Writer
+	}{br, conn}
+	sent := false
+	for {
+		msg, op, err := wsutil.ReadServerData(rw)
+		if err != nil {
+			return br, fmt.Errorf("socket.io connect: %w", err)
+		}
+		switch {
+		case op != ws.OpText:
+		case bytes.HasPrefix(msg, []byte("0{")) && !sent:
+			if err := wsutil.WriteClientText(conn, []byte("40")); err != nil {
+				return br, fmt.Errorf("socket.io connect: %w", err)
+			}
+			sent = true
+		case bytes.HasPrefix(msg, []byte("40")):
+			return br, nil
+		case bytes.HasPrefix(msg, []byte("44")):
+			return br, fmt.Errorf("socket.io connect refused: %s", msg[2:])
+		}
+	}
 }

@@ -249,7 +249,7 @@ func (w *worker) frames(fd int, c *conn, b []byte, now int64) (int, error) {
 		switch f.op {
 		case opText, opBinary:
 			if f.fin {
-				w.message(c, f.payload, now)
+				w.message(fd, c, f.payload, now)
 			} else {
 				c.frag = append(c.frag[:0], f.payload...)
 				c.fragging = true
@@ -261,7 +261,7 @@ func (w *worker) frames(fd int, c *conn, b []byte, now int64) (int, error) {
 			c.frag = append(c.frag, f.payload...)
 			if f.fin {
 				c.fragging = false
-				w.message(c, c.frag, now)
+				w.message(fd, c, c.frag, now)
 			}
 		case opPing:
 			w.pings++
@@ -280,7 +280,12 @@ func (w *worker) frames(fd int, c *conn, b []byte, now int64) (int, error) {
 
 // message accounts one text message: ours if it carries a seq in the armed
 // window.
-func (w *worker) message(c *conn, msg []byte, now int64) {
+func (w *worker) message(fd int, c *conn, msg []byte, now int64) {
+	if len(msg) == 1 && msg[0] == '2' { // an Engine.IO ping (Socket.IO): the pong is "3"
+		w.pings++
+		w.control(fd, opText, pong3)
+		return
+	}
 	p := &w.phase
 	var seq, sentAt, user int64
 	var ok bool
@@ -325,7 +330,10 @@ func (w *worker) message(c *conn, msg []byte, now int64) {
 	}
 }
 
-// control writes a masked control frame; a full socket buffer drops it.
+var pong3 = []byte("3")
+
+// control writes a masked control frame (or a short text frame, the
+// Engine.IO pong); a full socket buffer drops it.
 func (w *worker) control(fd int, op byte, payload []byte) {
 	w.out = clientControl(w.out[:0], op, payload)
 	if n, err := unix.Write(fd, w.out); err != nil || n != len(w.out) {
