@@ -149,6 +149,9 @@ type Engine struct {
 	handshakes handshakes
 	// polls are the Engine.IO long-polling sessions.
 	polls pollSessions
+	// preConnect counts the Socket.IO sessions and handshakes waiting for
+	// their CONNECT (admitPreConnect).
+	preConnect atomic.Int64
 
 	webhookSlots chan struct{}
 	events       eventCounts

@@ -24,8 +24,12 @@ type hub struct {
 	// receives messages in id order and the store holds them in that order
 	// (replay.go relies on both). Waiting for the partitions to handle a
 	// message is done outside it.
-	pubMu  sync.Mutex
-	lastMs int64 // guarded by pubMu: stream ids never go back, whatever the clock
+	pubMu sync.Mutex
+	// lastMs is the newest stream id's time: ids never go back, whatever
+	// the clock. Raised by publishes under pubMu, and by position(), which
+	// a partition calls and so must not take pubMu (a publisher holds it
+	// while it waits on a full partition).
+	lastMs atomic.Int64
 	// stamp gives m its stream id and keeps it for replay, under pubMu.
 	stamp func(m *Message, ms int64)
 }
@@ -54,8 +58,7 @@ func (h *hub) Deliver(m *Message, wait bool) (int, error) {
 		}
 	}()
 	if h.stamp != nil {
-		h.lastMs = max(h.lastMs, time.Now().UnixMilli())
-		h.stamp(m, h.lastMs)
+		h.stamp(m, h.raiseMs(time.Now().UnixMilli()))
 	}
 	if m.To.Empty() {
 		return 0, nil
@@ -149,4 +152,17 @@ func (d *delivery) frame(p protocol) []byte {
 		f.b = d.codecs[p].encodeEvent(m.Event, m.Data, m.ID)
 	})
 	return f.b
+}
+
+// raiseMs makes lastMs at least ms and returns it.
+func (h *hub) raiseMs(ms int64) int64 {
+	for {
+		cur := h.lastMs.Load()
+		if cur >= ms {
+			return cur
+		}
+		if h.lastMs.CompareAndSwap(cur, ms) {
+			return ms
+		}
+	}
 }

@@ -208,6 +208,7 @@ func (p *partition) release(c *conn) {
 	c.out = nil
 	c.outBytes = 0
 	p.removeClosing(c)
+	c.tr.released()
 	c.release(p.e)
 }
 

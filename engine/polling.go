@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -43,24 +44,34 @@ type pollSession struct {
 	sid string
 	req *http.Request // the opening GET: its query and headers may carry the token
 
-	mu      sync.Mutex
-	pending [][]byte // packets for the next GET
-	bytes   int
-	wake    chan struct{} // cap 1: a waiting GET has something, or the session ended
-	getting bool
-	posting bool
-	ended   bool // no more packets: a GET takes what is left, then the session is gone
-	gone    bool // removed: every request gets "Session ID unknown"
-	blocked bool // the transport refused frames: the owner is told when a GET takes
-	c       *conn
-	timer   *time.Timer // the connect timeout, until the CONNECT
-	slot    bool        // holds a place under limits.max_connections until its conn takes it
+	opened time.Time
+
+	mu        sync.Mutex
+	pending   [][]byte // packets for the next GET
+	bytes     int
+	wake      chan struct{} // cap 1: a waiting GET has something, or the session ended
+	getting   bool
+	posting   bool
+	upgrading bool // a WebSocket has claimed the session's upgrade
+	ended     bool // no more packets: a GET takes what is left, then the session is gone
+	gone      bool // removed: every request gets "Session ID unknown"
+	blocked   bool // the transport refused frames: the owner is told when a GET takes
+	c         *conn
+	timer     *time.Timer // the connect timeout, until the CONNECT; then the linger after the end
+	slot      bool        // holds a place under limits.max_connections until its conn takes it
+	pre       bool        // counted in Engine.preConnect: not connected yet
 }
+
+// pollLinger is how long an ended session waits for the GET that takes
+// its last packets (socket.io-client polls again at once), before it is
+// gone. A variable for the tests.
+var pollLinger = 5 * time.Second
 
 // pollSessions is the node's sessions by sid.
 type pollSessions struct {
-	mu sync.Mutex
-	m  map[string]*pollSession
+	mu     sync.Mutex
+	m      map[string]*pollSession
+	closed bool // shutting down: no new session
 }
 
 func (ps *pollSessions) get(sid string) *pollSession {
@@ -69,13 +80,17 @@ func (ps *pollSessions) get(sid string) *pollSession {
 	return ps.m[sid]
 }
 
-func (ps *pollSessions) put(s *pollSession) {
+func (ps *pollSessions) put(s *pollSession) bool {
 	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.closed {
+		return false
+	}
 	if ps.m == nil {
 		ps.m = make(map[string]*pollSession)
 	}
 	ps.m[s.sid] = s
-	ps.mu.Unlock()
+	return true
 }
 
 func (ps *pollSessions) remove(s *pollSession) {
@@ -86,10 +101,11 @@ func (ps *pollSessions) remove(s *pollSession) {
 	ps.mu.Unlock()
 }
 
-// all returns every session, for shutdown.
-func (ps *pollSessions) all() []*pollSession {
+// close refuses new sessions and returns every session, for shutdown.
+func (ps *pollSessions) close() []*pollSession {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
+	ps.closed = true
 	out := make([]*pollSession, 0, len(ps.m))
 	for _, s := range ps.m {
 		out = append(out, s)
@@ -161,7 +177,11 @@ func (e *Engine) servePolling(w http.ResponseWriter, r *http.Request, sid string
 // openPolling opens a session: the limits a WebSocket handshake gets
 // (but its Origin, checked by corsOK), then the open packet.
 func (e *Engine) openPolling(w http.ResponseWriter, r *http.Request) {
+	if !e.admitPreConnect(w) {
+		return
+	}
 	if !e.admit() {
+		e.preConnect.Add(-1)
 		e.metrics.refused.Inc()
 		w.Header().Set("Retry-After", retryAfterSec)
 		httpError(w, http.StatusServiceUnavailable, "overloaded", "connection limit reached")
@@ -169,6 +189,7 @@ func (e *Engine) openPolling(w http.ResponseWriter, r *http.Request) {
 	}
 	if !e.ipRate.allow(remoteIP(r.RemoteAddr), time.Now().Unix()) || e.stopping.Load() {
 		e.slots.Add(-1)
+		e.preConnect.Add(-1)
 		e.metrics.refused.Inc()
 		w.Header().Set("Retry-After", retryAfterSec)
 		if e.stopping.Load() {
@@ -179,9 +200,13 @@ func (e *Engine) openPolling(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	opt := &e.cfg.SocketIO
-	s := &pollSession{e: e, sid: newSID(), req: r, wake: make(chan struct{}, 1), slot: true}
+	s := &pollSession{e: e, sid: newSID(), req: r, opened: time.Now(), wake: make(chan struct{}, 1), slot: true, pre: true}
 	s.timer = time.AfterFunc(opt.ConnectTimeout, func() { s.end() })
-	e.polls.put(s)
+	if !e.polls.put(s) { // shutting down
+		s.end()
+		httpError(w, http.StatusServiceUnavailable, "shutting_down", "the server is shutting down")
+		return
+	}
 	writePayload(w, [][]byte{sio.AppendOpen(nil, s.sid, []string{"websocket"}, opt.PingInterval, opt.PingTimeout, opt.MaxPayload)})
 }
 
@@ -197,18 +222,25 @@ func writePayload(w http.ResponseWriter, packets [][]byte) {
 	}
 }
 
-// push queues packets for the next GET.
+// push queues packets for the next GET, before the CONNECT (the conn's
+// own go through pollTransport). A client that makes them pile up past
+// maxPreConnect (pings, refused CONNECTs, and no GET) ends its session.
 func (s *pollSession) push(packets ...[]byte) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.ended {
+		s.mu.Unlock()
 		return
 	}
 	for _, p := range packets {
 		s.pending = append(s.pending, p)
 		s.bytes += len(p)
 	}
+	over := s.bytes > maxPreConnect && s.c == nil
 	s.signal()
+	s.mu.Unlock()
+	if over {
+		s.end()
+	}
 }
 
 // signal wakes a waiting GET. Called with mu held.
@@ -234,7 +266,11 @@ func (s *pollSession) serveGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.getting = true
-	wait := time.NewTimer(s.e.cfg.SocketIO.PingInterval + s.e.cfg.SocketIO.PingTimeout)
+	hold := s.e.cfg.SocketIO.PingInterval + s.e.cfg.SocketIO.PingTimeout
+	// The server's read timeout would end a long poll: net/http's watch
+	// for the client going away reads with it. This GET may wait longer.
+	http.NewResponseController(w).SetReadDeadline(time.Now().Add(hold + 10*time.Second))
+	wait := time.NewTimer(hold)
 	defer wait.Stop()
 	for len(s.pending) == 0 && !s.ended {
 		s.mu.Unlock()
@@ -249,7 +285,11 @@ func (s *pollSession) serveGet(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		if r.Context().Err() != nil {
 			s.getting = false
+			ended := s.ended
 			s.mu.Unlock()
+			if ended {
+				s.remove()
+			}
 			return
 		}
 	}
@@ -295,6 +335,9 @@ func (s *pollSession) servePost(w http.ResponseWriter, r *http.Request) {
 		s.mu.Unlock()
 	}()
 	max := s.e.cfg.SocketIO.MaxPayload
+	if c == nil {
+		max = min(max, maxPreConnect) // nobody yet: a CONNECT fits
+	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, int64(max)+1))
 	if err != nil {
 		s.end()
@@ -311,7 +354,7 @@ func (s *pollSession) servePost(w http.ResponseWriter, r *http.Request) {
 	if c == nil {
 		err = s.beforeConnect(r, body)
 	} else {
-		err = s.feed(c, body)
+		err = s.feed(r.Context(), c, body)
 	}
 	if err != nil {
 		eioError(w, eioBadRequest)
@@ -332,7 +375,7 @@ func (s *pollSession) beforeConnect(r *http.Request, body []byte) error {
 		connected := s.c != nil
 		s.mu.Unlock()
 		if connected { // a CONNECT earlier in this body: the rest goes to the conn
-			return s.feed(s.c, sio.AppendPacket(nil, pkt))
+			return s.feed(r.Context(), s.c, sio.AppendPacket(nil, pkt))
 		}
 		switch pkt.Type {
 		case sio.Message:
@@ -369,7 +412,7 @@ func (s *pollSession) beforeConnect(r *http.Request, body []byte) error {
 		if token == "" {
 			token = tokenFromRequest(r)
 		}
-		if token == "" {
+		if token == "" && s.req != nil {
 			token = tokenFromRequest(s.req)
 		}
 		ident, err := s.e.authenticateSIO(token, r.RemoteAddr)
@@ -395,7 +438,13 @@ func (s *pollSession) connect(r *http.Request, ident auth.Identity, hello *sioHe
 		return
 	}
 	s.slot = false // the conn takes it; its close event gives it back
+	s.req = nil    // it may hold the token
+	pre := s.pre
+	s.pre = false
 	s.mu.Unlock()
+	if pre {
+		e.preConnect.Add(-1)
+	}
 	open := e.runOpen(r.Context(), &ident, time.Now())
 	now := time.Now()
 	c := newConn(-1, &ident, e.cfg.Auth.Leeway(), now)
@@ -413,49 +462,63 @@ func (s *pollSession) connect(r *http.Request, ident auth.Identity, hello *sioHe
 }
 
 // feed gives body's packets to c's reader, holding its read turn, as a
-// read worker does with a socket's bytes.
-func (s *pollSession) feed(c *conn, body []byte) error {
+// read worker does with a socket's bytes: a batch goes to the rules when
+// it is full (maxBatchBytes) or the owner is behind taking the pongs and
+// acks, and the rest waits for the turn to come back, as the rest of a
+// socket's bytes waits in the kernel.
+func (s *pollSession) feed(ctx context.Context, c *conn, body []byte) error {
 	e := s.e
-	if !c.takeTurn(5 * time.Second) {
-		return errPollEnded
-	}
-	r := e.readers.Get().(*reader)
-	r.begin(c)
-	c.lastRead.Store(uint32(r.now))
-	err := sio.SplitPayload(body, func(pkt sio.Packet) error {
-		if r.stop {
-			return nil
-		}
-		if pkt.Binary {
-			r.OnMessage(ws.OpBinary, nil)
-		} else {
-			r.OnMessage(ws.OpText, sio.AppendPacket(nil, pkt))
-		}
+	var packets []sio.Packet
+	if err := sio.SplitPayload(body, func(pkt sio.Packet) error {
+		packets = append(packets, pkt)
 		return nil
-	})
-	if err != nil {
-		r.stopWith(ws.StatusProtocolError, "malformed Engine.IO payload")
+	}); err != nil {
+		packets = append(packets[:0:0], sio.Packet{Type: 255}) // malformed: the reader closes 1002
 	}
-	handed := r.handOff(c)
-	r.reset()
-	e.readers.Put(r)
-	if !handed {
-		// The read workers end the turn (readTurn), checking on the way
-		// whether the session has ended.
-		c.readyAt = time.Now().UnixNano()
-		e.resumeRead(c)
+	for len(packets) > 0 {
+		if !c.takeTurn(ctx) {
+			return errPollEnded
+		}
+		r := e.readers.Get().(*reader)
+		c.readyAt = 0 // the client's own pause between POSTs is not forgiven
+		r.begin(c)
+		c.lastRead.Store(uint32(r.now))
+		for len(packets) > 0 && !r.stop && !r.full && !r.mailFull {
+			pkt := packets[0]
+			packets = packets[1:]
+			switch {
+			case pkt.Type == 255:
+				r.stopWith(ws.StatusProtocolError, "malformed Engine.IO payload")
+			case pkt.Binary:
+				r.OnMessage(ws.OpBinary, nil)
+			default:
+				r.OnMessage(ws.OpText, sio.AppendPacket(nil, pkt))
+			}
+		}
+		if r.stop {
+			packets = nil
+		}
+		handed := r.handOff(c)
+		r.reset()
+		e.readers.Put(r)
+		if !handed {
+			// The read workers end the turn (readTurn), checking on the
+			// way whether the session has ended.
+			c.readyAt = time.Now().UnixNano()
+			e.resumeRead(c)
+		}
 	}
-	return err
+	return nil
 }
 
-// takeTurn waits until c's read turn is free and takes it.
-func (c *conn) takeTurn(limit time.Duration) bool {
-	deadline := time.Now().Add(limit)
+// takeTurn waits until c's read turn is free and takes it, for as long as
+// ctx allows.
+func (c *conn) takeTurn(ctx context.Context) bool {
 	for d := 50 * time.Microsecond; ; d = min(2*d, 20*time.Millisecond) {
 		if c.sched.CompareAndSwap(schedIdle, schedRunning) {
 			return true
 		}
-		if c.sched.Load() == schedDead || time.Now().After(deadline) {
+		if c.sched.Load() == schedDead || ctx.Err() != nil {
 			return false
 		}
 		time.Sleep(d)
@@ -475,18 +538,23 @@ func (s *pollSession) end() {
 		s.pending = append(s.pending, sio.AppendClose(nil)) // the client is told, after the rest
 	}
 	s.signal()
-	c, slot := s.c, s.slot
-	s.slot = false
+	c, slot, pre := s.c, s.slot, s.pre
+	s.slot, s.pre = false, false
 	waiting := s.getting
-	s.mu.Unlock()
 	if s.timer != nil {
 		s.timer.Stop()
 	}
+	if !waiting {
+		// The next GET takes what is left and the close packet; past
+		// pollLinger nobody came for them.
+		s.timer = time.AfterFunc(pollLinger, s.remove)
+	}
+	s.mu.Unlock()
 	if slot {
 		s.e.slots.Add(-1)
 	}
-	if !waiting {
-		s.remove()
+	if pre {
+		s.e.preConnect.Add(-1)
 	}
 	if c != nil && c.schedule() {
 		c.readyAt = time.Now().UnixNano()
@@ -549,6 +617,10 @@ func (t *pollTransport) closeWrite() { t.s.end() }
 
 func (t *pollTransport) abort() { t.s.end() }
 
+// released: whatever ended the conn (the client's own close, a malformed
+// packet), its session ends too.
+func (t *pollTransport) released() { t.s.end() }
+
 // splitServerFrame splits a complete server frame (unmasked, as the codecs
 // make them) into its opcode and payload.
 func splitServerFrame(f []byte) (ws.OpCode, []byte) {
@@ -594,15 +666,21 @@ func sioConnectError(err error) []byte {
 }
 
 // endPolling ends every session at shutdown, before the HTTP server waits
-// for the requests in flight: a waiting GET returns what the session held
-// and the close packet, and socket.io-client reconnects. A connected
-// session's conn closes as its peer gone, its close event run by the drain.
+// for the requests in flight, and refuses new ones: a connected session's
+// conn is closed by its partition with 1001, its queue flushed first into
+// the session, so that a waiting GET returns it with the close packet;
+// the others end now. socket.io-client reconnects after either.
 func (e *Engine) endPolling() {
-	for _, s := range e.polls.all() {
+	for _, s := range e.polls.close() {
 		s.mu.Lock()
-		s.pending = append(s.pending, sio.AppendClose(nil))
+		c := s.c
 		s.mu.Unlock()
-		s.end()
+		if c == nil {
+			s.end()
+			continue
+		}
+		p := c.part
+		e.hub.send(p, job{kind: jobCall, fn: func() { p.close(c, ws.StatusGoingAway, "server shutting down") }})
 	}
 }
 
@@ -612,7 +690,7 @@ func (e *Engine) endPolling() {
 // or, not connected yet, the WebSocket waits for the CONNECT itself.
 func (e *Engine) upgradePolling(w http.ResponseWriter, r *http.Request, sid string) {
 	s := e.polls.get(sid)
-	if s == nil || s.isEnded() {
+	if s == nil {
 		eioError(w, eioUnknownSID)
 		return
 	}
@@ -624,42 +702,80 @@ func (e *Engine) upgradePolling(w http.ResponseWriter, r *http.Request, sid stri
 		eioError(w, eioForbidden)
 		return
 	}
+	// One upgrade per session, as engine.io: a second one is refused.
+	s.mu.Lock()
+	claimed := !s.ended && !s.upgrading
+	s.upgrading = s.upgrading || claimed
+	s.mu.Unlock()
+	if !claimed {
+		eioError(w, eioBadRequest)
+		return
+	}
 	nc, rw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
+		s.end()
 		return
 	}
 	hs := &sioHandshake{e: e, nc: nc, br: rw.Reader, r: r, sid: sid}
 	if !e.handshakes.add(nc) {
 		nc.Close()
+		s.end()
 		return
 	}
 	defer e.handshakes.remove(nc)
 	if !hs.write(switchingProtocols(r.Header.Get("Sec-WebSocket-Key"), "")) || !hs.probe(s) {
 		nc.Close()
+		s.mu.Lock()
+		s.upgrading = false // the client may try again, or go on polling
+		s.mu.Unlock()
 		return
 	}
 	s.mu.Lock()
-	c, slot := s.c, s.slot
-	if c == nil {
+	c, slot, pre, ended := s.c, s.slot, s.pre, s.ended
+	var pending [][]byte
+	if c == nil && !ended {
 		// Not connected yet: the WebSocket carries on the wait for the
-		// CONNECT, with the session's place; the session is gone.
-		s.slot, s.ended = false, true
+		// CONNECT, with the session's place and its count of those
+		// waiting; what the session held goes first on it.
+		pending = s.pending
+		s.pending, s.bytes = nil, 0
+		s.slot, s.pre, s.ended = false, false, true
+		s.timer.Stop()
 		s.signal()
 	}
 	s.mu.Unlock()
-	if c != nil {
+	switch {
+	case ended:
+		hs.closeWith(ws.StatusPolicyViolation, "the session has ended")
+		return
+	case c != nil:
 		e.switchToWebSocket(s, c, hs)
 		return
 	}
-	s.timer.Stop()
 	s.remove()
+	defer func() {
+		if pre {
+			e.preConnect.Add(-1)
+		}
+	}()
 	admitted := slot
 	defer func() {
 		if admitted {
 			e.slots.Add(-1)
 		}
 	}()
-	ident, hello, ok := hs.await(time.Now().Add(e.cfg.SocketIO.ConnectTimeout))
+	var out []byte
+	for _, p := range pending {
+		if !isNoop(p) {
+			out = append(out, textFrame(p)...)
+		}
+	}
+	if len(out) > 0 && !hs.write(out) {
+		nc.Close()
+		return
+	}
+	hs.alt = s.req // the token may be in the opening request
+	ident, hello, ok := hs.await(s.opened.Add(e.cfg.SocketIO.ConnectTimeout))
 	if !ok {
 		nc.Close()
 		return
@@ -701,7 +817,9 @@ func (hs *sioHandshake) probe(s *pollSession) bool {
 // owner queue first what the session held, as WebSocket frames, then
 // point c at the descriptor; the read workers take the socket from there.
 func (e *Engine) switchToWebSocket(s *pollSession, c *conn, hs *sioHandshake) {
-	if !c.takeTurn(5 * time.Second) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if !c.takeTurn(ctx) {
 		hs.closeWith(ws.StatusGoingAway, "connection closed")
 		return
 	}
@@ -715,23 +833,26 @@ func (e *Engine) switchToWebSocket(s *pollSession, c *conn, hs *sioHandshake) {
 	if err != nil {
 		e.log.Error("detach socket", "err", err)
 		s.end()
-		c.sched.Store(schedIdle)
+		e.endReader(c, 0, "") // the turn is held: the reader side ends here
 		return
 	}
 	moved := make(chan bool, 1)
 	ok := e.hub.send(c.part, job{kind: jobCall, fn: func() {
 		p := c.part
+		if t, ok := c.tr.(*pollTransport); !ok || t.s != s || c.closed {
+			moved <- false // closed meanwhile, or moved already
+			return
+		}
 		s.mu.Lock()
 		pending := s.pending
 		s.pending, s.bytes, s.ended = nil, 0, true
 		s.signal()
 		s.mu.Unlock()
-		if c.closed {
-			moved <- false
-			return
-		}
 		frames := make([][]byte, 0, len(pending)+len(c.out))
 		for _, pl := range pending {
+			if isNoop(pl) {
+				continue // it was for a GET
+			}
 			f := textFrame(pl)
 			frames = append(frames, f)
 			c.outBytes += len(f)
@@ -775,3 +896,7 @@ func (e *Engine) switchToWebSocket(s *pollSession, c *conn, hs *sioHandshake) {
 	c.readyAt = time.Now().UnixNano()
 	e.resumeRead(c)
 }
+
+// isNoop reports the Engine.IO noop: it releases a GET, and means nothing
+// on a WebSocket.
+func isNoop(p []byte) bool { return len(p) == 1 && p[0] == '6' }

@@ -164,17 +164,15 @@ func (p *partition) helloSIO(c *conn, h *sioHello) {
 	}
 }
 
-// position is the stream id of the newest message, or of none: every
-// message stamped later has a greater id.
+// position is a stream id at least that of every message stamped before,
+// and below that of every message stamped after: called by a partition
+// as it indexes a conn, it is past every message that reached the
+// partition before. Lock-free: a partition must never wait on pubMu.
+// The time is raised as a floor, so a clock that goes back cannot give a
+// later message an id below it.
 func (e *Engine) position() string {
-	h := &e.hub
-	h.pubMu.Lock()
-	// Taken as a floor: a clock that goes back cannot give a later message
-	// an id below it.
-	h.lastMs = max(h.lastMs, time.Now().UnixMilli())
-	ms := h.lastMs
+	ms := e.hub.raiseMs(time.Now().UnixMilli())
 	seq := e.nextEvent.Load()
-	h.pubMu.Unlock()
 	b := make([]byte, 0, 24)
 	b = strconv.AppendInt(b, ms, 10)
 	b = append(b, '-')

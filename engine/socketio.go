@@ -124,6 +124,10 @@ func (e *Engine) serveSocketIO(w http.ResponseWriter, r *http.Request) {
 // the 101 are the native ones (admitHandshake), but not the token's: it
 // comes with the CONNECT.
 func (e *Engine) serveSocketIOWebSocket(w http.ResponseWriter, r *http.Request) {
+	if !e.admitPreConnect(w) {
+		return
+	}
+	defer e.preConnect.Add(-1)
 	if !e.admitHandshake(w, r, func() { eioError(w, eioForbidden) }) {
 		return
 	}
@@ -195,7 +199,29 @@ type sioHandshake struct {
 	nc  net.Conn
 	br  *bufio.Reader
 	r   *http.Request
+	alt *http.Request // the polling session's opening request, for the token; nil: none
 	sid string
+}
+
+// maxPreConnect bounds what a client that has not connected may send in
+// one message or POST, or have queued for it: a CONNECT with a token fits
+// (auth.max_token_bytes is 8 KiB by default).
+const maxPreConnect = 16 << 10
+
+// admitPreConnect counts one more Socket.IO session or handshake waiting
+// for its CONNECT, under a cap of a tenth of limits.max_connections (at
+// least 64): clients that open and never connect cannot hold every place
+// for socketio.connect_timeout. Over it: 503. The caller gives the count
+// back (e.preConnect.Add(-1)) when the wait ends.
+func (e *Engine) admitPreConnect(w http.ResponseWriter) bool {
+	if e.preConnect.Add(1) > int64(max(e.limits.MaxConnections/10, 64)) {
+		e.preConnect.Add(-1)
+		e.metrics.refused.Inc()
+		w.Header().Set("Retry-After", retryAfterSec)
+		httpError(w, http.StatusServiceUnavailable, "overloaded", "too many Socket.IO sessions waiting for their CONNECT")
+		return false
+	}
+	return true
 }
 
 // sioAuth is the CONNECT payload: socket.io-client's auth option, with the
@@ -287,6 +313,9 @@ func (hs *sioHandshake) await(deadline time.Time) (auth.Identity, *sioHello, boo
 		if token == "" {
 			token = tokenFromRequest(hs.r)
 		}
+		if token == "" && hs.alt != nil {
+			token = tokenFromRequest(hs.alt)
+		}
 		ident, err := e.authenticateSIO(token, hs.r.RemoteAddr)
 		if err != nil {
 			if !hs.write(textFrame(sioConnectError(err))) {
@@ -317,7 +346,7 @@ func (e *Engine) authenticateSIO(token, remote string) (auth.Identity, error) {
 // on the way. Fragmented messages are refused: no socket.io client sends
 // one before it is connected.
 func (hs *sioHandshake) readFrame() (ws.OpCode, []byte, error) {
-	max := int64(hs.e.cfg.SocketIO.MaxPayload)
+	max := int64(min(hs.e.cfg.SocketIO.MaxPayload, maxPreConnect))
 	for {
 		h, err := ws.ReadHeader(hs.br)
 		if err != nil {

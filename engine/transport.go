@@ -19,6 +19,10 @@ type transport interface {
 	closeWrite()
 	// abort ends both directions now: the reader side wakes and sees the end.
 	abort()
+	// released: the owner is done with the conn, however its close went
+	// (the reader may have ended first, and neither closeWrite nor abort
+	// have run).
+	released()
 }
 
 // fdTransport is a non-blocking socket registered with the poller: the conn's
@@ -34,3 +38,6 @@ func (t *fdTransport) write(frames [][]byte, iov *[maxIovecs]unix.Iovec) (int, e
 func (t *fdTransport) closeWrite() { unix.Shutdown(int(*t), unix.SHUT_WR) }
 
 func (t *fdTransport) abort() { unix.Shutdown(int(*t), unix.SHUT_RDWR) }
+
+// released: the descriptor is closed with the conn's last reference.
+func (t *fdTransport) released() {}
