@@ -167,8 +167,11 @@ func (c *Config) Validate() error {
 		bad("store.path", `must not be empty (":memory:" keeps nothing)`)
 	}
 	oneOf("store.sync", c.Store.Sync, "always", "everysecond", "never")
-	positiveDur("socketio.ping_interval", c.SocketIO.PingInterval)
-	positiveDur("socketio.ping_timeout", c.SocketIO.PingTimeout)
+	for key, d := range map[string]time.Duration{"socketio.ping_interval": c.SocketIO.PingInterval, "socketio.ping_timeout": c.SocketIO.PingTimeout} {
+		if d < time.Second {
+			bad(key, "at least 1s (the connections' timers tick once a second), got %s", d)
+		}
+	}
 	positiveDur("socketio.connect_timeout", c.SocketIO.ConnectTimeout)
 	positive("socketio.max_payload", int64(c.SocketIO.MaxPayload))
 	if c.Presence.Grace < 0 {

@@ -60,6 +60,8 @@ type pollSession struct {
 	timer     *time.Timer // the connect timeout, until the CONNECT; then the linger after the end
 	slot      bool        // holds a place under limits.max_connections until its conn takes it
 	pre       bool        // counted in Engine.preConnect: not connected yet
+	beat      *time.Timer // the heartbeat before the CONNECT (then the conn's partition pings)
+	lastPost  time.Time   // before the CONNECT: the last POST, for the ping timeout
 }
 
 // pollLinger is how long an ended session waits for the GET that takes
@@ -201,7 +203,11 @@ func (e *Engine) openPolling(w http.ResponseWriter, r *http.Request) {
 	}
 	opt := &e.cfg.SocketIO
 	s := &pollSession{e: e, sid: newSID(), req: r, opened: time.Now(), wake: make(chan struct{}, 1), slot: true, pre: true}
+	s.lastPost = s.opened
+	s.mu.Lock()
 	s.timer = time.AfterFunc(opt.ConnectTimeout, func() { s.end() })
+	s.beat = time.AfterFunc(opt.PingInterval, s.heartbeat)
+	s.mu.Unlock()
 	if !e.polls.put(s) { // shutting down
 		s.end()
 		httpError(w, http.StatusServiceUnavailable, "shutting_down", "the server is shutting down")
@@ -220,6 +226,26 @@ func writePayload(w http.ResponseWriter, packets [][]byte) {
 		}
 		w.Write(p)
 	}
+}
+
+// heartbeat pings a session waiting for its CONNECT every ping_interval,
+// as Engine.IO does from the open packet on, and ends it when no POST has
+// come for ping_interval + ping_timeout.
+func (s *pollSession) heartbeat() {
+	opt := &s.e.cfg.SocketIO
+	s.mu.Lock()
+	if s.ended || s.c != nil {
+		s.mu.Unlock()
+		return
+	}
+	if time.Since(s.lastPost) > opt.PingInterval+opt.PingTimeout {
+		s.mu.Unlock()
+		s.end()
+		return
+	}
+	s.beat.Reset(opt.PingInterval)
+	s.mu.Unlock()
+	s.push(sio.AppendPing(nil, ""))
 }
 
 // push queues packets for the next GET, before the CONNECT (the conn's
@@ -328,6 +354,7 @@ func (s *pollSession) servePost(w http.ResponseWriter, r *http.Request) {
 	}
 	s.posting = true
 	c := s.c
+	s.lastPost = time.Now()
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -352,7 +379,9 @@ func (s *pollSession) servePost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if c == nil {
-		err = s.beforeConnect(r, body)
+		if err = s.beforeConnect(r, body); err != nil {
+			s.end() // a payload that does not parse ends the session, as engine.io does
+		}
 	} else {
 		err = s.feed(r.Context(), c, body)
 	}
@@ -437,6 +466,7 @@ func (s *pollSession) connect(r *http.Request, ident auth.Identity, hello *sioHe
 		s.end()
 		return
 	}
+	s.beat.Stop()  // the conn's partition pings from now on
 	s.slot = false // the conn takes it; its close event gives it back
 	s.req = nil    // it may hold the token
 	pre := s.pre
@@ -469,11 +499,12 @@ func (s *pollSession) connect(r *http.Request, ident auth.Identity, hello *sioHe
 func (s *pollSession) feed(ctx context.Context, c *conn, body []byte) error {
 	e := s.e
 	var packets []sio.Packet
-	if err := sio.SplitPayload(body, func(pkt sio.Packet) error {
+	malformed := sio.SplitPayload(body, func(pkt sio.Packet) error {
 		packets = append(packets, pkt)
 		return nil
-	}); err != nil {
-		packets = append(packets[:0:0], sio.Packet{Type: 255}) // malformed: the reader closes 1002
+	})
+	if malformed != nil {
+		packets = append(packets[:0:0], sio.Packet{Type: 255}) // the reader closes 1002
 	}
 	for len(packets) > 0 {
 		if !c.takeTurn(ctx) {
@@ -508,7 +539,7 @@ func (s *pollSession) feed(ctx context.Context, c *conn, body []byte) error {
 			e.resumeRead(c)
 		}
 	}
-	return nil
+	return malformed
 }
 
 // takeTurn waits until c's read turn is free and takes it, for as long as
@@ -543,6 +574,9 @@ func (s *pollSession) end() {
 	waiting := s.getting
 	if s.timer != nil {
 		s.timer.Stop()
+	}
+	if s.beat != nil {
+		s.beat.Stop()
 	}
 	if !waiting {
 		// The next GET takes what is left and the close packet; past

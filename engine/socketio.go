@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -33,8 +34,8 @@ import (
 
 // SocketIOOptions are the Engine.IO timers and limit (the socketio section).
 type SocketIOOptions struct {
-	PingInterval   time.Duration // default 25s
-	PingTimeout    time.Duration // default 20s
+	PingInterval   time.Duration // default 25s; at least 1s (the conns' timers tick each second)
+	PingTimeout    time.Duration // default 20s; at least 1s
 	MaxPayload     int           // bytes of one message from the client; default 1,000,000
 	ConnectTimeout time.Duration // from the open packet to the CONNECT; default 45s
 }
@@ -56,6 +57,8 @@ func (o *SocketIOOptions) setDefaults() {
 	if o.MaxPayload <= 0 {
 		o.MaxPayload = d.MaxPayload
 	}
+	o.PingInterval = max(o.PingInterval, time.Second)
+	o.PingTimeout = max(o.PingTimeout, time.Second)
 }
 
 // Engine.IO's error answers (engine.io's Server.errorMessages), sent with
@@ -201,6 +204,45 @@ type sioHandshake struct {
 	r   *http.Request
 	alt *http.Request // the polling session's opening request, for the token; nil: none
 	sid string
+
+	wmu      sync.Mutex // the read loop and the heartbeat both write
+	stopped  bool       // guarded by wmu: the heartbeat writes no more
+	lastRead atomic.Int64
+	timedOut atomic.Bool // the heartbeat ended the wait: no pong in time
+}
+
+// heartbeat pings a handshake waiting for its CONNECT every
+// socketio.ping_interval, as Engine.IO does from the open packet on, and
+// ends the wait when nothing has come for ping_interval + ping_timeout.
+// The returned func stops it; no write of its own follows.
+func (hs *sioHandshake) heartbeat() (stop func()) {
+	opt := &hs.e.cfg.SocketIO
+	hs.lastRead.Store(time.Now().UnixNano())
+	var t *time.Timer
+	beat := func() {
+		hs.wmu.Lock()
+		defer hs.wmu.Unlock()
+		if hs.stopped {
+			return
+		}
+		if time.Now().UnixNano()-hs.lastRead.Load() > int64(opt.PingInterval+opt.PingTimeout) {
+			hs.timedOut.Store(true)
+			hs.nc.SetReadDeadline(time.Now()) // the read loop wakes and closes
+			return
+		}
+		hs.nc.SetWriteDeadline(time.Now().Add(hs.e.limits.HandshakeTimeout))
+		hs.nc.Write(sioPing)
+		t.Reset(opt.PingInterval)
+	}
+	hs.wmu.Lock()
+	t = time.AfterFunc(opt.PingInterval, beat)
+	hs.wmu.Unlock()
+	return func() {
+		hs.wmu.Lock()
+		hs.stopped = true
+		t.Stop()
+		hs.wmu.Unlock()
+	}
 }
 
 // maxPreConnect bounds what a client that has not connected may send in
@@ -245,22 +287,29 @@ func (hs *sioHandshake) run() (auth.Identity, *sioHello, bool) {
 	return hs.await(time.Now().Add(opt.ConnectTimeout))
 }
 
-// await reads until a CONNECT to "/" with a good token, or deadline.
+// await reads until a CONNECT to "/" with a good token, or deadline,
+// with the Engine.IO heartbeat running.
 func (hs *sioHandshake) await(deadline time.Time) (auth.Identity, *sioHello, bool) {
 	e := hs.e
 	hs.nc.SetReadDeadline(deadline)
+	stop := hs.heartbeat()
+	defer stop()
 	for {
 		op, p, err := hs.readFrame()
 		if err != nil {
 			var ne net.Error
+			stop()
 			switch {
 			case e.stopping.Load():
 				hs.closeWith(ws.StatusGoingAway, "server shutting down")
+			case hs.timedOut.Load():
+				hs.closeWith(ws.StatusPolicyViolation, "ping timeout")
 			case errors.As(err, &ne) && ne.Timeout():
 				hs.closeWith(ws.StatusPolicyViolation, "no CONNECT in time")
 			}
 			return auth.Identity{}, nil, false
 		}
+		hs.lastRead.Store(time.Now().UnixNano())
 		if op != ws.OpText {
 			hs.closeWith(ws.StatusUnsupportedData, "binary data is not supported")
 			return auth.Identity{}, nil, false
@@ -389,6 +438,8 @@ func (hs *sioHandshake) readFrame() (ws.OpCode, []byte, error) {
 var errHandshakeEnded = errors.New("socket.io handshake ended")
 
 func (hs *sioHandshake) write(b []byte) bool {
+	hs.wmu.Lock()
+	defer hs.wmu.Unlock()
 	hs.nc.SetWriteDeadline(time.Now().Add(hs.e.limits.HandshakeTimeout))
 	_, err := hs.nc.Write(b)
 	return err == nil

@@ -108,7 +108,14 @@ func TestTellEveryoneConnectStorm(t *testing.T) {
 	if received.Load() == 0 {
 		t.Fatal("the readers received nothing")
 	}
-	// Still serving: a new client gets a broadcast.
+	// Still serving: a new client gets a broadcast. It connects once the
+	// storm's userOnline events are all published: on a loaded machine
+	// (-race, CI) a client that came in the middle of them, with a 16 KiB
+	// queue, would be the next slow consumer.
+	waitFor(t, 20*time.Second, "every storm user online", func() bool {
+		return counterValue(n.e.metrics.presence.WithLabelValues("online")) >= slow+fast
+	})
+	time.Sleep(300 * time.Millisecond) // the presence writer publishes after it counts
 	c := n.dial("after")
 	publish(t, n, "hello", "still up", Target{Users: []string{"after"}})
 	for { // the storm's last userOnline events may come first
