@@ -2,8 +2,10 @@ package engine
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -235,6 +237,9 @@ func TestPollingUpgrade(t *testing.T) {
 	if status, _ := p.do("GET", p.url(), "", nil); status != 400 {
 		t.Errorf("polling after the upgrade: %d, want 400", status)
 	}
+	if status, _ := p.do("POST", p.url(), `42["typing",{}]`, nil); status != 400 {
+		t.Errorf("a POST to the upgraded sid: %d, want 400", status)
+	}
 
 	q, _ := n.pollOpen()
 	ws2 := n.dialURL("ws://" + n.addr + "/socket.io/?EIO=4&transport=websocket&sid=" + q.sid)
@@ -285,4 +290,35 @@ func TestPollingShutdown(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("shutdown took %v", d)
 	}
+}
+
+// 1,000 polling sessions that connect and then stop polling (no upgrade,
+// no pong): memory stays bounded while they wait, and each is closed at
+// its ping timeout, its user offline, its place given back.
+func TestPollingThousandSessionsTimeOut(t *testing.T) {
+	if testing.Short() {
+		t.Skip("1,000 sessions")
+	}
+	shortLinger(t)
+	n := startNode(t, withGrace(0), withSocketIO(SocketIOOptions{PingInterval: time.Second, PingTimeout: time.Second}))
+	runtime.GC()
+	var before, during runtime.MemStats
+	runtime.ReadMemStats(&before)
+	const sessions = 1000
+	for i := range sessions {
+		p, _ := n.pollOpen()
+		p.post(`40{"token":"` + userToken(t, fmt.Sprint("p", i)) + `"}`)
+		if pkt := p.next(); !strings.HasPrefix(pkt, "40{") {
+			t.Fatalf("session %d: CONNECT answered %q", i, pkt)
+		}
+	}
+	http.DefaultClient.CloseIdleConnections()
+	runtime.GC()
+	runtime.ReadMemStats(&during)
+	if per := (int64(during.HeapAlloc) - int64(before.HeapAlloc)) / sessions; per > 8<<10 {
+		t.Errorf("%d B of heap per idle polling session", per)
+	}
+	waitFor(t, 10*time.Second, "every session closed at its ping timeout", func() bool {
+		return statsConns(n.e) == 0 && pollCount(n.e) == 0 && n.e.slots.Load() == 0
+	})
 }

@@ -227,6 +227,8 @@ func TestSocketIOBadInputCloses(t *testing.T) {
 	}{
 		{"4abc", func(c *client) { c.sendText("4abc") }, ws.StatusProtocolError},
 		{"42{}", func(c *client) { c.sendText("42{}") }, ws.StatusProtocolError},
+		{"event name not a string", func(c *client) { c.sendText(`42[1,"x"]`) }, ws.StatusProtocolError},
+		{"unknown packet type", func(c *client) { c.sendText(`49["x"]`) }, ws.StatusProtocolError},
 		{"bad ack id", func(c *client) { c.sendText(`42abc["x"]`) }, ws.StatusProtocolError},
 		{"not JSON", func(c *client) { c.sendText(`42["x",{]`) }, ws.StatusProtocolError},
 		{"not a packet", func(c *client) { c.sendText("hello") }, ws.StatusProtocolError},

@@ -142,6 +142,14 @@ func TestSocketIOClientOverWebSocket(t *testing.T) {
 	if m := bad.next(); m["connect_error"] != "unauthorized" || m["data"].(map[string]any)["reason"] != "invalid token" {
 		t.Fatalf("bad token: %v, want connect_error unauthorized", m)
 	}
+	expired, err := auth.Sign([]byte(n.cfg.Auth.JWTSecret), map[string]any{"sub": "late", "exp": time.Now().Add(-time.Hour).Unix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := startSIOClient(t, url, mergeOpts(ws, map[string]any{"auth": map[string]any{"token": expired}, "reconnection": false}))
+	if m := old.next(); m["connect_error"] != "unauthorized" || m["data"].(map[string]any)["reason"] != "token expired" {
+		t.Fatalf("expired token: %v, want connect_error unauthorized, token expired", m)
+	}
 	admins := startSIOClient(t, url+"/admin", mergeOpts(ws, map[string]any{"auth": map[string]any{"token": admin}, "reconnection": false}))
 	if m := admins.next(); m["connect_error"] != "Invalid namespace" {
 		t.Fatalf("namespace /admin: %v", m)
@@ -164,8 +172,8 @@ func TestSocketIOClientDefaultTransportsAndPolling(t *testing.T) {
 		{"default transports", map[string]any{}, true},
 		{"polling only", map[string]any{"transports": []string{"polling"}}, false},
 	} {
-		user := "u-" + strings.ReplaceAll(tc.name, " ", "-")
-		c := startSIOClient(t, url, mergeOpts(tc.opts, map[string]any{"auth": map[string]any{"token": n.token(map[string]any{"sub": user})}}))
+		user := "prov-" + strings.ReplaceAll(tc.name, " ", "-")
+		c := startSIOClient(t, url, mergeOpts(tc.opts, map[string]any{"auth": map[string]any{"token": n.token(map[string]any{"sub": user, "role": "provider"})}}))
 		// The CONNECT goes over polling; the upgrade may finish before or
 		// after the client reports it connected.
 		connected, upgraded := false, false
@@ -188,6 +196,19 @@ func TestSocketIOClientDefaultTransportsAndPolling(t *testing.T) {
 		}
 		if name, data := c.event(); name != "newNotification" || data["title"] != "one" {
 			t.Fatalf("%s: %s %v", tc.name, name, data)
+		}
+		if status, _ := n.post("/api/socket-test/broadcast", admin, map[string]any{"title": "all"}); status != 202 {
+			t.Fatalf("%s: broadcast %d", tc.name, status)
+		}
+		if name, data := c.event(); name != "newNotification" || data["title"] != "all" {
+			t.Fatalf("%s: after the broadcast: %s %v", tc.name, name, data)
+		}
+		body := `{"type":"booking.created","timestamp":"2026-11-25T10:00:00Z","data":{"id":"bk-` + user + `","status":"pending","providerId":"` + user + `","customerId":"c","customerName":"Ana","serviceName":"Haircut"}}`
+		if out, err := exec.Command("node", filepath.Join(e2eDir, "webhook.mjs"), url+"/webhooks", n.cfg.Webhooks.Secrets[0], "msg_"+user, body).Output(); err != nil {
+			t.Fatalf("%s: webhook.mjs: %v %s", tc.name, err, out)
+		}
+		if name, data := c.event(); name != "newNotification" || data["bookingId"] != "bk-"+user {
+			t.Fatalf("%s: after the signed webhook: %s %v", tc.name, name, data)
 		}
 		c.do(map[string]any{"emit": "typing", "data": map[string]any{"to": "x"}, "ack": 1})
 		if m := c.expect("ack"); fmt.Sprint(m["args"]) != "[map[ok:true]]" {
