@@ -109,6 +109,7 @@ type Config struct {
 	Streams      StreamStore
 	Replay       ReplayOptions
 	SocketIO     SocketIOOptions
+	pollLinger   time.Duration // how long an ended polling session waits for its last GET; 0: pollLinger
 	DrainTimeout time.Duration // graceful shutdown budget; default 10s
 	Partitions   int           // hub partitions; 0: GOMAXPROCS, at most 64
 }
@@ -198,6 +199,9 @@ func New(cfg Config) (*Engine, error) {
 	cfg.Limits.setDefaults()
 	cfg.Presence.setDefaults()
 	cfg.SocketIO.setDefaults()
+	if cfg.pollLinger <= 0 {
+		cfg.pollLinger = pollLinger
+	}
 	parts := cfg.Partitions
 	if parts <= 0 {
 		parts = runtime.GOMAXPROCS(0)

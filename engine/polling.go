@@ -66,8 +66,8 @@ type pollSession struct {
 
 // pollLinger is how long an ended session waits for the GET that takes
 // its last packets (socket.io-client polls again at once), before it is
-// gone. A variable for the tests.
-var pollLinger = 5 * time.Second
+// gone. Tests shorten it (Config.pollLinger).
+const pollLinger = 5 * time.Second
 
 // pollSessions is the node's sessions by sid.
 type pollSessions struct {
@@ -581,7 +581,7 @@ func (s *pollSession) end() {
 	if !waiting {
 		// The next GET takes what is left and the close packet; past
 		// pollLinger nobody came for them.
-		s.timer = time.AfterFunc(pollLinger, s.remove)
+		s.timer = time.AfterFunc(s.e.cfg.pollLinger, s.remove)
 	}
 	s.mu.Unlock()
 	if slot {

@@ -17,18 +17,14 @@ func pollCount(e *Engine) int {
 	return len(e.polls.m)
 }
 
-func shortLinger(t *testing.T) {
-	old := pollLinger
-	pollLinger = 200 * time.Millisecond
-	t.Cleanup(func() { pollLinger = old })
-}
+// shortLinger makes ended polling sessions go after 200 ms.
+func shortLinger(c *Config) { c.pollLinger = 200 * time.Millisecond }
 
 // A polling conn that the reader side ends (the client's own close, a
 // rate limit) ends its session too, which goes after the linger; its
 // place is given back.
 func TestPollingSessionEndsWithItsConn(t *testing.T) {
-	shortLinger(t)
-	n := startNode(t, func(c *Config) { c.Limits.ClientEventsPerSecond = 1; c.Limits.ClientEventsBurst = 1 })
+	n := startNode(t, shortLinger, func(c *Config) { c.Limits.ClientEventsPerSecond = 1; c.Limits.ClientEventsBurst = 1 })
 	for _, bye := range []string{"1", "41", strings.Repeat(`42["typing",{}]`+"\x1e", 5) + `42["typing",{}]`} {
 		p, _ := n.pollOpen()
 		p.post(`40{"token":"` + userToken(t, "u1") + `"}`)

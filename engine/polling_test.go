@@ -299,8 +299,7 @@ func TestPollingThousandSessionsTimeOut(t *testing.T) {
 	if testing.Short() {
 		t.Skip("1,000 sessions")
 	}
-	shortLinger(t)
-	n := startNode(t, withGrace(0), withSocketIO(SocketIOOptions{PingInterval: time.Second, PingTimeout: time.Second}))
+	n := startNode(t, shortLinger, withGrace(0), withSocketIO(SocketIOOptions{PingInterval: time.Second, PingTimeout: time.Second}))
 	runtime.GC()
 	var before, during runtime.MemStats
 	runtime.ReadMemStats(&before)
