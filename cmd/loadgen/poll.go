@@ -276,9 +276,7 @@ func runPoll(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				}
 				connected.Add(1)
 				ready <- struct{}{}
-				var p int64
-				err = s.keepAlive(stop, &p)
-				pings.Add(p)
+				err = s.keepAlive(stop, &pings)
 				s.close()
 				if !stopping.Load() {
 					closed.Add(1)

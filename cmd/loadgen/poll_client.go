@@ -22,6 +22,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -263,7 +264,7 @@ func (s *pollSession) connect(ctx context.Context, token string) error {
 // (the next GET is already waiting meanwhile). It returns why the session
 // ended: nil when ctx was done, else the error, the close packet or a
 // failed pong. pings counts the pings answered.
-func (s *pollSession) keepAlive(ctx context.Context, pings *int64) error {
+func (s *pollSession) keepAlive(ctx context.Context, pings *atomic.Int64) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	pong := make(chan struct{}, 4)
 	done := make(chan struct{})
@@ -280,7 +281,7 @@ func (s *pollSession) keepAlive(ctx context.Context, pings *int64) error {
 				cancel(fmt.Errorf("pong: %w", err))
 				return
 			}
-			*pings++ // only this goroutine writes it; read after done
+			pings.Add(1)
 		}
 	}()
 	for {

@@ -228,7 +228,7 @@ func TestPollSessionConnectAndKeepAlive(t *testing.T) {
 	}
 	// Keep alive until 3 pongs came, then stop: a clean stop is no error.
 	kctx, stop := context.WithCancel(ctx)
-	var pings int64
+	var pings atomic.Int64
 	errc := make(chan error, 1)
 	go func() { errc <- s.keepAlive(kctx, &pings) }()
 	for f.pongs.Load() < 3 {
@@ -242,8 +242,8 @@ func TestPollSessionConnectAndKeepAlive(t *testing.T) {
 	if err := <-errc; err != nil {
 		t.Fatalf("keepAlive after stop: %v", err)
 	}
-	if pings < 3 {
-		t.Errorf("pings answered %d, want >= 3", pings)
+	if pings.Load() < 3 {
+		t.Errorf("pings answered %d, want >= 3", pings.Load())
 	}
 	n := 0
 	f.conns.Range(func(_, _ any) bool { n++; return true })
@@ -272,7 +272,7 @@ func TestPollSessionUnknownSIDAndClose(t *testing.T) {
 	if err := s.connect(ctx, "tok"); err != nil {
 		t.Fatal(err)
 	}
-	var pings int64
+	var pings atomic.Int64
 	err := s.keepAlive(ctx, &pings)
 	if pollKind(err) != "close packet" {
 		t.Fatalf("keepAlive: %v, want the close packet", err)
