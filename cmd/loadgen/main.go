@@ -24,10 +24,17 @@
 //	replay   one user misses --events events (POSTed while offline) and
 //	         reconnects with ?since=; report the time from the upgrade to
 //	         the resumed frame and check every event came, in order; prints JSON
+//	poll     open N Socket.IO sessions over Engine.IO long-polling (http://
+//	         host/socket.io/), hold them as socket.io-client does (a GET always
+//	         outstanding, each ping "2" answered with a POST of "3") for
+//	         --hold; report the server's RSS, goroutines and open files per
+//	         session and the sessions that failed or were closed; prints JSON.
+//	         One process, two connections per session: at most (open-file
+//	         limit - 256) / 2 sessions, 9,872 under 20,000
 //	run      the whole benchmark against one server pid: RSS per connection,
 //	         latency, CPU per delivered message, sustained rates; prints JSON
 //	floor    measure the CPU cost of one small loopback TCP write on this machine
-//	summarize  print `run`, `webhooks`, `churn` or `replay` results (JSON files) as markdown
+//	summarize  print `run`, `webhooks`, `churn`, `replay` or `poll` results (JSON files) as markdown
 //	worker   internal: one child process holding a share of the connections
 //
 // Above --per-proc connections the parent re-executes itself as workers (the
@@ -55,7 +62,7 @@ func main() {
 	}
 }
 
-const usage = `usage: loadgen <hold|latency|sustain|run|webhooks|churn|replay> [flags]
+const usage = `usage: loadgen <hold|latency|sustain|run|webhooks|churn|replay|poll> [flags]
        loadgen summarize result.json...
        loadgen floor
        loadgen <subcommand> -h    lists the flags`
@@ -80,6 +87,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runChurn(ctx, args, stdout, stderr)
 	case "replay":
 		return runReplay(ctx, args, stdout, stderr)
+	case "poll":
+		return runPoll(ctx, args, stdout, stderr)
 	case "floor":
 		d, err := writeFloor(1000, 30, 3, 160)
 		if err != nil {

@@ -38,6 +38,13 @@ func runSummarize(files []string, stdout io.Writer) error {
 			}
 			writeChurnSummary(stdout, &r)
 			continue
+		case "poll":
+			var r pollResult
+			if err := json.Unmarshal(b, &r); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			writePollSummary(stdout, &r)
+			continue
 		case "replay":
 			var r replayResult
 			if err := json.Unmarshal(b, &r); err != nil {
