@@ -458,6 +458,7 @@ func TestValidate(t *testing.T) {
 		{"forward secret", func(c *Config) { c.Forward.Secret = "whsec_%%%" }, `forward.secret: webhook: invalid secret: not base64 after "whsec_"`},
 		{"admin_if empty", func(c *Config) { c.API.AdminIf = " " }, "api.admin_if: must not be empty"},
 		{"api key with space", func(c *Config) { c.API.Keys = []string{"a b"} }, "api.keys[0]: must be non-empty with no spaces"},
+		{"api key digest too short", func(c *Config) { c.API.Keys = []string{"sha256:abcd"} }, "api.keys[0]: sha256: must be followed by the 64 hex digits"},
 		{"max_message_bytes", func(c *Config) { c.Limits.MaxMessageBytes = -1 }, "limits.max_message_bytes: must be positive, got -1"},
 		{"max_connections", func(c *Config) { c.Limits.MaxConnections = 0 }, "limits.max_connections: must be positive"},
 		{"outbound queue", func(c *Config) { c.Limits.OutboundQueueBytes = 0 }, "limits.outbound_queue_bytes: must be positive"},

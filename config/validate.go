@@ -120,6 +120,8 @@ func (c *Config) Validate() error {
 	for i, key := range c.API.Keys {
 		if key == "" || strings.ContainsFunc(key, unicode.IsSpace) {
 			bad(fmt.Sprintf("api.keys[%d]", i), "must be non-empty with no spaces")
+		} else if d, ok := strings.CutPrefix(key, "sha256:"); ok && !isHexDigest(d) {
+			bad(fmt.Sprintf("api.keys[%d]", i), "sha256: must be followed by the 64 hex digits of the key's SHA-256 (echo -n KEY | sha256sum)")
 		}
 	}
 
@@ -238,4 +240,17 @@ func (c *Config) Validate() error {
 		bad("limits.workers", "must not be negative (0: 4 × GOMAXPROCS), got %d", l.Workers)
 	}
 	return errors.Join(errs...)
+}
+
+// isHexDigest reports whether s is 64 hex digits: a SHA-256 digest.
+func isHexDigest(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if !strings.ContainsRune("0123456789abcdefABCDEF", c) {
+			return false
+		}
+	}
+	return true
 }

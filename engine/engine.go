@@ -96,7 +96,7 @@ type Config struct {
 	Origins []string // allowed Origin values; empty allows all
 	// AdminIf decides whether a JWT's claims may use /api/*.
 	AdminIf func(claims map[string]any) bool
-	APIKeys []string
+	APIKeys []string // in clear, or "sha256:<hex>" of the key
 	Limits  Limits
 	Webhook WebhookLimits
 	Checks  map[string]Check
@@ -154,6 +154,7 @@ type Engine struct {
 	// their CONNECT (admitPreConnect).
 	preConnect atomic.Int64
 
+	apiKeys      apiKeys
 	webhookSlots chan struct{}
 	events       eventCounts
 
@@ -202,6 +203,10 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.pollLinger <= 0 {
 		cfg.pollLinger = pollLinger
 	}
+	keys, err := parseAPIKeys(cfg.APIKeys)
+	if err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
+	}
 	parts := cfg.Partitions
 	if parts <= 0 {
 		parts = runtime.GOMAXPROCS(0)
@@ -218,6 +223,7 @@ func New(cfg Config) (*Engine, error) {
 		router:       cfg.Router,
 		started:      time.Now(),
 		poller:       poller,
+		apiKeys:      keys,
 		webhookSlots: make(chan struct{}, cfg.Webhook.Concurrency),
 	}
 	e.pstore = cfg.PresenceStore

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"bytes"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -86,11 +85,9 @@ func (e *Engine) api(h http.HandlerFunc) http.HandlerFunc {
 			httpError(w, http.StatusUnauthorized, "unauthorized", "send Authorization: Bearer <API key or admin JWT>")
 			return
 		}
-		for _, k := range e.cfg.APIKeys {
-			if subtle.ConstantTimeCompare([]byte(k), []byte(tok)) == 1 {
-				h(w, r)
-				return
-			}
+		if e.apiKeys.match(tok) {
+			h(w, r)
+			return
 		}
 		ident, err := e.cfg.Auth.Authenticate(tok)
 		if err != nil {
