@@ -20,7 +20,7 @@ func TestAPIKeys(t *testing.T) {
 	}{
 		{"clear-key-0123456789", true},
 		{"hashed-key-0123456789", true},
-		{"sha256:" + digest, false}, // the digest is not the key
+		{"sha256:" + digest, false},   // the digest is not the key
 		{"SHA256:not-a-prefix", true}, // only "sha256:" in lower case is a digest
 		{"clear-key-012345678", false},
 		{"", false},
