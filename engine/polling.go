@@ -46,22 +46,23 @@ type pollSession struct {
 
 	opened time.Time
 
-	mu        sync.Mutex
-	pending   [][]byte // packets for the next GET
-	bytes     int
-	wake      chan struct{} // cap 1: a waiting GET has something, or the session ended
-	getting   bool
-	posting   bool
-	upgrading bool // a WebSocket has claimed the session's upgrade
-	ended     bool // no more packets: a GET takes what is left, then the session is gone
-	gone      bool // removed: every request gets "Session ID unknown"
-	blocked   bool // the transport refused frames: the owner is told when a GET takes
-	c         *conn
-	timer     *time.Timer // the connect timeout, until the CONNECT; then the linger after the end
-	slot      bool        // holds a place under limits.max_connections until its conn takes it
-	pre       bool        // counted in Engine.preConnect: not connected yet
-	beat      *time.Timer // the heartbeat before the CONNECT (then the conn's partition pings)
-	lastPost  time.Time   // before the CONNECT: the last POST, for the ping timeout
+	mu         sync.Mutex
+	pending    [][]byte // packets for the next GET
+	bytes      int
+	wake       chan struct{} // cap 1: a waiting GET has something, or the session ended
+	getting    bool
+	posting    bool
+	upgrading  bool // a WebSocket has claimed the session's upgrade
+	connecting bool // connect is running the open rules: the session is neither waiting nor a conn
+	ended      bool // no more packets: a GET takes what is left, then the session is gone
+	gone       bool // removed: every request gets "Session ID unknown"
+	blocked    bool // the transport refused frames: the owner is told when a GET takes
+	c          *conn
+	timer      *time.Timer // the connect timeout, until the CONNECT; then the linger after the end
+	slot       bool        // holds a place under limits.max_connections until its conn takes it
+	pre        bool        // counted in Engine.preConnect: not connected yet
+	beat       *time.Timer // the heartbeat before the CONNECT (then the conn's partition pings)
+	lastPost   time.Time   // before the CONNECT: the last POST, for the ping timeout
 }
 
 // pollLinger is how long an ended session waits for the GET that takes
@@ -471,6 +472,7 @@ func (s *pollSession) connect(r *http.Request, ident auth.Identity, hello *sioHe
 	s.req = nil    // it may hold the token
 	pre := s.pre
 	s.pre = false
+	s.connecting = true
 	s.mu.Unlock()
 	if pre {
 		e.preConnect.Add(-1)
@@ -483,10 +485,19 @@ func (s *pollSession) connect(r *http.Request, ident auth.Identity, hello *sioHe
 	c.part = e.hub.partFor(c.user)
 	c.rd.MaxMessage = e.cfg.SocketIO.MaxPayload
 	c.bucket.fill(now.UnixNano(), e.limits.ClientEventsBurst)
-	e.metrics.accepted.Inc()
 	s.mu.Lock()
+	s.connecting = false
+	if s.ended {
+		// Ended while the open rules ran (a second POST or GET): no conn.
+		// The close event gives the place back, as for a failed upgrade.
+		s.mu.Unlock()
+		e.publishOpen(open)
+		e.closeEvent(&ident, ws.StatusGoingAway)
+		return
+	}
 	s.c = c
 	s.mu.Unlock()
+	e.metrics.accepted.Inc()
 	c.part.jobs <- job{kind: jobAdd, c: c, rooms: open.rooms, leave: hello.replay, user: hello.since, hello: hello}
 	e.publishOpen(open)
 }
@@ -765,6 +776,11 @@ func (e *Engine) upgradePolling(w http.ResponseWriter, r *http.Request, sid stri
 		return
 	}
 	s.mu.Lock()
+	for s.connecting && !s.ended { // the CONNECT's open rules are running: wait for its conn
+		s.mu.Unlock()
+		time.Sleep(time.Millisecond)
+		s.mu.Lock()
+	}
 	c, slot, pre, ended := s.c, s.slot, s.pre, s.ended
 	var pending [][]byte
 	if c == nil && !ended {
@@ -775,6 +791,7 @@ func (e *Engine) upgradePolling(w http.ResponseWriter, r *http.Request, sid stri
 		s.pending, s.bytes = nil, 0
 		s.slot, s.pre, s.ended = false, false, true
 		s.timer.Stop()
+		s.beat.Stop()
 		s.signal()
 	}
 	s.mu.Unlock()
@@ -855,6 +872,9 @@ func (e *Engine) switchToWebSocket(s *pollSession, c *conn, hs *sioHandshake) {
 	defer cancel()
 	if !c.takeTurn(ctx) {
 		hs.closeWith(ws.StatusGoingAway, "connection closed")
+		s.mu.Lock()
+		s.upgrading = false // the client may try again, or go on polling
+		s.mu.Unlock()
 		return
 	}
 	var leftover []byte
@@ -878,6 +898,11 @@ func (e *Engine) switchToWebSocket(s *pollSession, c *conn, hs *sioHandshake) {
 			return
 		}
 		s.mu.Lock()
+		if s.ended { // ended meanwhile (a second GET or POST): nothing to move
+			s.mu.Unlock()
+			moved <- false
+			return
+		}
 		pending := s.pending
 		s.pending, s.bytes, s.ended = nil, 0, true
 		s.signal()

@@ -1,7 +1,9 @@
 package engine
 
 import (
+	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -175,4 +177,80 @@ func TestPollingPreConnectBounded(t *testing.T) {
 	c, _ := n.sioDial()
 	c.sendText("40" + `{"token":"` + strings.Repeat("a", maxPreConnect) + `"}`)
 	c.sioClosed(ws.StatusMessageTooBig)
+}
+
+// From the second review: a session ended while its CONNECT's open rules
+// run (a second POST, a racing upgrade) leaves no conn behind, gives its
+// place back, and every connection.open has its connection.close.
+
+func slowOpen(n *node, d time.Duration) {
+	n.router.onCtx = func(_ context.Context, ev *Event) {
+		if ev.Type == eventOpen {
+			time.Sleep(d)
+		}
+	}
+}
+
+func TestPollingEndDuringConnect(t *testing.T) {
+	n := startNode(t, shortLinger)
+	slowOpen(n, 300*time.Millisecond)
+	p, _ := n.pollOpen()
+	var wg sync.WaitGroup
+	wg.Go(func() { p.do("POST", p.url(), `40{"token":"`+userToken(t, "u1")+`"}`, nil) })
+	time.Sleep(100 * time.Millisecond) // inside the open rules
+	if status, _ := p.do("POST", p.url(), "3", nil); status != 400 {
+		t.Fatalf("a second POST: %d, want 400", status)
+	}
+	wg.Wait()
+	waitFor(t, 3*time.Second, "the place back and the close run", func() bool {
+		return n.e.slots.Load() == 0 && len(n.router.seen(eventClose)) == 1 && statsConns(n.e) == 0
+	})
+}
+
+func TestPollingRacingPostsLeakNothing(t *testing.T) {
+	n := startNode(t, shortLinger)
+	tok := userToken(t, "u1")
+	for range 100 {
+		p, _ := n.pollOpen()
+		var wg sync.WaitGroup
+		for _, body := range []string{`40{"token":"` + tok + `"}`, "3"} {
+			wg.Go(func() { p.do("POST", p.url(), body, nil) })
+		}
+		wg.Wait()
+		p.do("POST", p.url(), "1", nil)
+	}
+	waitFor(t, 5*time.Second, "every place back", func() bool {
+		return n.e.slots.Load() == 0 && statsConns(n.e) == 0 && pollCount(n.e) == 0
+	})
+	if o, c := len(n.router.seen(eventOpen)), len(n.router.seen(eventClose)); o != c {
+		t.Errorf("connection.open ran %d times, connection.close %d", o, c)
+	}
+}
+
+func TestPollingUpgradeDuringConnect(t *testing.T) {
+	n := startNode(t, shortLinger)
+	slowOpen(n, 400*time.Millisecond)
+	p, _ := n.pollOpen()
+	a := n.dialURL("ws://" + n.addr + "/socket.io/?EIO=4&transport=websocket&sid=" + p.sid)
+	a.sendText("2probe")
+	a.text()
+	var wg sync.WaitGroup
+	wg.Go(func() { p.do("POST", p.url(), `40{"token":"`+userToken(t, "u1")+`"}`, nil) })
+	time.Sleep(100 * time.Millisecond)
+	a.sendText("5") // waits for the CONNECT's conn, then moves it
+	waitFor(t, 3*time.Second, "the conn on the WebSocket", func() bool { return n.e.openFDs.Load() == 1 })
+	n.e.Publish("x", 1, Target{Users: []string{"u1"}}, true)
+	for {
+		if pkt := a.text(); strings.HasPrefix(pkt, "42") {
+			break
+		}
+	}
+	wg.Wait()
+	a.conn.Close()
+	waitFor(t, 5*time.Second, "closed, the place back", func() bool {
+		return n.e.slots.Load() == 0 && statsConns(n.e) == 0
+	})
+	if o, c := len(n.router.seen(eventOpen)), len(n.router.seen(eventClose)); o != 1 || c != 1 {
+		t.Errorf("connection.open ran %d times, connection.close %d; want once each", o, c)
+	}
 }

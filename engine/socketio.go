@@ -292,6 +292,10 @@ func (hs *sioHandshake) run() (auth.Identity, *sioHello, bool) {
 func (hs *sioHandshake) await(deadline time.Time) (auth.Identity, *sioHello, bool) {
 	e := hs.e
 	hs.nc.SetReadDeadline(deadline)
+	if e.stopping.Load() { // shutdown's deadline may have come before ours
+		hs.closeWith(ws.StatusGoingAway, "server shutting down")
+		return auth.Identity{}, nil, false
+	}
 	stop := hs.heartbeat()
 	defer stop()
 	for {
@@ -448,6 +452,9 @@ func (hs *sioHandshake) write(b []byte) bool {
 // closeWith sends the Engine.IO close packet and a close frame, then
 // closes the socket.
 func (hs *sioHandshake) closeWith(code ws.StatusCode, reason string) {
+	hs.wmu.Lock()
+	hs.stopped = true // no heartbeat after the close frame
+	hs.wmu.Unlock()
 	hs.write(append(append([]byte(nil), sioClose...), closeFrame(code, reason)...))
 	hs.nc.Close()
 }
