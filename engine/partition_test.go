@@ -135,9 +135,11 @@ func TestSaturatedPartitionDoesNotStopOtherReads(t *testing.T) {
 }
 
 // A slow consumer that stalls for longer than the write timeout and then
-// reads again finds a valid stream: every frame complete, then 4008.
+// reads again, within close_timeout, finds a valid stream: every frame
+// complete, then 4008. close_timeout is raised from 10 to 20 s so that
+// reading 4 MB under -race on a loaded machine fits in it.
 func TestSlowConsumerResumingLateGetsACleanClose(t *testing.T) {
-	n := startNode(t)
+	n := startNode(t, func(c *Config) { c.Limits.CloseTimeout = 20 * time.Second })
 	raw, err := net.Dial("tcp", n.addr)
 	if err != nil {
 		t.Fatal(err)
