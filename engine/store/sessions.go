@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tidwall/buntdb"
@@ -30,9 +31,9 @@ import (
 // of the sidecar's idle memory per connection. In the journal a user costs
 // their id and four bytes, and a batch one record. It is compacted when it
 // holds more than twice as many entries as users online, plus compactSlack:
-// replayed, rewritten as the users online in records of compactChunk, the
-// old records deleted, all in the transaction of the batch that crossed the
-// mark. So it stays within about twice the users online, and a compaction
+// replayed, rewritten as the users online in records of compactChunk (a
+// snapshot), the old records deleted, after the batch that crossed the
+// mark (compact). So it stays within about twice the users online, and a compaction
 // replays at most about three entries per entry written since the last
 // one: O(1) per transition, amortized. The count of users online is kept
 // as the transitions come (exact after a compaction); one repeated by the
@@ -43,6 +44,17 @@ import (
 // each), and a record costs about a hundred bytes beside its entries. So
 // every mergeRecords records since the last merge or compaction are merged
 // into one, in order, each entry merged once.
+//
+// Crash safety: buntdb writes a transaction's commands in no set order,
+// and a file cut short keeps a torn tail's whole commands, so a
+// transaction may survive a power cut in part. Compaction and merging are
+// therefore each two transactions, the new records first and the old ones
+// deleted after, and a snapshot's records count only when all of them
+// are there; any part of either that survives alone changes no session.
+// A compaction that fails (a full disk) is retried when the journal has
+// doubled, not on every batch. It holds the store's write lock while it
+// replays: about 25 ms at 30,000 users online, 65 ms at 100,000 (an
+// outside review's measurement on this machine).
 const (
 	compactSlack = 1024
 	compactChunk = 1024
@@ -88,6 +100,7 @@ type journal struct {
 	entries int    // entries in all records
 	online  int    // users online: exact after a compaction or the load, counted since (+1, -1)
 	tail    uint64 // seq of the first record since the last merge or compaction
+	retryAt int    // after a failed compaction: not again before entries reach it
 }
 
 func sessionKey(user string) string { return prefixPresenceSession + user }
@@ -156,18 +169,27 @@ func (s *Store) ApplySessions(changes []SessionChange) error {
 				}
 			}
 		}
-		switch {
-		case j.entries >= 2*j.online+compactSlack:
-			return true, s.compact(tx, &j, &bad)
-		case j.next-j.tail >= mergeRecords:
-			return true, mergeTail(tx, &j, &bad)
-		}
 		return true, nil
 	})
 	if err != nil {
 		return fmt.Errorf("presence apply sessions: %w", err)
 	}
 	s.j = j
+	// The batch is kept. Compaction and merging run in transactions of
+	// their own, each safe to cut short at any byte (buntdb writes a
+	// transaction's commands in no set order, and a torn tail keeps some
+	// of them): a failure there loses nothing, and is retried later.
+	switch {
+	case s.j.entries >= 2*s.j.online+compactSlack && s.j.entries >= s.j.retryAt:
+		if err := s.compact(&bad); err != nil {
+			s.j.retryAt = 2*s.j.entries + compactSlack // not on every batch while the disk is full
+			s.log.Warn("presence: journal compaction failed; retried later", "path", s.path, "err", err)
+		}
+	case s.j.next-s.j.tail >= mergeRecords:
+		if err := s.mergeTail(&bad); err != nil {
+			s.log.Warn("presence: journal merge failed; retried later", "path", s.path, "err", err)
+		}
+	}
 	bad.warn(s, "presence: journal records that do not decode dropped by compaction")
 	return nil
 }
@@ -299,101 +321,199 @@ type journalStats struct {
 // not decode, and entries that are neither "+user" nor "-user", are
 // skipped and counted in bad.
 func replayJournal(tx *buntdb.Tx, bad *skipped) (map[string]struct{}, journalStats, error) {
-	online := make(map[string]struct{})
-	var st journalStats
-	var entries []string
+	type record struct {
+		key     string
+		entries []string
+		snap    string // the snapshot it is a chunk of; "" for a batch
+	}
+	var (
+		st      journalStats
+		records []record
+		chunks  = map[string]int{} // snapshot → chunks found
+		sizes   = map[string]int{} // snapshot → chunks it has
+	)
 	err := ascendPrefix(tx, prefixPresenceJournal, func(key, val string) {
 		st.keys = append(st.keys, key)
-		if seq, err := strconv.ParseUint(key[len(prefixPresenceJournal):], 16, 64); err == nil && seq >= st.next {
-			st.next = seq + 1
+		hexSeq := key[len(prefixPresenceJournal):]
+		seq, err := strconv.ParseUint(hexSeq, 16, 64)
+		if err != nil || len(hexSeq) != 16 {
+			bad.add(key, errors.New("not a journal key")) // out of order: replaying it would misplace it
+			return
 		}
-		entries = entries[:0]
+		st.next = max(st.next, seq+1)
+		var entries []string
 		if err := json.Unmarshal([]byte(val), &entries); err != nil {
 			bad.add(key, err)
 			return
 		}
-		st.entries += len(entries)
-		for _, e := range entries {
+		r := record{key: key, entries: entries}
+		if len(entries) > 0 && strings.HasPrefix(entries[0], "=") {
+			var first uint64
+			var i, n int
+			if _, err := fmt.Sscanf(entries[0], "=%x/%d/%d", &first, &i, &n); err != nil || n < 1 || i >= n {
+				bad.add(key, fmt.Errorf("snapshot mark %q", entries[0]))
+				return
+			}
+			r.snap, r.entries = fmt.Sprintf("%x", first), entries[1:]
+			chunks[r.snap]++
+			sizes[r.snap] = n
+		}
+		st.entries += len(r.entries)
+		records = append(records, r)
+	})
+	online := make(map[string]struct{})
+	started := map[string]bool{}
+	for _, r := range records {
+		if r.snap != "" {
+			if chunks[r.snap] != sizes[r.snap] {
+				continue // a snapshot cut short: the records before it still say it all
+			}
+			if !started[r.snap] {
+				started[r.snap] = true
+				clear(online) // a whole snapshot: the users online, from here on
+			}
+		}
+		for _, e := range r.entries {
 			switch {
 			case len(e) < 2:
-				bad.add(key, fmt.Errorf("entry %q", e))
+				bad.add(r.key, fmt.Errorf("entry %q", e))
 			case e[0] == '+':
 				online[e[1:]] = struct{}{}
 			case e[0] == '-':
 				delete(online, e[1:])
 			default:
-				bad.add(key, fmt.Errorf("entry %q", e))
+				bad.add(r.key, fmt.Errorf("entry %q", e))
 			}
 		}
-	})
+	}
 	return online, st, err
 }
 
-// compact rewrites the journal as the users it has online, in tx, and
-// updates j.
-func (s *Store) compact(tx *buntdb.Tx, j *journal, bad *skipped) error {
-	online, st, err := replayJournal(tx, bad)
-	if err != nil {
-		return err
-	}
-	for _, key := range st.keys {
-		if _, err := tx.Delete(key); err != nil {
-			return err
-		}
-	}
-	users := make([]string, 0, len(online))
-	for u := range online {
-		users = append(users, "+"+u)
-	}
-	slices.Sort(users)
-	for chunk := range slices.Chunk(users, compactChunk) {
-		val, err := json.Marshal(chunk)
+// compact rewrites the journal as the users it has online, in two
+// transactions, each safe to cut short anywhere. First the snapshot, in
+// records after every other, each chunk marked with the snapshot's first
+// seq, its index and their count ("=<seq>/<i>/<n>"): replay takes a
+// snapshot only when all its chunks are there, and then starts from it.
+// Then the records before it are deleted: any of them left behind is
+// overridden by the snapshot. Called with s.jmu held; updates s.j.
+func (s *Store) compact(bad *skipped) error {
+	j := s.j
+	first := j.next
+	var users []string
+	err := s.write(func(tx *buntdb.Tx) (bool, error) {
+		online, _, err := replayJournal(tx, bad)
 		if err != nil {
-			return err
+			return false, err
 		}
-		if _, _, err := tx.Set(journalKey(j.next), string(val), nil); err != nil {
-			return err
+		users = make([]string, 0, len(online))
+		for u := range online {
+			users = append(users, "+"+u)
 		}
-		j.next++
-	}
-	j.entries, j.online, j.tail = len(users), len(users), j.next
-	return nil
-}
-
-// mergeTail merges the records from j.tail on into one, in tx. A record
-// that does not decode is dropped (counted in bad).
-func mergeTail(tx *buntdb.Tx, j *journal, bad *skipped) error {
-	var (
-		keys, merged, entries []string
-	)
-	err := tx.AscendRange("", journalKey(j.tail), prefixEnd(prefixPresenceJournal), func(key, val string) bool {
-		keys = append(keys, key)
-		entries = entries[:0]
-		if err := json.Unmarshal([]byte(val), &entries); err != nil {
-			bad.add(key, err)
-			return true
+		slices.Sort(users)
+		n := max((len(users)+compactChunk-1)/compactChunk, 1)
+		next := first
+		for i := range n {
+			chunk := users[min(i*compactChunk, len(users)):min((i+1)*compactChunk, len(users))]
+			rec := append([]string{fmt.Sprintf("=%x/%d/%d", first, i, n)}, chunk...)
+			val, err := json.Marshal(rec)
+			if err != nil {
+				return false, err
+			}
+			if _, _, err := tx.Set(journalKey(next), string(val), nil); err != nil {
+				return false, err
+			}
+			next++
 		}
-		merged = append(merged, entries...)
-		return true
+		j.next = next
+		return true, nil
 	})
 	if err != nil {
 		return err
 	}
-	for _, key := range keys {
-		if _, err := tx.Delete(key); err != nil {
-			return err
-		}
+	j.entries += len(users)
+	j.online, j.tail, j.retryAt = len(users), j.next, 0
+	s.j = j
+	if err := s.deleteBefore(first); err != nil {
+		return err
 	}
-	val, err := json.Marshal(merged)
+	s.j.entries = len(users)
+	return nil
+}
+
+// deleteBefore deletes the journal records before seq, in one
+// transaction.
+func (s *Store) deleteBefore(seq uint64) error {
+	return s.write(func(tx *buntdb.Tx) (bool, error) {
+		var keys []string
+		err := tx.AscendRange("", prefixPresenceJournal, journalKey(seq), func(key, _ string) bool {
+			keys = append(keys, key)
+			return true
+		})
+		if err != nil {
+			return false, err
+		}
+		for _, key := range keys {
+			if _, err := tx.Delete(key); err != nil {
+				return false, err
+			}
+		}
+		return len(keys) > 0, nil
+	})
+}
+
+// mergeTail merges the records from s.j.tail on into one, in two
+// transactions: the merged record first, after them (replaying the same
+// changes twice in a row gives the same users online), then the old ones
+// deleted. A record that does not decode is dropped (counted in bad).
+// Called with s.jmu held; updates s.j.
+func (s *Store) mergeTail(bad *skipped) error {
+	j := s.j
+	from := j.tail
+	err := s.write(func(tx *buntdb.Tx) (bool, error) {
+		var merged, entries []string
+		err := tx.AscendRange("", journalKey(from), prefixEnd(prefixPresenceJournal), func(key, val string) bool {
+			entries = entries[:0]
+			if err := json.Unmarshal([]byte(val), &entries); err != nil {
+				bad.add(key, err)
+				return true
+			}
+			merged = append(merged, entries...)
+			return true
+		})
+		if err != nil {
+			return false, err
+		}
+		val, err := json.Marshal(merged)
+		if err != nil {
+			return false, err
+		}
+		if _, _, err := tx.Set(journalKey(j.next), string(val), nil); err != nil {
+			return false, err
+		}
+		return true, nil
+	})
 	if err != nil {
 		return err
 	}
-	if _, _, err := tx.Set(journalKey(j.next), string(val), nil); err != nil {
-		return err
-	}
-	j.next++
-	j.tail = j.next
-	return nil
+	merged := j.next
+	s.j.next++
+	s.j.tail = s.j.next
+	return s.write(func(tx *buntdb.Tx) (bool, error) {
+		var keys []string
+		err := tx.AscendRange("", journalKey(from), journalKey(merged), func(key, _ string) bool {
+			keys = append(keys, key)
+			return true
+		})
+		if err != nil {
+			return false, err
+		}
+		for _, key := range keys {
+			if _, err := tx.Delete(key); err != nil {
+				return false, err
+			}
+		}
+		return len(keys) > 0, nil
+	})
 }
 
 // ascendPrefix calls fn for every key with prefix, in key order.

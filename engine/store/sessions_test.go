@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -197,6 +198,71 @@ func BenchmarkApplySessions(b *testing.B) {
 		}
 		if err := s.ApplySessions(batch); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// A compaction cut short at any byte (power loss; buntdb writes a
+// transaction's commands in no set order, and keeps a torn tail's whole
+// commands) leaves the sessions as they were before the batch that
+// triggered it, or after: never users lost, never ghosts.
+func TestJournalCompactionCutShortAnywhere(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "node.db")
+	s := openT(t, path, Options{Sync: "always"})
+	model := map[string]bool{}
+	apply := func(changes ...SessionChange) {
+		applyT(t, s, changes...)
+		for _, c := range changes {
+			if c.Online {
+				model[c.User] = true
+			} else {
+				delete(model, c.User)
+			}
+		}
+	}
+	snapshot := func() []string {
+		var out []string
+		for u := range model {
+			out = append(out, u)
+		}
+		slices.Sort(out)
+		return out
+	}
+	// Online users, then churn up to just below the compaction mark.
+	for i := range 1500 {
+		apply(online(fmt.Sprintf("u%d", i), t1))
+	}
+	for i := 0; s.j.entries+2 < 2*s.j.online+compactSlack; i++ {
+		apply(offline(fmt.Sprintf("u%d", i), t1), online(fmt.Sprintf("u%d", i), t1))
+	}
+	before := snapshot()
+	fi, _ := os.Stat(path)
+	start := fi.Size()
+	records0, _ := journalSize(t, s)
+	apply(offline("u7", t2), online("new", t2)) // crosses the mark: compacts
+	after := snapshot()
+	if records, _ := journalSize(t, s); records >= records0 {
+		t.Fatalf("no compaction: %d records, from %d", records, records0)
+	}
+	closeT(t, s)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := int64(len(data))
+	for k := range 40 {
+		cut := start + (end-start)*int64(k)/40
+		p := filepath.Join(dir, fmt.Sprintf("cut-%d.db", k))
+		if err := os.WriteFile(p, data[:cut], 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c := openT(t, p, Options{})
+		got := sessionUsers(t, c)
+		closeT(t, c)
+		if !slices.Equal(got, before) && !slices.Equal(got, after) {
+			t.Fatalf("cut at %d of %d..%d: %d users, want the %d before or the %d after; %s",
+				cut, start, end, len(got), len(before), len(after), diff(got, after))
 		}
 	}
 }
