@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -82,6 +83,17 @@ func TestDiskFullDeliveryGoesOn(t *testing.T) {
 	if ack := c.mustAck(2); ack["ok"] != true {
 		t.Fatalf("updateStatus once space freed: %v", ack)
 	}
+	// u2's session, refused with the disk full, is kept with the next
+	// change: after a crash u2 would otherwise be online for good.
+	n.dial("u3")
+	waitFor(t, 2*time.Second, "u2's and u3's sessions stored", func() bool {
+		ss, _ := st.Sessions()
+		var users []string
+		for _, s := range ss {
+			users = append(users, s.User)
+		}
+		return slices.Contains(users, "u2") && slices.Contains(users, "u3")
+	})
 	// The replay says what it lost: the event that was not kept.
 	r := n.dialSince("u1", since)
 	if evs, recovered := r.replayed(); len(evs) != 1 || evs[0]["data"] != "kept again" || recovered {

@@ -260,6 +260,10 @@ type presenceChange struct {
 // presenceWriter keeps the sessions in the store and hands transitions to
 // the rules, in the order the partitions made them. Partitions push
 // without blocking; the queue holds at most a few changes per user.
+// maxUnsaved bounds the session changes kept while the store refuses
+// them.
+const maxUnsaved = 100_000
+
 type presenceWriter struct {
 	e    *Engine
 	mu   sync.Mutex
@@ -269,6 +273,11 @@ type presenceWriter struct {
 	// store but no longer run through the rules (unix nanos; 0: none).
 	deadline atomic.Int64
 	dropped  int // transitions not run for the deadline; written by run
+	// unsaved are sessions changes the store refused (a full disk), kept,
+	// in order, for the next batch: a user told online whose session was
+	// not kept would be a ghost after a crash. Written by run; at most
+	// maxUnsaved, the oldest dropped past it (logged).
+	unsaved  []store.SessionChange
 	wake     chan struct{}
 	done     chan struct{}
 }
@@ -382,13 +391,22 @@ func (w *presenceWriter) write(batch []presenceChange) {
 			told = append(told, ch.user)
 		}
 	}
+	if len(w.unsaved) > 0 && len(changes) > 0 {
+		changes = append(w.unsaved, changes...)
+	}
 	if len(changes) == 0 {
 		// Only work to run in order.
 	} else if err := e.pstore.ApplySessions(changes); err != nil {
 		e.metrics.presenceStoreErrors.Inc()
+		if n := len(changes) - maxUnsaved; n > 0 {
+			changes = changes[n:] // the oldest go: their users' later changes are kept
+		}
+		w.unsaved = append(w.unsaved[:0:0], changes...)
 		e.ruleLog.limited.log("presence:store", func(suppressed int) {
-			e.log.Error("presence sessions not stored", "changes", len(changes), "err", err, "suppressed", suppressed)
+			e.log.Error("presence sessions not stored; kept for the next batch", "changes", len(changes), "err", err, "suppressed", suppressed)
 		})
+	} else {
+		w.unsaved = nil
 	}
 	var recs map[string]store.UserRecord
 	if len(told) > 0 {
@@ -506,6 +524,11 @@ func (e *Engine) handOffPresence(deadline time.Time) {
 		<-done
 	}
 	e.presence.close(deadline)
+	if u := e.presence.unsaved; len(u) > 0 { // the writer has stopped: its last refused changes, once more
+		if err := e.pstore.ApplySessions(u); err != nil {
+			e.log.Error("presence sessions not stored at shutdown", "changes", len(u), "err", err)
+		}
+	}
 	if len(ends) == 0 {
 		return
 	}
