@@ -277,9 +277,9 @@ type presenceWriter struct {
 	// in order, for the next batch: a user told online whose session was
 	// not kept would be a ghost after a crash. Written by run; at most
 	// maxUnsaved, the oldest dropped past it (logged).
-	unsaved  []store.SessionChange
-	wake     chan struct{}
-	done     chan struct{}
+	unsaved []store.SessionChange
+	wake    chan struct{}
+	done    chan struct{}
 }
 
 func (w *presenceWriter) init(e *Engine) {
