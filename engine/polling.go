@@ -400,12 +400,17 @@ var errPollEnded = errors.New("the session ended")
 // the WebSocket handshake does (sioHandshake.run), with the answers
 // queued for the next GET.
 func (s *pollSession) beforeConnect(r *http.Request, body []byte) error {
-	return sio.SplitPayload(body, func(pkt sio.Packet) error {
+	var rest []byte // what follows a CONNECT in this body: the conn's, fed at once
+	err := sio.SplitPayload(body, func(pkt sio.Packet) error {
 		s.mu.Lock()
 		connected := s.c != nil
 		s.mu.Unlock()
-		if connected { // a CONNECT earlier in this body: the rest goes to the conn
-			return s.feed(r.Context(), s.c, sio.AppendPacket(nil, pkt))
+		if connected {
+			if len(rest) > 0 {
+				rest = append(rest, sio.Separator)
+			}
+			rest = sio.AppendPacket(rest, pkt)
+			return nil
 		}
 		switch pkt.Type {
 		case sio.Message:
@@ -453,6 +458,13 @@ func (s *pollSession) beforeConnect(r *http.Request, body []byte) error {
 		s.connect(r, ident, a.hello())
 		return nil
 	})
+	if err != nil || len(rest) == 0 {
+		return err
+	}
+	s.mu.Lock()
+	c := s.c
+	s.mu.Unlock()
+	return s.feed(r.Context(), c, rest)
 }
 
 // connect makes the session a conn: the open rules, then the conn indexed

@@ -321,3 +321,15 @@ func TestPollingThousandSessionsTimeOut(t *testing.T) {
 		return statsConns(n.e) == 0 && pollCount(n.e) == 0 && n.e.slots.Load() == 0
 	})
 }
+
+// A CONNECT and events in one POST: the events go to the new conn, after
+// its CONNECT answer.
+func TestPollingConnectAndEventsInOnePost(t *testing.T) {
+	n := startNode(t)
+	p, _ := n.pollOpen()
+	p.post(`40{"token":"`+userToken(t, "u1")+`"}`, `421["typing",{}]`, `422["typing",{}]`)
+	got := p.getUntil(3, nil)
+	if !strings.HasPrefix(got[0], "40{") || got[1] != `431[{"ok":true}]` || got[2] != `432[{"ok":true}]` {
+		t.Fatalf("after one POST: %q", got)
+	}
+}
