@@ -96,7 +96,7 @@ func (r *reader) reset() {
 // (true).
 func (r *reader) drain(c *conn) bool {
 	if c.fd < 0 {
-		// A long-polling conn: its messages come with POSTs (polling.go).
+		// A long-polling conn: its messages come with POSTs (pollio.go).
 		// The turn's holder may touch c.tr: it changes only at the
 		// upgrade, which holds the turn.
 		if t, ok := c.tr.(*pollTransport); ok && t.s.isEnded() {

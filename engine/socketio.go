@@ -503,3 +503,28 @@ func (h *handshakes) close() {
 		c.SetDeadline(time.Now())
 	}
 }
+
+func decodeSIOAuth(data []byte) sioAuth {
+	var a sioAuth
+	if len(data) > 0 {
+		json.Unmarshal(data, &a) // an object (ParseSIO); fields of other types stay empty
+	}
+	return a
+}
+
+// hello is what a CONNECT with a as its auth asks of its partition.
+func (a sioAuth) hello() *sioHello {
+	h := &sioHello{sid: newSID(), pid: a.PID}
+	switch {
+	case a.Offset != "":
+		h.since, h.replay = a.Offset, true
+	case a.PID != "":
+		h.since, h.replay = a.PID, true
+	}
+	return h
+}
+
+func sioConnectError(err error) []byte {
+	data, _ := json.Marshal(map[string]string{"code": "unauthorized", "reason": err.Error()})
+	return sio.AppendConnectError(nil, "/", "unauthorized", data)
+}

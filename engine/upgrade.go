@@ -196,6 +196,13 @@ func (e *Engine) attach(fd int, ident *auth.Identity, open *opening, response, l
 		e.endReader(c, ws.StatusInternalServerError, "internal error")
 		return
 	}
+	e.startReading(c, leftover, now.UnixNano())
+}
+
+// startReading reads the bytes that came with c's handshake, holding its
+// read turn, then gives the turn to the read workers for whatever arrived
+// since (unless the leftover's messages took it to the rule pool).
+func (e *Engine) startReading(c *conn, leftover []byte, now int64) {
 	if len(leftover) > 0 {
 		r := e.readers.Get().(*reader)
 		r.begin(c)
@@ -207,11 +214,8 @@ func (e *Engine) attach(fd int, ident *auth.Identity, open *opening, response, l
 			return
 		}
 	}
-	// Whatever arrived since the upgrade: the read workers take it.
-	c.readyAt = now.UnixNano()
-	if !e.ready.push(c) {
-		e.endReader(c, 0, "")
-	}
+	c.readyAt = now
+	e.resumeRead(c)
 }
 
 // detach takes the socket away from Go's network poller: it duplicates the
