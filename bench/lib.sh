@@ -1,4 +1,30 @@
-# Shared by bench/run.sh and bench/webhooks.sh; source it.
+# Shared by the bench scripts; source it.
+
+# results_dir NAME: $out is the -o directory, or a new one under
+# bench/results/tmp/ named NAME-<time>, made and absolute.
+results_dir() {
+	out=${out:-$root/bench/results/tmp/$1-$(date -u +%Y%m%dT%H%M%SZ)}
+	mkdir -p "$out"
+	out=$(cd "$out" && pwd)
+}
+
+# bench_defaults: the address and the token secret the server and loadgen
+# share (exported), and $port.
+bench_defaults() {
+	export SIDECAR_LISTEN=${SIDECAR_LISTEN:-127.0.0.1:8080}
+	export SIDECAR_AUTH__JWT_SECRET=${SIDECAR_AUTH__JWT_SECRET:-bench-secret-0123456789abcdef0123456789}
+	port=${SIDECAR_LISTEN##*:}
+}
+
+# need_loadgen: $tmp, a scratch directory, and $LOADGEN, built from
+# ./cmd/loadgen into it unless set.
+need_loadgen() {
+	tmp=$(mktemp -d)
+	if [[ -z ${LOADGEN:-} ]]; then
+		LOADGEN=$tmp/loadgen
+		(cd "$root" && go build -o "$LOADGEN" ./cmd/loadgen)
+	fi
+}
 
 # start_server NAME LOG CMD...: start CMD in the background with its output
 # in LOG, wait (up to 30 s) until something listens on $port, and set

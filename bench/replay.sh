@@ -43,20 +43,12 @@ fi
 root=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=bench/lib.sh
 source "$root/bench/lib.sh"
-out=${out:-$root/bench/results/tmp/replay-$(date -u +%Y%m%dT%H%M%SZ)}
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
-export SIDECAR_LISTEN=${SIDECAR_LISTEN:-127.0.0.1:8080}
-export SIDECAR_AUTH__JWT_SECRET=${SIDECAR_AUTH__JWT_SECRET:-bench-secret-0123456789abcdef0123456789}
+results_dir replay
+bench_defaults
 export SIDECAR_API__KEYS=${SIDECAR_API__KEYS:-bench-key-0123456789}
 export SIDECAR_REPLAY__MAX_EVENTS=${SIDECAR_REPLAY__MAX_EVENTS:-1000}
 export SIDECAR_RULES__WATCH=${SIDECAR_RULES__WATCH:-false}
-port=${SIDECAR_LISTEN##*:}
-tmp=$(mktemp -d)
-if [[ -z ${LOADGEN:-} ]]; then
-	LOADGEN=$tmp/loadgen
-	(cd "$root" && go build -o "$LOADGEN" ./cmd/loadgen)
-fi
+need_loadgen
 server_go=$(go_version_of "$@")
 store=${SIDECAR_STORE__PATH:-}
 [[ -n $store && $store != :memory: ]] && store="file $(basename "$store"), sync ${SIDECAR_STORE__SYNC:-everysecond}"

@@ -45,17 +45,11 @@ fi
 root=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=bench/lib.sh
 source "$root/bench/lib.sh"
-export SIDECAR_LISTEN=${SIDECAR_LISTEN:-127.0.0.1:8080}
-export SIDECAR_AUTH__JWT_SECRET=${SIDECAR_AUTH__JWT_SECRET:-bench-secret-0123456789abcdef0123456789}
+bench_defaults
 export SIDECAR_API__KEYS=${SIDECAR_API__KEYS:-bench-key-0123456789}
-port=${SIDECAR_LISTEN##*:}
 out=${out:-$root/bench/results/tmp/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
-tmp=$(mktemp -d)
-if [[ -z ${LOADGEN:-} ]]; then
-	LOADGEN=$tmp/loadgen
-	(cd "$root" && go build -o "$LOADGEN" ./cmd/loadgen)
-fi
+need_loadgen
 
 # The server's Go version, when the command names a Go binary.
 bin=$1

@@ -41,23 +41,15 @@ shift $((OPTIND - 1))
 root=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=bench/lib.sh
 source "$root/bench/lib.sh"
-out=${out:-$root/bench/results/tmp/webhooks-$(date -u +%Y%m%dT%H%M%SZ)}
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
-export SIDECAR_LISTEN=${SIDECAR_LISTEN:-127.0.0.1:8080}
-export SIDECAR_AUTH__JWT_SECRET=${SIDECAR_AUTH__JWT_SECRET:-bench-secret-0123456789abcdef0123456789}
+results_dir webhooks
+bench_defaults
 export SIDECAR_WEBHOOKS__SECRETS=${SIDECAR_WEBHOOKS__SECRETS:-whsec_YmVuY2gtd2ViaG9vay1zZWNyZXQtMDEyMzQ1Njc4OWFi}
 own_store=""
 [[ -z ${SIDECAR_STORE__PATH:-} ]] && own_store=1
 export SIDECAR_STORE__PATH=${SIDECAR_STORE__PATH:-$out/bench.db}
 export SIDECAR_LIMITS__MAX_CONNECTIONS=${SIDECAR_LIMITS__MAX_CONNECTIONS:-20000}
 export SIDECAR_RULES__WATCH=${SIDECAR_RULES__WATCH:-false}
-port=${SIDECAR_LISTEN##*:}
-tmp=$(mktemp -d)
-if [[ -z ${LOADGEN:-} ]]; then
-	LOADGEN=$tmp/loadgen
-	(cd "$root" && go build -o "$LOADGEN" ./cmd/loadgen)
-fi
+need_loadgen
 if [[ $# -eq 0 ]]; then
 	(cd "$root" && go build -o "$tmp/sidecar" ./cmd/sidecar)
 	set -- "$tmp/sidecar" serve --config "$root/config.example.yaml"
