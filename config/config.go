@@ -10,6 +10,7 @@ import (
 
 	"github.com/sidecar/sidecar/engine"
 	"github.com/sidecar/sidecar/engine/auth"
+	"github.com/sidecar/sidecar/engine/cluster"
 	"github.com/sidecar/sidecar/engine/forward"
 	"github.com/sidecar/sidecar/engine/webhook"
 	"github.com/sidecar/sidecar/rules"
@@ -134,6 +135,14 @@ type SocketIO struct {
 // Broker is the broker section: one node or several.
 type Broker struct {
 	RedisURL string `koanf:"redis_url"`
+	// OnUnavailable is what a node does when Redis does not answer at
+	// start: "start" alone (degraded) and join when it answers, or "refuse".
+	OnUnavailable     string        `koanf:"on_unavailable"`
+	NodeID            string        `koanf:"node_id"` // empty: host-pid-random
+	Prefix            string        `koanf:"prefix"`  // of Redis keys and channels
+	HeartbeatInterval time.Duration `koanf:"heartbeat_interval"`
+	NodeTimeout       time.Duration `koanf:"node_timeout"`  // a node silent this long is dead: its users go offline
+	PublishQueue      int           `koanf:"publish_queue"` // envelopes waiting for Redis; past it, dropped and counted
 }
 
 // Limits is the limits section: what one node and one connection may use.
@@ -161,6 +170,7 @@ type Limits struct {
 // limits.* are still literals here.
 func Default() Config {
 	el, wl, sl := engine.DefaultLimits(), engine.DefaultWebhookLimits(), engine.DefaultSocketIO()
+	bd := cluster.Defaults()
 	return Config{
 		Listen: ":8080",
 		Log:    Log{Level: "info", Format: "text"},
@@ -200,6 +210,13 @@ func Default() Config {
 			TTL:       24 * time.Hour,
 			Events:    []string{"*"},
 			Exclude:   []string{"userTyping", "userOnline", "userOffline", "statusUpdated"},
+		},
+		Broker: Broker{
+			OnUnavailable:     "start",
+			Prefix:            bd.Prefix,
+			HeartbeatInterval: bd.Heartbeat,
+			NodeTimeout:       bd.NodeTimeout,
+			PublishQueue:      bd.PublishQueue,
 		},
 		SocketIO: SocketIO{
 			PingInterval:   sl.PingInterval,

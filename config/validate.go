@@ -209,6 +209,20 @@ func (c *Config) Validate() error {
 			bad("broker.redis_url", "must be redis://host:port or rediss://host:port")
 		}
 	}
+	if b := c.Broker; b.OnUnavailable != "start" && b.OnUnavailable != "refuse" {
+		bad("broker.on_unavailable", "must be start or refuse, not %q", b.OnUnavailable)
+	}
+	if strings.ContainsAny(c.Broker.Prefix, "{} ") || c.Broker.Prefix == "" {
+		bad("broker.prefix", "must be a non-empty word without braces or spaces, not %q", c.Broker.Prefix)
+	}
+	if strings.ContainsAny(c.Broker.NodeID, "{} :") {
+		bad("broker.node_id", "must have no braces, spaces or colons, not %q", c.Broker.NodeID)
+	}
+	positiveDur("broker.heartbeat_interval", c.Broker.HeartbeatInterval)
+	positive("broker.publish_queue", int64(c.Broker.PublishQueue))
+	if c.Broker.NodeTimeout < 2*c.Broker.HeartbeatInterval {
+		bad("broker.node_timeout", "must be at least twice broker.heartbeat_interval (%s), not %s", c.Broker.HeartbeatInterval, c.Broker.NodeTimeout)
+	}
 
 	l := c.Limits
 	positive("limits.max_connections", int64(l.MaxConnections))

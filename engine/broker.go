@@ -1,6 +1,11 @@
 package engine
 
-import "context"
+import (
+	"context"
+	"time"
+
+	"github.com/sidecar/sidecar/engine/store"
+)
 
 // Message is one event on its way to its recipients: its data encoded as
 // JSON once, by the publisher, and framed per protocol by each hub that
@@ -10,6 +15,10 @@ type Message struct {
 	Event string // event name clients receive
 	Data  []byte // valid UTF-8 JSON
 	To    Target
+	// Remote is set on a message another node published, which a cluster
+	// broker delivers here: it was kept for replay where it was published,
+	// its ID is that node's, and it is neither kept nor stamped here.
+	Remote bool
 }
 
 // A Broker carries what the pipeline decided, events and room changes, to
@@ -24,6 +33,35 @@ type Broker interface {
 	Publish(ctx context.Context, m *Message, wait bool) (delivered int, err error)
 	// Rooms makes every connection of user join rooms, or leave them.
 	Rooms(ctx context.Context, user string, leave bool, rooms []string) error
+}
+
+// A UserRouter is a Broker that routes by user, across nodes: it is told
+// which users have a connection on this node, to receive what is sent to
+// them elsewhere. Here is called by the partition that owns user, when
+// their first connection here opens (here) and when their last one closes;
+// it must not block.
+type UserRouter interface {
+	Here(user string, here bool)
+}
+
+// ClusterPresence shares presence among nodes: a user is online while any
+// node holds a connection of theirs. Nil: the node decides alone.
+type ClusterPresence interface {
+	// Apply records this node's session changes, in order, and reports for
+	// each whether the user's presence in the cluster changed with it (their
+	// first node: online; their last: offline), the only changes the rules
+	// hear of. On error, the node decides alone for this batch.
+	Apply(changes []store.SessionChange) (changed []bool, err error)
+	// Online reports which of users have a session on some node.
+	Online(users []string) (map[string]bool, error)
+}
+
+// TellPresence runs a presence transition that another part of the cluster
+// decided (a dead node's user, whom no node holds any more, goes offline;
+// a user this node holds comes back online after an outage) through the
+// rules, in order with the node's own. It is not a session change here.
+func (e *Engine) TellPresence(user string, online bool, at time.Time) {
+	e.presence.push(presenceChange{user: user, online: online, at: at, decided: true})
 }
 
 // Hub is this node's index of connections, as a broker sees it: where it

@@ -88,8 +88,11 @@ type Config struct {
 	Forwarder Outbox // nil: a forward is an error
 	Webhooks  *webhook.Verifier
 	// NewBroker builds the broker between the pipeline and the hubs, given
-	// this node's hub. Nil: the local broker (one node).
+	// this node's hub. Nil: the local broker (one node). A broker that is a
+	// UserRouter is told which users are here.
 	NewBroker func(local Hub) (Broker, error)
+	// ClusterPresence shares presence with the other nodes; nil: none.
+	ClusterPresence ClusterPresence
 	// Metrics is where the engine registers its collectors; /metrics
 	// serves it. Nil: a private registry.
 	Metrics *prometheus.Registry
@@ -116,14 +119,16 @@ type Config struct {
 
 // Engine is one sidecar node. Build it with New, run it with Serve.
 type Engine struct {
-	cfg     Config
-	log     *slog.Logger
-	limits  Limits
-	router  Router
-	broker  Broker
-	metrics *metrics
-	ruleLog ruleLog
-	started time.Time
+	cfg    Config
+	log    *slog.Logger
+	limits Limits
+	router Router
+	broker Broker
+	// userRouter is the broker, if it routes by user (nil: it does not).
+	userRouter UserRouter
+	metrics    *metrics
+	ruleLog    ruleLog
+	started    time.Time
 	// runCtx is the context of work that is not a request's: client and
 	// lifecycle events, forwards. It ends when Serve has drained them.
 	runCtx  context.Context
@@ -258,6 +263,7 @@ func New(cfg Config) (*Engine, error) {
 			poller.Release()
 			return nil, fmt.Errorf("engine: broker: %w", err)
 		}
+		e.userRouter, _ = e.broker.(UserRouter)
 	}
 	return e, nil
 }

@@ -323,16 +323,21 @@ func (e *Engine) serveReady(w http.ResponseWriter, r *http.Request) {
 	} else {
 		checks["store"] = check{Ready: true}
 	}
+	degraded := false
 	for name, f := range e.cfg.Checks {
 		ok, detail := f()
 		checks[name] = check{ok, detail}
 		ready = ready && ok
+		degraded = degraded || strings.HasPrefix(detail, "degraded")
 	}
-	status := http.StatusOK
-	if !ready {
-		status = http.StatusServiceUnavailable
+	status, state := http.StatusOK, "ok"
+	switch {
+	case !ready:
+		status, state = http.StatusServiceUnavailable, "unavailable"
+	case degraded:
+		state = "degraded" // serving, with less than it should (a node alone, without Redis)
 	}
-	writeJSON(w, status, map[string]any{"ready": ready, "checks": checks})
+	writeJSON(w, status, map[string]any{"ready": ready, "status": state, "checks": checks})
 }
 
 // readBody reads at most max bytes; more is 413.

@@ -57,7 +57,7 @@ func (h *hub) Deliver(m *Message, wait bool) (int, error) {
 			h.pubMu.Unlock()
 		}
 	}()
-	if h.stamp != nil {
+	if h.stamp != nil && !m.Remote {
 		h.stamp(m, h.raiseMs(time.Now().UnixMilli()))
 	}
 	if m.To.Empty() {

@@ -274,14 +274,18 @@ func (p *partition) deliver(d *delivery) int {
 	seq, n := p.seq, 0
 	to := &d.msg.To
 	var frames [numProtocols][]byte
+	// Another node's message is in no stream of this node's, so it was in
+	// no replay from here: it is never skipped, and its id, in another
+	// node's order, says nothing of what is still on its way.
 	var id store.StreamID
-	if len(p.replayed) > 0 {
+	dedup := len(p.replayed) > 0 && !d.msg.Remote
+	if dedup {
 		id, _ = store.ParseStreamID(d.msg.ID)
 		defer p.forgetReplayed(id, nil)
 	}
 	send := func(c *conn, room string) {
 		if c.lastSeq == seq || (len(to.Except) > 0 && containsString(to.Except, c.user)) ||
-			(c.dedup && p.wasReplayed(c, id, room)) {
+			(dedup && c.dedup && p.wasReplayed(c, id, room)) {
 			return
 		}
 		c.lastSeq = seq

@@ -87,7 +87,8 @@ type UserPresence struct {
 	Online   bool    `json:"online"`
 	Status   *string `json:"status"`   // null: never set
 	LastSeen *string `json:"lastSeen"` // RFC 3339 UTC; when the user last went offline; null: never
-	// Connections is the user's open connections on this node.
+	// Connections is the user's open connections on this node (in a
+	// cluster, Online is the cluster's answer; Connections stays this node's).
 	Connections int `json:"connections"`
 }
 
@@ -120,6 +121,9 @@ func (pp *partPresence) init() {
 
 // userOnline runs when user's first connection here is indexed.
 func (p *partition) userOnline(c *conn, now time.Time) {
+	if r := p.e.userRouter; r != nil {
+		r.Here(c.user, true)
+	}
 	pp := &p.pres
 	if g := pp.pending[c.user]; g != nil {
 		// Back within the grace delay: nobody was told offline, so nobody
@@ -136,6 +140,9 @@ func (p *partition) userOnline(c *conn, now time.Time) {
 
 // userLeft runs when user's last connection here leaves the index.
 func (p *partition) userLeft(user string, claims *[]byte, now time.Time) {
+	if r := p.e.userRouter; r != nil {
+		r.Here(user, false)
+	}
 	p.startGrace(&graceEntry{user: user, claims: claims, left: now}, now)
 }
 
@@ -224,6 +231,23 @@ func (e *Engine) Presence(users []string) (map[string]*UserPresence, error) {
 			return nil, ErrStopped
 		}
 	}
+	if cp := e.cfg.ClusterPresence; cp != nil {
+		var elsewhere []string
+		for u, st := range out {
+			if !st.Online {
+				elsewhere = append(elsewhere, u)
+			}
+		}
+		if len(elsewhere) > 0 {
+			online, err := cp.Online(elsewhere)
+			if err != nil {
+				return nil, err
+			}
+			for u := range online {
+				out[u].Online = online[u]
+			}
+		}
+	}
 	recs, err := e.pstore.Users(users)
 	if err != nil {
 		return nil, err
@@ -252,9 +276,12 @@ type presenceChange struct {
 	user   string
 	online bool
 	quiet  bool // keep the session, tell no rule (a previous life's user came back)
-	claims *[]byte
-	at     time.Time
-	fn     func()
+	// decided: the cluster decided it (TellPresence): tell the rules, but it
+	// is no session change of this node's.
+	decided bool
+	claims  *[]byte
+	at      time.Time
+	fn      func()
 }
 
 // presenceWriter keeps the sessions in the store and hands transitions to
@@ -378,16 +405,19 @@ func (w *presenceWriter) close(deadline time.Time) {
 func (w *presenceWriter) write(batch []presenceChange) {
 	e := w.e
 	changes := make([]store.SessionChange, 0, len(batch))
-	var told []string
 	for _, ch := range batch {
-		if ch.fn != nil {
+		if ch.fn != nil || ch.decided {
 			continue
 		}
 		// No claims while the node runs: a session is a few bytes held in
 		// memory by buntdb for each online user. The hand-off at shutdown
 		// writes them; after a crash the offline event has the user id alone.
 		changes = append(changes, store.SessionChange{User: ch.user, Online: ch.online, At: ch.at})
-		if !ch.quiet {
+	}
+	tell := w.tell(batch, changes)
+	var told []string
+	for i, ch := range batch {
+		if tell[i] {
 			told = append(told, ch.user)
 		}
 	}
@@ -413,12 +443,12 @@ func (w *presenceWriter) write(batch []presenceChange) {
 		recs, _ = e.pstore.Users(told) // statuses, for the rules; none on error
 	}
 	now := time.Now()
-	for _, ch := range batch {
+	for i, ch := range batch {
 		if ch.fn != nil {
 			ch.fn()
 			continue
 		}
-		if ch.quiet {
+		if !tell[i] {
 			continue
 		}
 		if d := w.deadline.Load(); d != 0 && time.Now().UnixNano() > d {
@@ -451,6 +481,41 @@ func (w *presenceWriter) write(batch []presenceChange) {
 			e.lifecycleFailed(ev, err)
 		}
 	}
+}
+
+// tell decides which of batch's transitions the rules hear: alone, all
+// but the quiet ones; in a cluster, those that changed the user's presence
+// in the cluster (changes are batch's session changes, in order), and those
+// the cluster decided. A cluster that cannot answer leaves the node to
+// decide alone, as if it were the only one: it tells the cluster again when
+// it is back (engine/cluster).
+func (w *presenceWriter) tell(batch []presenceChange, changes []store.SessionChange) []bool {
+	tell := make([]bool, len(batch))
+	var changed []bool
+	if cp := w.e.cfg.ClusterPresence; cp != nil && len(changes) > 0 {
+		var err error
+		if changed, err = cp.Apply(changes); err != nil || len(changed) != len(changes) {
+			changed = nil
+			w.e.ruleLog.limited.log("presence:cluster", func(suppressed int) {
+				w.e.log.Warn("cluster presence unavailable: this node decides its users' presence alone", "err", err, "suppressed", suppressed)
+			})
+		}
+	}
+	j := 0
+	for i, ch := range batch {
+		switch {
+		case ch.fn != nil:
+		case ch.decided:
+			tell[i] = true
+		default:
+			tell[i] = !ch.quiet
+			if changed != nil {
+				tell[i] = changed[j]
+			}
+			j++
+		}
+	}
+	return tell
 }
 
 // identityOf is user's identity from claims kept as JSON.

@@ -18,6 +18,7 @@ import (
 	"github.com/sidecar/sidecar/config"
 	"github.com/sidecar/sidecar/engine"
 	"github.com/sidecar/sidecar/engine/auth"
+	"github.com/sidecar/sidecar/engine/cluster"
 	"github.com/sidecar/sidecar/engine/forward"
 	"github.com/sidecar/sidecar/engine/store"
 	"github.com/sidecar/sidecar/engine/webhook"
@@ -42,11 +43,6 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	for _, w := range warnings {
 		logger.Warn(w)
-	}
-	if cfg.Broker.RedisURL != "" {
-		// The key is part of the contract; the Redis broker is not built
-		// yet. Say so rather than let ops believe the nodes share events.
-		logger.Warn("broker.redis_url is set, but this version runs as a single node: events are not shared with other nodes")
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -122,17 +118,48 @@ func serve(ctx context.Context, cfg *config.Config, ln net.Listener, logger *slo
 	if cfg.Replay.MaxEvents > 0 {
 		streams = st.Streams(cfg.Replay.MaxEvents, cfg.Replay.TTL)
 	}
+	checks := map[string]engine.Check{"rules": rl.Check}
+	// Alone, or one node of several through Redis (engine/cluster).
+	var node *cluster.Node
+	var engStore engine.Store = st
+	var pstore engine.PresenceStore = st
+	var newBroker func(engine.Hub) (engine.Broker, error)
+	var clusterPresence engine.ClusterPresence
+	if cfg.Broker.RedisURL != "" {
+		b := cfg.Broker
+		node, err = cluster.New(cluster.Options{
+			URL:          b.RedisURL,
+			NodeID:       b.NodeID,
+			Prefix:       b.Prefix,
+			Required:     b.OnUnavailable == "refuse",
+			Heartbeat:    b.HeartbeatInterval,
+			NodeTimeout:  b.NodeTimeout,
+			PublishQueue: b.PublishQueue,
+			Logger:       logger,
+			Metrics:      reg,
+		})
+		if err != nil {
+			return err
+		}
+		engStore, pstore = node.Store(st), node.PresenceStore(st)
+		newBroker, clusterPresence = node.Broker, node
+		checks["broker"] = node.Check
+	} else {
+		cluster.NewMetrics(reg) // the same figures alone: one dashboard for both
+	}
 	eng, err := engine.New(engine.Config{
-		Logger:    logger,
-		Auth:      verifier,
-		Router:    router,
-		Store:     st,
-		Forwarder: fw,
-		Webhooks:  hooks,
-		Metrics:   reg,
-		Origins:   cfg.Auth.Origins,
-		AdminIf:   adminIf,
-		APIKeys:   cfg.API.Keys,
+		Logger:          logger,
+		Auth:            verifier,
+		Router:          router,
+		Store:           engStore,
+		NewBroker:       newBroker,
+		ClusterPresence: clusterPresence,
+		Forwarder:       fw,
+		Webhooks:        hooks,
+		Metrics:         reg,
+		Origins:         cfg.Auth.Origins,
+		AdminIf:         adminIf,
+		APIKeys:         cfg.API.Keys,
 		Limits: engine.Limits{
 			MaxConnections:            cfg.Limits.MaxConnections,
 			MaxMessageBytes:           cfg.Limits.MaxMessageBytes,
@@ -154,7 +181,7 @@ func serve(ctx context.Context, cfg *config.Config, ln net.Listener, logger *slo
 			DedupTTL:     cfg.Webhooks.DedupTTL,
 			Concurrency:  cfg.Webhooks.Concurrency,
 		},
-		Checks: map[string]engine.Check{"rules": rl.Check},
+		Checks: checks,
 		Presence: engine.PresenceOptions{
 			Grace:          cfg.Presence.Grace,
 			MaxWatch:       cfg.Presence.MaxWatch,
@@ -162,7 +189,7 @@ func serve(ctx context.Context, cfg *config.Config, ln net.Listener, logger *slo
 			MaxStatusBytes: cfg.Presence.MaxStatusBytes,
 			MaxQueryUsers:  cfg.Presence.MaxQueryUsers,
 		},
-		PresenceStore: st,
+		PresenceStore: pstore,
 		Streams:       streams,
 		Replay:        engine.ReplayOptions{Events: cfg.Replay.Events, Exclude: cfg.Replay.Exclude},
 		SocketIO: engine.SocketIOOptions{
@@ -180,7 +207,19 @@ func serve(ctx context.Context, cfg *config.Config, ln net.Listener, logger *slo
 	rulesDone := make(chan error, 1)
 	// The reloader watches the rules file until serve returns.
 	go func() { rulesDone <- rl.Run(rctx, cfg.Rules.Watch, hup) }()
+	// The node's cluster membership lasts until the engine has drained: it
+	// leaves after, so that the others end its sessions after the grace.
+	nctx, stopNode := context.WithCancel(context.WithoutCancel(ctx))
+	nodeDone := make(chan struct{})
+	go func() {
+		defer close(nodeDone)
+		if node != nil {
+			node.Run(nctx, eng, cfg.Presence.Grace)
+		}
+	}()
 	err = eng.Serve(ctx, ln)
+	stopNode()
+	<-nodeDone
 	stopRules()
 	if rerr := <-rulesDone; rerr != nil && !errors.Is(rerr, context.Canceled) {
 		logger.Error("rules reloader", "err", rerr)
