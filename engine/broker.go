@@ -19,6 +19,9 @@ type Message struct {
 	// broker delivers here: it was kept for replay where it was published,
 	// its ID is that node's, and it is neither kept nor stamped here.
 	Remote bool
+	// Stamped: ID was given by a cluster's streams (StreamStamper), in the
+	// order every node shares, not by a node.
+	Stamped bool
 }
 
 // A Broker carries what the pipeline decided, events and room changes, to

@@ -36,6 +36,7 @@ import (
 	"github.com/sidecar/sidecar/engine/auth"
 	"github.com/sidecar/sidecar/engine/forward"
 	"github.com/sidecar/sidecar/engine/netpoll"
+	"github.com/sidecar/sidecar/engine/store"
 	"github.com/sidecar/sidecar/engine/webhook"
 )
 
@@ -167,6 +168,11 @@ type Engine struct {
 	presence presenceWriter
 	streams  StreamStore
 	keeper   keeper
+	// stamper is streams if it stamps ids for a cluster (nil: no); then
+	// lastStamp is the newest such id this node has seen, under stampMu.
+	stamper   StreamStamper
+	stampMu   sync.Mutex
+	lastStamp store.StreamID
 }
 
 // New checks cfg and builds an engine. Nothing runs until Serve.
@@ -236,6 +242,7 @@ func New(cfg Config) (*Engine, error) {
 		e.pstore = noPresenceStore{}
 	}
 	e.streams = cfg.Streams
+	e.stamper, _ = cfg.Streams.(StreamStamper)
 	e.keeper.opt = cfg.Replay
 	e.presence.init(e)
 	e.runCtx, e.stopRun = context.WithCancel(context.Background())
@@ -243,6 +250,7 @@ func New(cfg Config) (*Engine, error) {
 	e.hub.codecs[protoNative] = nativeCodec{}
 	e.hub.codecs[protoSocketIO] = sioCodec{}
 	e.hub.stamp = e.stamp
+	e.hub.sawStamp = e.sawStamp
 	for i := 0; i < parts; i++ {
 		e.hub.parts = append(e.hub.parts, newPartition(e, i, 8192))
 	}

@@ -32,6 +32,9 @@ type hub struct {
 	lastMs atomic.Int64
 	// stamp gives m its stream id and keeps it for replay, under pubMu.
 	stamp func(m *Message, ms int64)
+	// sawStamp is told the id of another node's message that a cluster's
+	// streams stamped (Engine.sawStamp).
+	sawStamp func(id string)
 }
 
 var _ Hub = (*hub)(nil)
@@ -57,8 +60,11 @@ func (h *hub) Deliver(m *Message, wait bool) (int, error) {
 			h.pubMu.Unlock()
 		}
 	}()
-	if h.stamp != nil && !m.Remote {
+	switch {
+	case !m.Remote && h.stamp != nil:
 		h.stamp(m, h.raiseMs(time.Now().UnixMilli()))
+	case m.Remote && m.Stamped && h.sawStamp != nil:
+		h.sawStamp(m.ID)
 	}
 	if m.To.Empty() {
 		return 0, nil

@@ -274,14 +274,18 @@ func (p *partition) deliver(d *delivery) int {
 	seq, n := p.seq, 0
 	to := &d.msg.To
 	var frames [numProtocols][]byte
-	// Another node's message is in no stream of this node's, so it was in
-	// no replay from here: it is never skipped, and its id, in another
-	// node's order, says nothing of what is still on its way.
+	// Another node's message has an id in that node's order, unless the
+	// cluster's streams stamped it: only then can it have been replayed
+	// here, and it is skipped like this node's own. Either way it says
+	// nothing of what is still on its way here, which only this node's
+	// own messages, in its publish order, do.
 	var id store.StreamID
-	dedup := len(p.replayed) > 0 && !d.msg.Remote
+	dedup := len(p.replayed) > 0 && (!d.msg.Remote || d.msg.Stamped)
 	if dedup {
 		id, _ = store.ParseStreamID(d.msg.ID)
-		defer p.forgetReplayed(id, nil)
+		if !d.msg.Remote {
+			defer p.forgetReplayed(id, nil)
+		}
 	}
 	send := func(c *conn, room string) {
 		if c.lastSeq == seq || (len(to.Except) > 0 && containsString(to.Except, c.user)) ||

@@ -35,6 +35,14 @@ type StreamStore interface {
 	Since(streams []string, since, user string, limit int) (events []store.StreamEvent, complete bool, err error)
 }
 
+// A StreamStamper is a StreamStore that gives kept messages their ids
+// itself, in an order shared by several nodes (engine/cluster): Stamp
+// stores ev (whose ID is empty) in streams and returns the id it gave it.
+// On error the engine gives the message a node id and Appends it instead.
+type StreamStamper interface {
+	Stamp(streams []string, ev store.StreamEvent) (id string, err error)
+}
+
 // ReplayOptions say which events are kept for replay.
 type ReplayOptions struct {
 	// Events are the event names kept (path.Match globs); empty: all.
@@ -104,25 +112,58 @@ func streamsOf(to *Target) []string {
 }
 
 // stamp gives m its stream id, from ms on, and keeps it. The hub calls it
-// under its publish lock.
+// under its publish lock. A cluster's streams give a kept message its id
+// (Stamped), one that is not kept has a node id.
 func (e *Engine) stamp(m *Message, ms int64) {
+	names := e.keptIn(m)
+	if m.ID == "" && names != nil && e.stamper != nil {
+		id, err := e.stamper.Stamp(names, store.StreamEvent{Event: m.Event, Data: m.Data, Except: m.To.Except})
+		if err == nil {
+			m.ID, m.Stamped = id, true
+			e.sawStamp(id)
+			return
+		}
+		// Kept by this node alone (the stamper counts it as not kept
+		// by the cluster), with a node id.
+	}
 	if m.ID == "" {
 		m.ID = e.idAt(ms)
 	}
-	e.keep(m)
+	if names != nil {
+		e.keep(m, names)
+	}
 }
 
-// keep stores m for replay if its name is kept. A store that fails (a
-// full disk) does not stop the delivery: it is counted and logged, and the
-// node reports the store in /readyz.
-func (e *Engine) keep(m *Message) {
+// keptIn names the streams m is kept in, or nil if it is not kept.
+func (e *Engine) keptIn(m *Message) []string {
 	if e.streams == nil || m.To.Empty() || !e.keeper.keeps(m.Event) {
-		return
+		return nil
 	}
 	names := streamsOf(&m.To)
 	if len(names) == 0 {
+		return nil
+	}
+	return names
+}
+
+// sawStamp raises the newest cluster id this node has seen (position).
+func (e *Engine) sawStamp(id string) {
+	sid, ok := store.ParseStreamID(id)
+	if !ok {
 		return
 	}
+	e.stampMu.Lock()
+	if e.lastStamp.Less(sid) {
+		e.lastStamp = sid
+	}
+	e.stampMu.Unlock()
+	e.hub.raiseMs(int64(sid.Ms))
+}
+
+// keep stores m in the streams names. A store that fails (a full disk)
+// does not stop the delivery: it is counted and logged, and the node
+// reports the store in /readyz.
+func (e *Engine) keep(m *Message, names []string) {
 	err := e.streams.Append(names, store.StreamEvent{ID: m.ID, Event: m.Event, Data: m.Data, Except: m.To.Except})
 	if err != nil {
 		// The store remembers it: a replay from before it is not complete.

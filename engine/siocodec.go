@@ -8,6 +8,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/sidecar/sidecar/engine/sio"
+	"github.com/sidecar/sidecar/engine/store"
 	"github.com/sidecar/sidecar/engine/wsframe"
 )
 
@@ -170,7 +171,19 @@ func (p *partition) helloSIO(c *conn, h *sioHello) {
 // partition before. Lock-free: a partition must never wait on pubMu.
 // The time is raised as a floor, so a clock that goes back cannot give a
 // later message an id below it.
+//
+// With a cluster's streams, it is the newest cluster id the node has seen
+// (stamped, or received from another node): past every message that
+// reached the partition, in the order the cluster shares.
 func (e *Engine) position() string {
+	if e.stamper != nil {
+		e.stampMu.Lock()
+		last := e.lastStamp
+		e.stampMu.Unlock()
+		if last != (store.StreamID{}) {
+			return last.String()
+		}
+	}
 	ms := e.hub.raiseMs(time.Now().UnixMilli())
 	seq := e.nextEvent.Load()
 	b := make([]byte, 0, 24)

@@ -285,3 +285,53 @@ func metricsText(t *testing.T, addr string) string {
 	}
 	return sb.String()
 }
+
+// A client that missed events reconnects to another node with ?since=:
+// what was published on any node while it was away is replayed, in order,
+// once, then resumed with recovered: true.
+func TestClusterReplayOnAnotherNode(t *testing.T) {
+	needNode(t)
+	r := redistest.Start(t)
+	_, nodes := startClusterNodes(t, 3, r.URL())
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	admin := exampleToken(t, map[string]any{"sub": "admin", "role": "admin"})
+	tok := exampleToken(t, map[string]any{"sub": "p1", "role": "provider"})
+	send := func(node *clusterNode, path string, body map[string]any) {
+		t.Helper()
+		if st, resp := (&exampleNode{t: t, addr: node.addr}).post(path, admin, body); st != http.StatusAccepted {
+			t.Fatalf("POST %s on %s: %d %v", path, node.addr, st, resp)
+		}
+	}
+	cl := startNodeClient(t, "ws://"+b.addr+"/ws?token="+tok, 1)
+	cl.waitOpen()
+	waitFor(t, 5*time.Second, "p1 subscribed", func() bool {
+		out, _ := r.Do("PUBSUB", "SHARDNUMSUB", "{sidecar}:u:p1")
+		return strings.HasSuffix(strings.TrimSpace(out), "1")
+	})
+	send(a, "/api/socket-test/send/p1", map[string]any{"title": "before"}) // on A, to p1 on B
+	since := cl.nextEvent()["id"].(string)
+	cl.next() // closed after one message
+
+	send(a, "/api/socket-test/send/p1", map[string]any{"title": "one"})
+	send(c, "/api/socket-test/send/p1", map[string]any{"title": "two"})
+	send(b, "/api/socket-test/broadcast", map[string]any{"title": "to all"})
+	send(a, "/api/events", map[string]any{"event": "newNotification", "to": map[string]any{"rooms": []any{"role:provider"}}, "data": map[string]any{"title": "to providers"}})
+	send(a, "/api/events", map[string]any{"event": "newNotification", "to": map[string]any{"rooms": []any{"role:customer"}}, "data": map[string]any{"title": "to customers"}})
+
+	cl = startNodeClient(t, "ws://"+c.addr+"/ws?token="+tok+"&since="+since, 5)
+	cl.waitOpen()
+	var titles []string
+	for range 4 {
+		m := cl.nextEvent()
+		if m["event"] == "resumed" {
+			t.Fatalf("resumed after %v, want four events first", titles)
+		}
+		titles = append(titles, eventData(m)["title"].(string))
+	}
+	if want := []string{"one", "two", "to all", "to providers"}; !equalStrings(titles, want) {
+		t.Fatalf("replayed on C %v, want %v", titles, want)
+	}
+	if m := cl.nextEvent(); m["event"] != "resumed" || eventData(m)["recovered"] != true {
+		t.Fatalf("after the replay: %v, want resumed recovered", m)
+	}
+}

@@ -142,6 +142,9 @@ func serve(ctx context.Context, cfg *config.Config, ln net.Listener, logger *slo
 			return err
 		}
 		engStore, pstore = node.Store(st), node.PresenceStore(st)
+		if streams != nil {
+			streams = node.Streams(streams, cfg.Replay.MaxEvents, cfg.Replay.TTL)
+		}
 		newBroker, clusterPresence = node.Broker, node
 		checks["broker"] = node.Check
 	} else {

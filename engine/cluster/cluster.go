@@ -150,6 +150,9 @@ type Node struct {
 	presMu sync.Mutex
 	here   map[string]struct{}
 	resync atomic.Bool // presence must be told again to Redis
+	// epochDue: the replay epoch is to be checked (at start, and after
+	// an outage: a Redis that restarted may have lost the streams).
+	epochDue atomic.Bool
 
 	chBroadcast string
 	chUser      string // prefix of the per-user channels
@@ -176,6 +179,7 @@ func New(opt Options) (*Node, error) {
 		chBroadcast: "{" + opt.Prefix + "}:b",
 		chUser:      "{" + opt.Prefix + "}:u:",
 	}
+	n.epochDue.Store(true)
 	n.m = NewMetrics(opt.Metrics)
 	n.m.redis = true
 	if _, err := rueidis.ParseURL(opt.URL); err != nil {
@@ -246,6 +250,7 @@ func (n *Node) setUp(up bool) {
 	}
 	n.m.up.Set(0)
 	n.resync.Store(true)
+	n.epochDue.Store(true)
 	n.log.Error("REDIS UNAVAILABLE: local delivery goes on; cross-node messages are dropped and counted until it is back")
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -291,3 +292,76 @@ func (s *memStore) Unmark(id string) error {
 }
 
 func (s *memStore) Healthy() error { return nil }
+
+func TestStreamsAcrossNodes(t *testing.T) {
+	r := redistest.Start(t)
+	a := startNode(t, r.URL(), "a", Options{})
+	b := startNode(t, r.URL(), "b", Options{})
+	eventually(t, "the epoch", func() bool { return !a.epochDue.Load() && !b.epochDue.Load() })
+	sa := a.Streams(nil, 3, time.Hour).(*streams)
+	sb := b.Streams(nil, 3, time.Hour).(*streams)
+	start, _ := r.Do("GET", "{sidecar:rp}:epoch") // the streams hold everything since
+	start = strings.TrimSpace(start)
+	stamp := func(s *streams, names []string, ev string, except ...string) string {
+		t.Helper()
+		id, err := s.Stamp(names, store.StreamEvent{Event: ev, Data: []byte(`{"e":"` + ev + `"}`), Except: except})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	id1 := stamp(sa, []string{"u:alice"}, "one")
+	id2 := stamp(sb, []string{"u:alice", "r:room"}, "two") // another node, two streams
+	stamp(sa, []string{"a"}, "three", "alice")             // to everyone but alice
+	id4 := stamp(sb, []string{"a"}, "four")
+	for _, p := range [][2]string{{id1, id2}, {id2, id4}} {
+		x, _ := store.ParseStreamID(p[0])
+		y, _ := store.ParseStreamID(p[1])
+		if !x.Less(y) {
+			t.Fatalf("ids %s then %s: not increasing across nodes", p[0], p[1])
+		}
+	}
+	names := []string{"u:alice", "a", "r:room"}
+	evs, complete, err := sb.Since(names, start, "alice", 100)
+	var got []string
+	for _, e := range evs {
+		got = append(got, e.Event)
+	}
+	if err != nil || !complete || !slices.Equal(got, []string{"one", "two", "four"}) {
+		t.Fatalf("since the start, on b: %v complete=%v err=%v; want one, two (once), four", got, complete, err)
+	}
+	if evs[0].ID != id1 || string(evs[0].Data) != `{"e":"one"}` {
+		t.Errorf("first event %+v", evs[0])
+	}
+	if evs, complete, _ := sa.Since(names, id2, "alice", 100); !complete || len(evs) != 1 || evs[0].Event != "four" {
+		t.Errorf("since two: %v %v", evs, complete)
+	}
+	// The limit, and the count: a stream holds 3.
+	if _, complete, _ := sa.Since(names, start, "alice", 2); complete {
+		t.Error("past the limit: complete")
+	}
+	for i := range 3 {
+		stamp(sa, []string{"u:alice"}, fmt.Sprint("more", i))
+	}
+	if _, complete, _ := sa.Since([]string{"u:alice"}, id1, "alice", 100); complete {
+		t.Error("events trimmed past since: complete")
+	}
+	if _, complete, _ := sa.Since(names, "1-0", "alice", 100); complete {
+		t.Error("since before the epoch: complete")
+	}
+	if _, complete, _ := sa.Since(names, "nonsense", "alice", 100); complete {
+		t.Error("a bad since: complete")
+	}
+	// Redis restarted, its data lost: the epoch is new, and what came
+	// before it is not complete.
+	last := stamp(sa, []string{"u:bob"}, "before")
+	r.Kill()
+	r.Restart()
+	eventually(t, "the new epoch", func() bool {
+		out, _ := r.Do("GET", "{sidecar:rp}:epoch")
+		return out != ""
+	})
+	if _, complete, _ := sa.Since([]string{"u:bob"}, last, "bob", 100); complete {
+		t.Error("after Redis lost its streams: complete")
+	}
+}

@@ -16,8 +16,8 @@ import (
 //	kind      1 byte: 'M' message, 'R' rooms
 //	origin    string: the publishing node's id (no echo: a node drops its own)
 //	sent      8 bytes, big endian: unix nanoseconds, for the latency metric
-//	'M':      id, event, data (strings), flags (1 byte: 1 = to everyone),
-//	          users, rooms, except (lists)
+//	'M':      id, event, data (strings), flags (1 byte: 1 to everyone, 2 the
+//	          id is the cluster's), users, rooms, except (lists)
 //	'R':      user (string), leave (1 byte), rooms (list)
 //
 // A string is a uvarint length and its bytes; a list, a uvarint count and
@@ -35,6 +35,9 @@ type envelope struct {
 const (
 	kindMessage = 'M'
 	kindRooms   = 'R'
+
+	flagAll     = 1 // to everyone
+	flagStamped = 2 // its id is the cluster's (engine.Message.Stamped)
 )
 
 func appendString(b []byte, s string) []byte {
@@ -70,7 +73,10 @@ func encodeMessage(origin string, sent time.Time, m *engine.Message) []byte {
 	b = appendString(b, string(m.Data))
 	var flags byte
 	if m.To.All {
-		flags |= 1
+		flags |= flagAll
+	}
+	if m.Stamped {
+		flags |= flagStamped
 	}
 	b = append(b, flags)
 	b = appendList(b, m.To.Users)
@@ -180,10 +186,11 @@ func decodeEnvelope(p string) (envelope, error) {
 		e.msg.Event = d.string()
 		e.msg.Data = []byte(d.string())
 		flags := d.byte()
-		if flags > 1 {
+		if flags&^(flagAll|flagStamped) != 0 {
 			d.err = errEnvelope
 		}
-		e.msg.To.All = flags == 1
+		e.msg.To.All = flags&flagAll != 0
+		e.msg.Stamped = flags&flagStamped != 0
 		e.msg.To.Users = d.list()
 		e.msg.To.Rooms = d.list()
 		e.msg.To.Except = d.list()

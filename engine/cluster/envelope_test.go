@@ -12,7 +12,7 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 	sent := time.Unix(1700000000, 123456789)
 	for _, m := range []engine.Message{
 		{ID: "1-1", Event: "n", Data: []byte(`{"a":1}`), To: engine.Target{Users: []string{"alice", "bob"}}},
-		{ID: "2-5", Event: "all", Data: []byte(`null`), To: engine.Target{All: true, Except: []string{"x"}}},
+		{ID: "2-5", Event: "all", Data: []byte(`null`), To: engine.Target{All: true, Except: []string{"x"}}, Stamped: true},
 		{Event: "r", Data: []byte(`"é\u0000"`), To: engine.Target{Rooms: []string{"", "room with spaces"}, Users: []string{"u\x00"}}},
 	} {
 		env, err := decodeEnvelope(string(encodeMessage("node-1", sent, &m)))

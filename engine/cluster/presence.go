@@ -177,6 +177,13 @@ func (n *Node) runMonitor(ctx context.Context) {
 				continue
 			}
 		}
+		if n.epochDue.Load() {
+			if err := n.ensureEpoch(c); err != nil {
+				n.failed(err)
+				continue
+			}
+			n.epochDue.Store(false)
+		}
 		if n.resync.Load() {
 			if err := n.reestablish(c); err != nil {
 				n.failed(err)
