@@ -143,6 +143,9 @@ type Broker struct {
 	HeartbeatInterval time.Duration `koanf:"heartbeat_interval"`
 	NodeTimeout       time.Duration `koanf:"node_timeout"`  // a node silent this long is dead: its users go offline
 	PublishQueue      int           `koanf:"publish_queue"` // envelopes waiting for Redis; past it, dropped and counted
+	// AdvertiseURL is where the other nodes reach this one, to relay the
+	// requests of its Socket.IO polling sessions. Empty: derived from listen.
+	AdvertiseURL string `koanf:"advertise_url"`
 }
 
 // Limits is the limits section: what one node and one connection may use.

@@ -218,6 +218,11 @@ func (c *Config) Validate() error {
 	if strings.ContainsAny(c.Broker.NodeID, "{} :") {
 		bad("broker.node_id", "must have no braces, spaces or colons, not %q", c.Broker.NodeID)
 	}
+	if a := c.Broker.AdvertiseURL; a != "" {
+		if u, err := url.Parse(a); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			bad("broker.advertise_url", "must be http://host:port or https://host:port, not %q", a)
+		}
+	}
 	positiveDur("broker.heartbeat_interval", c.Broker.HeartbeatInterval)
 	positive("broker.publish_queue", int64(c.Broker.PublishQueue))
 	if c.Broker.NodeTimeout < 2*c.Broker.HeartbeatInterval {

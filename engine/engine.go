@@ -94,6 +94,9 @@ type Config struct {
 	NewBroker func(local Hub) (Broker, error)
 	// ClusterPresence shares presence with the other nodes; nil: none.
 	ClusterPresence ClusterPresence
+	// Relay finds the node that owns a Socket.IO polling session, to relay
+	// its requests there (relay.go); nil: every session is this node's.
+	Relay SessionRelay
 	// Metrics is where the engine registers its collectors; /metrics
 	// serves it. Nil: a private registry.
 	Metrics *prometheus.Registry

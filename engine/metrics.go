@@ -30,6 +30,8 @@ type metrics struct {
 	presenceStoreErrors prometheus.Counter
 	replayed            prometheus.Counter
 	replayStoreErrors   prometheus.Counter
+	relayed             prometheus.Counter
+	relayErrors         prometheus.Counter
 	collectors          []prometheus.Collector
 }
 
@@ -58,6 +60,8 @@ func newMetrics(e *Engine) *metrics {
 			Help: "Users that went online or offline (after the grace delay), by state."}, []string{"state"}),
 		presenceStoreErrors: counter("presence_store_errors_total", "Batches of presence sessions the store failed to keep."),
 		replayed:            counter("replayed_events_total", "Missed events replayed to reconnecting clients."),
+		relayed:             counter("socketio_relayed_total", "Socket.IO requests relayed to the node that owns their polling session (no sticky sessions)."),
+		relayErrors:         counter("socketio_relay_errors_total", "Socket.IO requests that could not be relayed to their session's node (answered unknown sid)."),
 		replayStoreErrors:   counter("replay_store_errors_total", "Events delivered but not kept for replay because the store failed."),
 	}
 	sum := func(f func(p *partition) *atomic.Int64) func() float64 {
@@ -66,7 +70,7 @@ func newMetrics(e *Engine) *metrics {
 	m.collectors = []prometheus.Collector{
 		m.accepted, m.refused, m.authFailures, m.slowConsumers, m.rateLimited,
 		m.clientEvents, m.published, m.ruleErrors, m.lifecycleFailed, m.closes, m.webhooks,
-		m.unknownEvents, m.presence, m.presenceStoreErrors, m.replayed, m.replayStoreErrors,
+		m.unknownEvents, m.presence, m.presenceStoreErrors, m.replayed, m.replayStoreErrors, m.relayed, m.relayErrors,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "sidecar", Name: "connections", Help: "Open WebSocket connections."},
 			sum(func(p *partition) *atomic.Int64 { return &p.nConns })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "sidecar", Name: "users", Help: "Users with at least one connection on this node."},

@@ -203,7 +203,7 @@ func (e *Engine) openPolling(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	opt := &e.cfg.SocketIO
-	s := &pollSession{e: e, sid: newSID(), req: r, opened: time.Now(), wake: make(chan struct{}, 1), slot: true, pre: true}
+	s := &pollSession{e: e, sid: e.newPollSID(), req: r, opened: time.Now(), wake: make(chan struct{}, 1), slot: true, pre: true}
 	s.lastPost = s.opened
 	s.mu.Lock()
 	s.timer = time.AfterFunc(opt.ConnectTimeout, func() { s.end() })

@@ -107,7 +107,11 @@ func (e *Engine) serveSocketIO(w http.ResponseWriter, r *http.Request) {
 		eioError(w, eioBadVersion)
 		return
 	}
-	switch sid := q.Get("sid"); q.Get("transport") {
+	sid := q.Get("sid")
+	if e.relayed(w, r, sid) {
+		return
+	}
+	switch q.Get("transport") {
 	case "websocket":
 		if sid != "" {
 			e.upgradePolling(w, r, sid)

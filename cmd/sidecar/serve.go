@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/expr-lang/expr"
@@ -125,6 +126,7 @@ func serve(ctx context.Context, cfg *config.Config, ln net.Listener, logger *slo
 	var pstore engine.PresenceStore = st
 	var newBroker func(engine.Hub) (engine.Broker, error)
 	var clusterPresence engine.ClusterPresence
+	var relay engine.SessionRelay
 	if cfg.Broker.RedisURL != "" {
 		b := cfg.Broker
 		node, err = cluster.New(cluster.Options{
@@ -135,6 +137,7 @@ func serve(ctx context.Context, cfg *config.Config, ln net.Listener, logger *slo
 			Heartbeat:    b.HeartbeatInterval,
 			NodeTimeout:  b.NodeTimeout,
 			PublishQueue: b.PublishQueue,
+			Advertise:    advertiseURL(b.AdvertiseURL, ln.Addr()),
 			Logger:       logger,
 			Metrics:      reg,
 		})
@@ -145,7 +148,7 @@ func serve(ctx context.Context, cfg *config.Config, ln net.Listener, logger *slo
 		if streams != nil {
 			streams = node.Streams(streams, cfg.Replay.MaxEvents, cfg.Replay.TTL)
 		}
-		newBroker, clusterPresence = node.Broker, node
+		newBroker, clusterPresence, relay = node.Broker, node, node
 		checks["broker"] = node.Check
 	} else {
 		cluster.NewMetrics(reg) // the same figures alone: one dashboard for both
@@ -157,6 +160,7 @@ func serve(ctx context.Context, cfg *config.Config, ln net.Listener, logger *slo
 		Store:           engStore,
 		NewBroker:       newBroker,
 		ClusterPresence: clusterPresence,
+		Relay:           relay,
 		Forwarder:       fw,
 		Webhooks:        hooks,
 		Metrics:         reg,
@@ -231,6 +235,24 @@ func serve(ctx context.Context, cfg *config.Config, ln net.Listener, logger *slo
 		logger.Info("stopped")
 	}
 	return err
+}
+
+// advertiseURL is where the other nodes reach this one: broker.advertise_url,
+// else the listener's address, with the hostname for a wildcard one.
+func advertiseURL(configured string, addr net.Addr) string {
+	if configured != "" {
+		return strings.TrimSuffix(configured, "/")
+	}
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		if host, err = os.Hostname(); err != nil {
+			return ""
+		}
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }
 
 // compileAdminIf compiles api.admin_if, an expr over claims, once.

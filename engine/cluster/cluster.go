@@ -30,6 +30,7 @@
 //	<prefix>:us:<user>   hash: s status, l last seen (unix ms)
 //	<prefix>:seen:<id>   a webhook id, for the webhook dedup TTL
 //	<prefix>:sweep:<id>  the claim of the node ending a dead node's sessions
+//	<prefix>:tok:<token> the advertised address of the node whose polling session ids start with token (relay.go)
 package cluster
 
 import (
@@ -69,6 +70,10 @@ type Options struct {
 	PublishQueue int
 	// Timeout bounds one Redis round trip; default 1s.
 	Timeout time.Duration
+	// Advertise is the base URL ("http://10.0.0.5:8080") at which the other
+	// nodes reach this one, to relay the requests of the Socket.IO polling
+	// sessions it owns. Empty: none are relayed.
+	Advertise string
 	Logger  *slog.Logger
 	Metrics prometheus.Registerer // nil: not registered
 }
@@ -156,6 +161,8 @@ type Node struct {
 
 	chBroadcast string
 	chUser      string // prefix of the per-user channels
+
+	relay relay // relay.go
 }
 
 // New builds a node and connects to Redis. With opt.Required, a Redis that
@@ -178,6 +185,7 @@ func New(opt Options) (*Node, error) {
 		here:        make(map[string]struct{}),
 		chBroadcast: "{" + opt.Prefix + "}:b",
 		chUser:      "{" + opt.Prefix + "}:u:",
+		relay:       relay{token: newToken()},
 	}
 	n.epochDue.Store(true)
 	n.m = NewMetrics(opt.Metrics)

@@ -202,10 +202,14 @@ func (n *Node) runMonitor(ctx context.Context) {
 func (n *Node) heartbeat(c rueidis.Client, ttl time.Duration) error {
 	ctx, cancel := n.ctx()
 	defer cancel()
-	for _, r := range c.DoMulti(ctx,
+	cmds := rueidis.Commands{
 		c.B().Set().Key(n.key("node", n.id)).Value(strconv.FormatInt(time.Now().UnixMilli(), 10)).Px(ttl).Build(),
 		c.B().Sadd().Key(n.key("nodes")).Member(n.id).Build(),
-	) {
+	}
+	if n.opt.Advertise != "" {
+		cmds = append(cmds, c.B().Set().Key(n.key("tok", n.relay.token)).Value(n.opt.Advertise).Px(ttl).Build())
+	}
+	for _, r := range c.DoMulti(ctx, cmds...) {
 		if err := r.Error(); err != nil {
 			return err
 		}
