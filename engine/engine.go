@@ -94,6 +94,8 @@ type Config struct {
 	NewBroker func(local Hub) (Broker, error)
 	// ClusterPresence shares presence with the other nodes; nil: none.
 	ClusterPresence ClusterPresence
+	// ClusterStats is the cluster's part of the stats answer; nil: none.
+	ClusterStats func() any
 	// Relay finds the node that owns a Socket.IO polling session, to relay
 	// its requests there (relay.go); nil: every session is this node's.
 	Relay SessionRelay

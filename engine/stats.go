@@ -25,6 +25,15 @@ type Stats struct {
 	// largest maxStatsRooms; RoomsTotal counts them all.
 	Rooms      map[string]int `json:"rooms"`
 	RoomsTotal int            `json:"rooms_total"`
+	// Cluster is the cluster's figures (Config.ClusterStats), absent alone.
+	Cluster any `json:"cluster,omitempty"`
+}
+
+// Counts are the node's connections and users (with a connection here),
+// read without asking the partitions.
+func (e *Engine) Counts() (connections, users int64) {
+	return e.hub.sum(func(p *partition) *atomic.Int64 { return &p.nConns }),
+		e.hub.sum(func(p *partition) *atomic.Int64 { return &p.nUsers })
 }
 
 // maxStatsRooms caps the rooms the stats answer lists.
@@ -71,6 +80,9 @@ func (e *Engine) Stats() Stats {
 		s.Forward = forwardStats(e.cfg.Forwarder.Stats())
 	}
 	s.Rooms, s.RoomsTotal = e.roomSizes()
+	if e.cfg.ClusterStats != nil {
+		s.Cluster = e.cfg.ClusterStats()
+	}
 	return s
 }
 

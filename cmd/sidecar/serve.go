@@ -127,6 +127,7 @@ func serve(ctx context.Context, cfg *config.Config, ln net.Listener, logger *slo
 	var newBroker func(engine.Hub) (engine.Broker, error)
 	var clusterPresence engine.ClusterPresence
 	var relay engine.SessionRelay
+	var clusterStats func() any
 	if cfg.Broker.RedisURL != "" {
 		b := cfg.Broker
 		node, err = cluster.New(cluster.Options{
@@ -148,7 +149,7 @@ func serve(ctx context.Context, cfg *config.Config, ln net.Listener, logger *slo
 		if streams != nil {
 			streams = node.Streams(streams, cfg.Replay.MaxEvents, cfg.Replay.TTL)
 		}
-		newBroker, clusterPresence, relay = node.Broker, node, node
+		newBroker, clusterPresence, relay, clusterStats = node.Broker, node, node, node.Stats
 		checks["broker"] = node.Check
 	} else {
 		cluster.NewMetrics(reg) // the same figures alone: one dashboard for both
@@ -161,6 +162,7 @@ func serve(ctx context.Context, cfg *config.Config, ln net.Listener, logger *slo
 		NewBroker:       newBroker,
 		ClusterPresence: clusterPresence,
 		Relay:           relay,
+		ClusterStats:    clusterStats,
 		Forwarder:       fw,
 		Webhooks:        hooks,
 		Metrics:         reg,

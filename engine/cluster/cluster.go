@@ -74,8 +74,8 @@ type Options struct {
 	// nodes reach this one, to relay the requests of the Socket.IO polling
 	// sessions it owns. Empty: none are relayed.
 	Advertise string
-	Logger  *slog.Logger
-	Metrics prometheus.Registerer // nil: not registered
+	Logger    *slog.Logger
+	Metrics   prometheus.Registerer // nil: not registered
 }
 
 // Defaults are the options a zero field stands for (NodeID aside: it is
@@ -120,6 +120,8 @@ func newNodeID() string {
 // cluster decided. *engine.Engine implements it.
 type Teller interface {
 	TellPresence(user string, online bool, at time.Time)
+	// Counts are the node's connections and users, for its heartbeat.
+	Counts() (connections, users int64)
 }
 
 // Node is this process in the cluster. Build it with New, attach it to the

@@ -62,6 +62,8 @@ func (t *fakeTeller) TellPresence(user string, online bool, _ time.Time) {
 	t.told = append(t.told, fmt.Sprintf("%s %v", user, online))
 }
 
+func (t *fakeTeller) Counts() (int64, int64) { return 2, 1 }
+
 func (t *fakeTeller) list() []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -238,6 +240,11 @@ func TestWebhookIDsAcrossNodes(t *testing.T) {
 	r := redistest.Start(t)
 	a := startNode(t, r.URL(), "a", Options{})
 	b := startNode(t, r.URL(), "b", Options{})
+	eventually(t, "both nodes in the stats", func() bool {
+		st := a.Stats().(map[string]any)
+		nodes, _ := st["nodes"].([]nodeStats)
+		return len(nodes) == 2 && nodes[0].ID == "a" && nodes[1].ID == "b" && st["connections"] == int64(4) && st["users"] == int64(2)
+	})
 	sa, sb := a.Store(newMemStore()), b.Store(newMemStore())
 	if first, err := sa.MarkSeen("wh:1", time.Minute); !first || err != nil {
 		t.Fatalf("first on a = %v, %v", first, err)

@@ -2,7 +2,10 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -202,8 +205,13 @@ func (n *Node) runMonitor(ctx context.Context) {
 func (n *Node) heartbeat(c rueidis.Client, ttl time.Duration) error {
 	ctx, cancel := n.ctx()
 	defer cancel()
+	st := nodeStats{ID: n.id, Beat: time.Now().UnixMilli()}
+	if n.teller != nil {
+		st.Connections, st.Users = n.teller.Counts()
+	}
+	beat, _ := json.Marshal(st)
 	cmds := rueidis.Commands{
-		c.B().Set().Key(n.key("node", n.id)).Value(strconv.FormatInt(time.Now().UnixMilli(), 10)).Px(ttl).Build(),
+		c.B().Set().Key(n.key("node", n.id)).Value(string(beat)).Px(ttl).Build(),
 		c.B().Sadd().Key(n.key("nodes")).Member(n.id).Build(),
 	}
 	if n.opt.Advertise != "" {
@@ -368,4 +376,49 @@ func (n *Node) leave(grace time.Duration) {
 	if err := n.heartbeat(c, max(grace, time.Millisecond)); err != nil {
 		n.log.Warn("leaving the cluster: heartbeat not shortened; the others end this node's sessions after node_timeout", "err", err)
 	}
+}
+
+// nodeStats is what a node's heartbeat says of it.
+type nodeStats struct {
+	ID          string `json:"id"`
+	Connections int64  `json:"connections"`
+	Users       int64  `json:"users"`
+	Beat        int64  `json:"heartbeat_ms"` // unix ms of the heartbeat
+}
+
+// Stats is the cluster's part of the stats answer: every node that
+// heartbeats, with its figures as of its last heartbeat, and their sums (a
+// user with connections on two nodes counts on each).
+func (n *Node) Stats() any {
+	out := map[string]any{"node": n.id, "redis": n.up.Load()}
+	c, ok := n.usable()
+	if !ok {
+		return out
+	}
+	ctx, cancel := n.ctx()
+	defer cancel()
+	ids, err := c.Do(ctx, c.B().Smembers().Key(n.key("nodes")).Build()).AsStrSlice()
+	if err != nil {
+		n.failed(err)
+		return out
+	}
+	cmds := make(rueidis.Commands, len(ids))
+	for i, id := range ids {
+		cmds[i] = c.B().Get().Key(n.key("node", id)).Build()
+	}
+	nodes := []nodeStats{}
+	var conns, users int64
+	for _, r := range c.DoMulti(ctx, cmds...) {
+		v, err := r.ToString()
+		var st nodeStats
+		if err != nil || json.Unmarshal([]byte(v), &st) != nil {
+			continue // gone, or not yet swept
+		}
+		nodes = append(nodes, st)
+		conns += st.Connections
+		users += st.Users
+	}
+	slices.SortFunc(nodes, func(a, b nodeStats) int { return strings.Compare(a.ID, b.ID) })
+	out["nodes"], out["connections"], out["users"] = nodes, conns, users
+	return out
 }
