@@ -67,6 +67,12 @@ func (e *Engine) TellPresence(user string, online bool, at time.Time) {
 	e.presence.push(presenceChange{user: user, online: online, at: at, decided: true})
 }
 
+// InPresenceOrder runs fn on the presence writer, in order with the
+// transitions queued before it (a cluster's own presence work: ending a
+// dead node's sessions, telling Redis this node's again), and waits. It
+// reports false once the writer has stopped.
+func (e *Engine) InPresenceOrder(fn func()) bool { return e.presence.do(fn) }
+
 // Hub is this node's index of connections, as a broker sees it: where it
 // delivers.
 type Hub interface {

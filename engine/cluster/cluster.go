@@ -120,6 +120,9 @@ func newNodeID() string {
 // cluster decided. *engine.Engine implements it.
 type Teller interface {
 	TellPresence(user string, online bool, at time.Time)
+	// InPresenceOrder runs fn on the presence writer, in order with the
+	// node's own changes, and waits; false if the writer has stopped.
+	InPresenceOrder(fn func()) bool
 	// Counts are the node's connections and users, for its heartbeat.
 	Counts() (connections, users int64)
 }
@@ -165,6 +168,14 @@ type Node struct {
 	chUser      string // prefix of the per-user channels
 
 	relay relay // relay.go
+
+	// recv queues what arrives from the other nodes for the hub, so that a
+	// busy hub never stalls the subscriber connection (subscribe.go).
+	recv chan envelope
+
+	// statuses set while Redis was unavailable, told it when it is back.
+	stMu     sync.Mutex
+	statuses map[string]string
 }
 
 // New builds a node and connects to Redis. With opt.Required, a Redis that
@@ -188,6 +199,7 @@ func New(opt Options) (*Node, error) {
 		chBroadcast: "{" + opt.Prefix + "}:b",
 		chUser:      "{" + opt.Prefix + "}:u:",
 		relay:       relay{token: newToken()},
+		recv:        make(chan envelope, recvQueue),
 	}
 	n.epochDue.Store(true)
 	n.m = NewMetrics(opt.Metrics)
@@ -215,7 +227,9 @@ func (n *Node) connect() error {
 		return err
 	}
 	opt.DisableCache = true // client-side caching: not used, and needs RESP3 tracking
-	opt.Dialer = net.Dialer{Timeout: n.opt.Timeout, KeepAlive: 30 * time.Second}
+	// KeepAlive is also the gap of rueidis's own pings, which find a dead
+	// connection (a host gone without a reset): a heartbeat.
+	opt.Dialer = net.Dialer{Timeout: n.opt.Timeout, KeepAlive: n.opt.Heartbeat}
 	opt.ConnWriteTimeout = 2 * n.opt.Timeout
 	opt.ClientName = "sidecar:" + n.id
 	c, err := rueidis.NewClient(opt)
@@ -264,16 +278,19 @@ func (n *Node) setUp(up bool) {
 	n.log.Error("REDIS UNAVAILABLE: local delivery goes on; cross-node messages are dropped and counted until it is back")
 }
 
-// failed records an error of a Redis round trip.
+// failed records an error of a Redis round trip. A broken connection
+// marks Redis down at once; a timeout does not (a slow Redis is not a dead
+// one: the heartbeat's ping decides).
 func (n *Node) failed(err error) {
 	if err == nil {
 		return
 	}
 	n.m.errors.Inc()
-	if !rueidis.IsRedisNil(err) {
-		if _, isRedisErr := rueidis.IsRedisErr(err); !isRedisErr {
-			n.setUp(false) // the connection, not the command
-		}
+	if rueidis.IsRedisNil(err) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return
+	}
+	if _, isRedisErr := rueidis.IsRedisErr(err); !isRedisErr {
+		n.setUp(false) // the connection, not the command
 	}
 }
 
@@ -286,7 +303,9 @@ func (n *Node) Run(ctx context.Context, t Teller, grace time.Duration) {
 	wg.Go(func() { n.runConnector(ctx) })
 	wg.Go(func() { n.runPublisher(ctx) })
 	wg.Go(func() { n.runSubscriber(ctx) })
+	wg.Go(func() { n.runHeartbeat(ctx) })
 	wg.Go(func() { n.runMonitor(ctx) })
+	wg.Go(func() { n.runDeliverer(ctx) })
 	wg.Wait()
 	n.leave(grace)
 	if c := n.redis(); c != nil {

@@ -52,8 +52,9 @@ func (h *fakeHub) events() []string {
 
 // fakeTeller records what the cluster decided.
 type fakeTeller struct {
-	mu   sync.Mutex
-	told []string
+	mu    sync.Mutex
+	told  []string
+	order sync.Mutex
 }
 
 func (t *fakeTeller) TellPresence(user string, online bool, _ time.Time) {
@@ -63,6 +64,14 @@ func (t *fakeTeller) TellPresence(user string, online bool, _ time.Time) {
 }
 
 func (t *fakeTeller) Counts() (int64, int64) { return 2, 1 }
+
+// InPresenceOrder runs fn at once, one at a time, as the presence writer does.
+func (t *fakeTeller) InPresenceOrder(fn func()) bool {
+	t.order.Lock()
+	defer t.order.Unlock()
+	fn()
+	return true
+}
 
 func (t *fakeTeller) list() []string {
 	t.mu.Lock()
@@ -76,6 +85,13 @@ type testNode struct {
 	teller *fakeTeller
 	broker engine.Broker
 	stop   func()
+}
+
+// Apply runs n's Apply as the engine does: on the presence writer, which
+// the fake teller's order stands for.
+func (tn *testNode) Apply(changes []store.SessionChange) (changed []bool, err error) {
+	tn.teller.InPresenceOrder(func() { changed, err = tn.Node.Apply(changes) })
+	return changed, err
 }
 
 // startNode runs a node on url until the test ends (or stop).

@@ -186,9 +186,6 @@ func decodeEnvelope(p string) (envelope, error) {
 		e.msg.Event = d.string()
 		e.msg.Data = []byte(d.string())
 		flags := d.byte()
-		if flags&^(flagAll|flagStamped) != 0 {
-			d.err = errEnvelope
-		}
 		e.msg.To.All = flags&flagAll != 0
 		e.msg.Stamped = flags&flagStamped != 0
 		e.msg.To.Users = d.list()
@@ -206,9 +203,8 @@ func decodeEnvelope(p string) (envelope, error) {
 	default:
 		d.err = errEnvelope
 	}
-	if d.err == nil && len(d.b) != 0 {
-		d.err = errEnvelope // trailing bytes: not ours, or a newer version
-	}
+	// Unknown flag bits and bytes after the last field are a newer node's
+	// additions: ignored, so that a rolling upgrade still delivers.
 	if d.err != nil {
 		return envelope{}, d.err
 	}

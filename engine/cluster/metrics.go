@@ -28,7 +28,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		received: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sidecar", Name: "broker_received_total",
 			Help: "Envelopes received from other nodes and handed to this node's hub."}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "sidecar", Name: "broker_dropped_total",
-			Help: "Cross-node envelopes dropped, by reason: unavailable (Redis down), queue_full (Redis too slow), error (a publish failed), malformed (received, not ours)."}, []string{"reason"}),
+			Help: "Cross-node envelopes dropped, by reason: unavailable (Redis down), queue_full (Redis too slow), error (a publish failed), timeout (a publish timed out: a paused Redis may still run it when it resumes, late), malformed (received, not ours), receive_queue_full (this node's hub too slow for what arrives)."}, []string{"reason"}),
 		errors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sidecar", Name: "broker_errors_total",
 			Help: "Redis round trips that failed."}),
 		reconnects: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sidecar", Name: "broker_reconnects_total",
@@ -42,7 +42,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, l := range []string{"user", "broadcast", "rooms"} {
 		m.published.WithLabelValues(l)
 	}
-	for _, l := range []string{"unavailable", "queue_full", "error", "malformed"} {
+	for _, l := range []string{"unavailable", "queue_full", "error", "timeout", "malformed", "receive_queue_full"} {
 		m.dropped.WithLabelValues(l)
 	}
 	m.up.Set(1)

@@ -1,8 +1,10 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,6 +38,13 @@ var _ engine.ClusterPresence = (*Node)(nil)
 // Apply records this node's session changes in Redis, in order, and
 // reports which changed the user's presence in the cluster.
 func (n *Node) Apply(changes []store.SessionChange) ([]bool, error) {
+	c, ok := n.usable()
+	var err error
+	if ok && n.resync.Load() {
+		// Apply runs on the presence writer, like reestablish: first this
+		// node's presence as it was, then these changes.
+		err = n.reestablish(c)
+	}
 	n.presMu.Lock()
 	for _, ch := range changes {
 		if ch.Online {
@@ -45,11 +54,10 @@ func (n *Node) Apply(changes []store.SessionChange) ([]bool, error) {
 		}
 	}
 	n.presMu.Unlock()
-	c, ok := n.usable()
-	if !ok || n.resync.Load() {
+	if !ok || err != nil {
 		// Told again, all of it, when Redis is back.
 		n.resync.Store(true)
-		return nil, errDown
+		return nil, cmp.Or(err, errDown)
 	}
 	changed, err := n.applyTo(c, changes)
 	if err != nil {
@@ -138,23 +146,18 @@ func (n *Node) Online(users []string) (map[string]bool, error) {
 	return out, nil
 }
 
-// runMonitor pings Redis twice a heartbeat, heartbeats, tells Redis this
-// node's presence again after an outage, and ends the sessions of the nodes
-// that stopped heartbeating.
-func (n *Node) runMonitor(ctx context.Context) {
+// runHeartbeat pings Redis twice a heartbeat and heartbeats: nothing else
+// runs on it, so that no sweep or re-establishing, however long, delays
+// this node's heartbeat past its node timeout.
+func (n *Node) runHeartbeat(ctx context.Context) {
 	tick := time.NewTicker(n.opt.Heartbeat / 2)
 	defer tick.Stop()
 	var lastBeat time.Time
-	// sweepAfter: no node is declared dead until this node has been up for
-	// a node timeout, so that after an outage every node heartbeats again
-	// before any is judged by a heartbeat that the outage stopped.
-	sweepAfter := time.Now().Add(n.opt.NodeTimeout)
+	first := true
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-n.upChanged:
-			sweepAfter = time.Now().Add(n.opt.NodeTimeout)
 		case <-tick.C:
 		}
 		c := n.redis()
@@ -165,20 +168,47 @@ func (n *Node) runMonitor(ctx context.Context) {
 		err := c.Do(pctx, c.B().Ping().Build()).Error()
 		cancel()
 		if err != nil {
-			n.failed(err)
+			n.m.errors.Inc()
+			n.setUp(false) // the ping alone decides that Redis is down
 			continue
 		}
 		if !n.up.Load() {
 			n.setUp(true)
-			sweepAfter = time.Now().Add(n.opt.NodeTimeout)
 			n.log.Info("redis is back")
 		}
 		if time.Since(lastBeat) >= n.opt.Heartbeat {
-			lastBeat = time.Now()
-			if err := n.heartbeat(c, n.opt.NodeTimeout); err != nil {
+			if err := n.heartbeat(c, n.opt.NodeTimeout, first); err != nil {
 				n.failed(err)
 				continue
 			}
+			lastBeat, first = time.Now(), false
+		}
+	}
+}
+
+// runMonitor checks the replay epoch, tells Redis this node's presence
+// again after an outage, and ends the sessions of the nodes that stopped
+// heartbeating.
+func (n *Node) runMonitor(ctx context.Context) {
+	tick := time.NewTicker(n.opt.Heartbeat)
+	defer tick.Stop()
+	// sweepAfter: no node is declared dead until this node has been up for
+	// a node timeout, so that after an outage every node heartbeats again
+	// before any is judged by a heartbeat that the outage stopped.
+	sweepAfter := time.Now().Add(n.opt.NodeTimeout)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.upChanged:
+			sweepAfter = time.Now().Add(n.opt.NodeTimeout)
+			continue
+		case <-tick.C:
+		}
+		c, ok := n.usable()
+		if !ok {
+			sweepAfter = time.Now().Add(n.opt.NodeTimeout)
+			continue
 		}
 		if n.epochDue.Load() {
 			if err := n.ensureEpoch(c); err != nil {
@@ -187,101 +217,139 @@ func (n *Node) runMonitor(ctx context.Context) {
 			}
 			n.epochDue.Store(false)
 		}
-		if n.resync.Load() {
-			if err := n.reestablish(c); err != nil {
-				n.failed(err)
-				continue
-			}
+		if n.resync.Load() && n.teller != nil {
+			// On the presence writer, in order with its changes (Apply).
+			n.teller.InPresenceOrder(func() { n.reestablish(c) })
 		}
 		if time.Now().After(sweepAfter) {
-			if err := n.sweep(c); err != nil {
+			if err := n.sweep(ctx, c); err != nil {
 				n.failed(err)
 			}
 		}
 	}
 }
 
-// heartbeat says this node is alive for ttl.
-func (n *Node) heartbeat(c rueidis.Client, ttl time.Duration) error {
+// heartbeat says this node is alive for ttl. A heartbeat that finds its
+// key gone, or this node no longer among the nodes (after the first), means
+// this node was silent past its timeout (a stall, a pause, a partition)
+// and the others may have ended its sessions: it tells Redis its presence
+// again (reestablish). One that finds another node's token under its id
+// means two nodes share a node_id.
+func (n *Node) heartbeat(c rueidis.Client, ttl time.Duration, first bool) error {
 	ctx, cancel := n.ctx()
 	defer cancel()
-	st := nodeStats{ID: n.id, Beat: time.Now().UnixMilli()}
+	st := nodeStats{ID: n.id, Token: n.relay.token, Beat: time.Now().UnixMilli()}
 	if n.teller != nil {
 		st.Connections, st.Users = n.teller.Counts()
 	}
 	beat, _ := json.Marshal(st)
 	cmds := rueidis.Commands{
-		c.B().Set().Key(n.key("node", n.id)).Value(string(beat)).Px(ttl).Build(),
+		c.B().Set().Key(n.key("node", n.id)).Value(string(beat)).Get().Px(ttl).Build(),
 		c.B().Sadd().Key(n.key("nodes")).Member(n.id).Build(),
 	}
 	if n.opt.Advertise != "" {
 		cmds = append(cmds, c.B().Set().Key(n.key("tok", n.relay.token)).Value(n.opt.Advertise).Px(ttl).Build())
 	}
-	for _, r := range c.DoMulti(ctx, cmds...) {
+	res := c.DoMulti(ctx, cmds...)
+	for _, r := range res[1:] {
 		if err := r.Error(); err != nil {
 			return err
 		}
 	}
+	prev, err := res[0].ToString()
+	switch {
+	case rueidis.IsRedisNil(err):
+		if !first {
+			n.resync.Store(true)
+			n.log.Warn("this node's heartbeat had expired (it was silent past node_timeout): telling Redis its presence again")
+		}
+	case err != nil:
+		return err
+	default:
+		var old nodeStats
+		if json.Unmarshal([]byte(prev), &old) == nil && old.Token != "" && old.Token != n.relay.token {
+			n.log.Error("ANOTHER NODE HEARTBEATS WITH THIS NODE'S node_id: give every node its own broker.node_id", "node_id", n.id)
+		}
+	}
+	if added, err := res[1].AsInt64(); err == nil && added == 1 && !first {
+		n.resync.Store(true)
+	}
 	return nil
 }
 
-// reestablish tells Redis this node's sessions again after an outage (or a
-// Redis that lost its data): the users it holds join again, those it no
-// longer holds leave. A user whose presence in the cluster changed with it
-// (another node ended their session meanwhile, as this node's heartbeat
-// stopped) is told online again through the rules; one who left while
-// Redis was away and whom no node holds goes offline.
+// reestablish tells Redis this node's sessions again after an outage, a
+// Redis that lost its data, or a silence that let the others end them: the
+// users it holds join again, those it no longer holds leave. It runs on the
+// presence writer (through Teller.Do, or from Apply), so no change of the
+// node's own runs meanwhile. The rules are told only what they have not
+// heard: while Redis was away this node decided alone and told its own
+// changes, so the leaves are quiet; the joins are quiet too unless another
+// node ended this node's sessions meanwhile (it marked it), and the users
+// it sent offline are told online again.
 func (n *Node) reestablish(c rueidis.Client) error {
-	n.resync.Store(false)
-	n.presMu.Lock()
-	here := make([]string, 0, len(n.here))
-	for u := range n.here {
-		here = append(here, u)
-	}
-	n.presMu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*n.opt.Timeout)
 	defer cancel()
-	before, err := c.Do(ctx, c.B().Smembers().Key(n.key("nu", n.id)).Build()).AsStrSlice()
-	if err != nil {
-		n.resync.Store(true)
+	res := c.DoMulti(ctx,
+		c.B().Exists().Key(n.key("sweep", n.id)).Build(),
+		c.B().Exists().Key(n.key("swept", n.id)).Build(),
+		c.B().Smembers().Key(n.key("nu", n.id)).Build())
+	sweeping, err1 := res[0].AsInt64()
+	swept, err2 := res[1].AsInt64()
+	before, err3 := res[2].AsStrSlice()
+	if err := errors.Join(err1, err2, err3); err != nil {
+		n.failed(err)
 		return err
 	}
+	if sweeping == 1 {
+		return errBeingSwept // another node is ending this node's sessions: after it
+	}
 	now := time.Now()
-	var changes []store.SessionChange
-	for _, u := range here {
+	n.presMu.Lock()
+	changes := make([]store.SessionChange, 0, len(n.here))
+	for u := range n.here {
 		changes = append(changes, store.SessionChange{User: u, Online: true, At: now})
 	}
-	n.presMu.Lock()
 	for _, u := range before {
 		if _, ok := n.here[u]; !ok {
 			changes = append(changes, store.SessionChange{User: u, At: now})
 		}
 	}
+	held := len(n.here)
 	n.presMu.Unlock()
-	for len(changes) > 0 {
-		k := min(len(changes), 1000)
-		changed, err := n.applyTo(c, changes[:k])
+	told := 0
+	for i := 0; i < len(changes); i += 1000 {
+		chunk := changes[i:min(i+1000, len(changes))]
+		changed, err := n.applyTo(c, chunk)
 		if err != nil {
-			n.resync.Store(true)
+			n.failed(err)
 			return err
 		}
-		for i, ch := range changes[:k] {
-			if changed[i] && n.teller != nil {
-				n.teller.TellPresence(ch.User, ch.Online, now)
+		for j, ch := range chunk {
+			if changed[j] && ch.Online && swept == 1 && n.teller != nil {
+				n.teller.TellPresence(ch.User, true, now)
+				told++
 			}
 		}
-		changes = changes[k:]
 	}
-	n.log.Info("presence re-established in redis", "users", len(here))
+	if swept == 1 {
+		ctx, cancel := n.ctx()
+		c.Do(ctx, c.B().Del().Key(n.key("swept", n.id)).Build())
+		cancel()
+	}
+	n.flushStatuses(c)
+	n.resync.Store(false)
+	n.log.Info("presence re-established in redis", "users", held, "told_online_again", told)
 	return nil
 }
+
+var errBeingSwept = errors.New("cluster: another node is ending this node's sessions")
 
 // sweep ends the sessions of every node whose heartbeat expired: each of
 // its users whom no other node holds goes offline, through the rules of
 // the node that ended it (one, by the scripts' answers), now.
-func (n *Node) sweep(c rueidis.Client) error {
-	ctx, cancel := n.ctx()
-	ids, err := c.Do(ctx, c.B().Smembers().Key(n.key("nodes")).Build()).AsStrSlice()
+func (n *Node) sweep(ctx context.Context, c rueidis.Client) error {
+	rctx, cancel := n.ctx()
+	ids, err := c.Do(rctx, c.B().Smembers().Key(n.key("nodes")).Build()).AsStrSlice()
 	cancel()
 	if err != nil {
 		return err
@@ -290,8 +358,8 @@ func (n *Node) sweep(c rueidis.Client) error {
 	for i, id := range ids {
 		cmds[i] = c.B().Exists().Key(n.key("node", id)).Build()
 	}
-	ctx, cancel = n.ctx()
-	res := c.DoMulti(ctx, cmds...)
+	rctx, cancel = n.ctx()
+	res := c.DoMulti(rctx, cmds...)
 	cancel()
 	live := 0
 	for i, r := range res {
@@ -303,7 +371,7 @@ func (n *Node) sweep(c rueidis.Client) error {
 			live++
 			continue
 		}
-		if err := n.endNode(c, ids[i]); err != nil {
+		if err := n.endNode(ctx, c, ids[i]); err != nil {
 			return err
 		}
 	}
@@ -312,57 +380,102 @@ func (n *Node) sweep(c rueidis.Client) error {
 }
 
 // endNode ends the sessions of node id, which stopped heartbeating, if
-// this node wins the claim to do it.
-func (n *Node) endNode(c rueidis.Client, id string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*n.opt.Timeout)
-	defer cancel()
-	claimed, err := c.Do(ctx, c.B().Set().Key(n.key("sweep", id)).Value(n.id).Nx().Px(30*time.Second).Build()).ToString()
+// this node wins the claim to do it. Each batch of its users leaves on the
+// presence writer, in order with this node's own changes: a user who
+// reconnects here meanwhile is told online after, never before, the
+// offline.
+func (n *Node) endNode(ctx context.Context, c rueidis.Client, id string) error {
+	claim := n.key("sweep", id)
+	rctx, cancel := n.ctx()
+	claimed, err := c.Do(rctx, c.B().Set().Key(claim).Value(n.id).Nx().Px(30*time.Second).Build()).ToString()
+	cancel()
 	if rueidis.IsRedisNil(err) {
 		return nil // another node is at it
 	}
 	if err != nil || claimed != "OK" {
 		return err
 	}
+	release := func() {
+		rctx, cancel := n.ctx()
+		c.Do(rctx, c.B().Del().Key(claim).Build())
+		cancel()
+	}
+	// Back meanwhile (a stall, not a death): it keeps its sessions.
+	rctx, cancel = n.ctx()
+	back, err := c.Do(rctx, c.B().Exists().Key(n.key("node", id)).Build()).AsInt64()
+	cancel()
+	if err != nil || back == 1 {
+		release()
+		return err
+	}
 	nu := n.key("nu", id)
-	now := time.Now()
 	offline := 0
 	var cursor uint64
 	for {
-		e, err := c.Do(ctx, c.B().Sscan().Key(nu).Cursor(cursor).Count(1000).Build()).AsScanEntry()
+		rctx, cancel := n.ctx()
+		e, err := c.Do(rctx, c.B().Sscan().Key(nu).Cursor(cursor).Count(1000).Build()).AsScanEntry()
+		cancel()
 		if err != nil {
-			return err
+			return err // the claim expires; another sweep finishes it
 		}
 		if len(e.Elements) > 0 {
-			execs := make([]rueidis.LuaExec, len(e.Elements))
-			for i, u := range e.Elements {
-				execs[i] = rueidis.LuaExec{Keys: []string{n.key("pu", u)}, Args: []string{id}}
-			}
-			for i, r := range leaveScript.ExecMulti(ctx, c, execs...) {
-				v, err := r.AsInt64()
-				if err != nil {
-					return err
-				}
-				if v == 1 {
-					offline++
-					u := e.Elements[i]
-					c.Do(ctx, c.B().Hset().Key(n.key("us", u)).FieldValue().FieldValue("l", strconv.FormatInt(now.UnixMilli(), 10)).Build())
-					if n.teller != nil {
-						n.teller.TellPresence(u, false, now)
-					}
-				}
+			var lerr error
+			ran := n.teller != nil && n.teller.InPresenceOrder(func() { offline, lerr = n.leaveAll(c, id, e.Elements, offline) })
+			if !ran || lerr != nil {
+				return lerr // shutting down, or Redis failed: left to another sweep
 			}
 		}
-		if cursor = e.Cursor; cursor == 0 {
+		if cursor = e.Cursor; cursor == 0 || ctx.Err() != nil {
 			break
 		}
 	}
-	for _, r := range c.DoMulti(ctx, c.B().Del().Key(nu).Build(), c.B().Srem().Key(n.key("nodes")).Member(id).Build()) {
+	if ctx.Err() != nil {
+		return nil
+	}
+	rctx, cancel = n.ctx()
+	defer cancel()
+	for _, r := range c.DoMulti(rctx,
+		c.B().Del().Key(nu).Build(),
+		c.B().Srem().Key(n.key("nodes")).Member(id).Build(),
+		c.B().Set().Key(n.key("swept", id)).Value(n.id).Px(10*time.Minute).Build(),
+		c.B().Del().Key(claim).Build()) {
 		if err := r.Error(); err != nil {
 			return err
 		}
 	}
 	n.log.Warn("a node stopped heartbeating: its sessions are ended", "dead_node", id, "users_offline", offline)
 	return nil
+}
+
+// leaveAll ends node id's sessions of users, on the presence writer: those
+// whom no node holds now go offline through the rules.
+func (n *Node) leaveAll(c rueidis.Client, id string, users []string, offline int) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*n.opt.Timeout)
+	defer cancel()
+	execs := make([]rueidis.LuaExec, len(users))
+	for i, u := range users {
+		execs[i] = rueidis.LuaExec{Keys: []string{n.key("pu", u)}, Args: []string{id}}
+	}
+	now := time.Now()
+	var seen rueidis.Commands
+	var gone []string
+	for i, r := range leaveScript.ExecMulti(ctx, c, execs...) {
+		v, err := r.AsInt64()
+		if err != nil {
+			return offline, err
+		}
+		if v == 1 {
+			gone = append(gone, users[i])
+			seen = append(seen, c.B().Hset().Key(n.key("us", users[i])).FieldValue().FieldValue("l", strconv.FormatInt(now.UnixMilli(), 10)).Build())
+		}
+	}
+	if len(seen) > 0 {
+		c.DoMulti(ctx, seen...) // last seen: a failure loses it, not the offline
+	}
+	for _, u := range gone {
+		n.teller.TellPresence(u, false, now)
+	}
+	return offline + len(gone), nil
 }
 
 // leave runs when the node stops: its heartbeat expires after grace
@@ -373,7 +486,7 @@ func (n *Node) leave(grace time.Duration) {
 	if !ok {
 		return
 	}
-	if err := n.heartbeat(c, max(grace, time.Millisecond)); err != nil {
+	if err := n.heartbeat(c, max(grace, time.Millisecond), true); err != nil {
 		n.log.Warn("leaving the cluster: heartbeat not shortened; the others end this node's sessions after node_timeout", "err", err)
 	}
 }
@@ -381,6 +494,7 @@ func (n *Node) leave(grace time.Duration) {
 // nodeStats is what a node's heartbeat says of it.
 type nodeStats struct {
 	ID          string `json:"id"`
+	Token       string `json:"token"` // its polling session ids' prefix; also tells two nodes with one id apart
 	Connections int64  `json:"connections"`
 	Users       int64  `json:"users"`
 	Beat        int64  `json:"heartbeat_ms"` // unix ms of the heartbeat

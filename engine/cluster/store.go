@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"strconv"
 	"time"
 
@@ -32,12 +33,20 @@ func (s dedupStore) MarkSeen(id string, ttl time.Duration) (bool, error) {
 	r, rerr := c.Do(ctx, c.B().Set().Key(s.n.key("seen", id)).Value("1").Nx().Px(ttl).Build()).ToString()
 	switch {
 	case rueidis.IsRedisNil(rerr):
-		return false, nil // another node, or this one, had it
+		// Another node, or this one, had it. The node's own mark is undone:
+		// it keeps only the ids it accepted, so that one forgotten again
+		// (Unmark, after a failure) is new here too.
+		if first && err == nil {
+			s.Store.Unmark(id)
+		}
+		return false, nil
 	case rerr != nil:
 		s.n.failed(rerr)
 		return first, err
 	}
-	return r == "OK", nil
+	// A duplicate for either is one: Redis may have forgotten (a restart)
+	// what this node remembers.
+	return first && err == nil && r == "OK", nil
 }
 
 func (s dedupStore) Unmark(id string) error {
@@ -112,13 +121,51 @@ func (s presenceStore) SetStatus(user, status string) error {
 		return err
 	}
 	c, ok := s.n.usable()
-	if !ok {
-		return nil
-	}
-	ctx, cancel := s.n.ctx()
-	defer cancel()
-	if err := c.Do(ctx, c.B().Hset().Key(s.n.key("us", user)).FieldValue().FieldValue("s", status).Build()).Error(); err != nil {
+	if ok {
+		ctx, cancel := s.n.ctx()
+		defer cancel()
+		err := c.Do(ctx, c.B().Hset().Key(s.n.key("us", user)).FieldValue().FieldValue("s", status).Build()).Error()
+		if err == nil {
+			return nil
+		}
 		s.n.failed(err)
 	}
+	// Told Redis when it is back (reestablish); the node's own store
+	// answers meanwhile.
+	s.n.stMu.Lock()
+	if s.n.statuses == nil {
+		s.n.statuses = make(map[string]string)
+	}
+	if len(s.n.statuses) < maxPendingStatuses {
+		s.n.statuses[user] = status
+	}
+	s.n.stMu.Unlock()
+	s.n.resync.Store(true)
 	return nil
+}
+
+// maxPendingStatuses bounds the statuses kept for a Redis that is away.
+const maxPendingStatuses = 100_000
+
+// flushStatuses tells Redis the statuses set while it was away.
+func (n *Node) flushStatuses(c rueidis.Client) {
+	n.stMu.Lock()
+	st := n.statuses
+	n.statuses = nil
+	n.stMu.Unlock()
+	if len(st) == 0 {
+		return
+	}
+	cmds := make(rueidis.Commands, 0, len(st))
+	for u, s := range st {
+		cmds = append(cmds, c.B().Hset().Key(n.key("us", u)).FieldValue().FieldValue("s", s).Build())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*n.opt.Timeout)
+	defer cancel()
+	for _, r := range c.DoMulti(ctx, cmds...) {
+		if err := r.Error(); err != nil {
+			n.failed(err)
+			return // the node's store still has them
+		}
+	}
 }

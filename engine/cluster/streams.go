@@ -138,6 +138,9 @@ func (s *streams) Append(names []string, ev store.StreamEvent) error {
 		}
 		s.mu.Unlock()
 	}
+	if s.local == nil {
+		return errDown
+	}
 	return s.local.Append(names, ev)
 }
 
@@ -148,6 +151,9 @@ func (s *streams) Since(names []string, since, user string, limit int) ([]store.
 	}
 	c, up := s.n.usable()
 	if !up {
+		if s.local == nil {
+			return nil, false, nil
+		}
 		evs, _, err := s.local.Since(names, since, user, limit)
 		return evs, false, err // what this node kept alone: not all of it
 	}

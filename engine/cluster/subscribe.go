@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"time"
 
@@ -63,9 +64,26 @@ func (n *Node) runSubscriber(ctx context.Context) {
 // subscribed subscribes on a new dedicated connection and keeps it up to
 // date until it breaks or ctx ends.
 func (n *Node) subscribed(ctx context.Context, c rueidis.Client, first bool) error {
-	dc, release := c.Dedicate()
-	defer release()
-	lost := dc.SetPubSubHooks(rueidis.PubSubHooks{OnMessage: n.receive})
+	dc, _ := c.Dedicate()
+	// Closed, not put back: putting it back unsubscribes, which waits on a
+	// Redis that may be paused.
+	defer dc.Close()
+	moved := make(chan struct{}, 1)
+	lost := dc.SetPubSubHooks(rueidis.PubSubHooks{
+		OnMessage: n.receive,
+		OnSubscription: func(s rueidis.PubSubSubscription) {
+			// The node never leaves the broadcast channel: Redis did, as the
+			// slot moved (a reshard, a failover of a Redis Cluster), and
+			// rueidis does not count it as a broken connection. Subscribe
+			// again, where the slot now lives.
+			if s.Kind == "sunsubscribe" && s.Channel == n.chBroadcast {
+				select {
+				case moved <- struct{}{}:
+				default:
+				}
+			}
+		},
+	})
 	// The whole set, and pending cleared: this connection starts from it.
 	n.subMu.Lock()
 	users := make([]string, 0, len(n.want))
@@ -97,6 +115,8 @@ func (n *Node) subscribed(ctx context.Context, c rueidis.Client, first bool) err
 				err = errDown
 			}
 			return err
+		case <-moved:
+			return errMoved
 		case <-n.subWake:
 		}
 		n.subMu.Lock()
@@ -141,9 +161,15 @@ func (n *Node) subscribe(dc rueidis.DedicatedClient, chans []string, un bool) er
 	return nil
 }
 
-// receive hands what another node published to this node's hub. It runs
-// on the subscriber connection's reading goroutine, one message at a time
-// in the order Redis sent them.
+var errMoved = errors.New("cluster: the channels' slot moved")
+
+// recvQueue bounds what waits for the hub; past it, dropped and counted.
+const recvQueue = 65536
+
+// receive takes what another node published. It runs on the subscriber
+// connection's reading goroutine, one message at a time in the order Redis
+// sent them, and never waits: the hub gets them from runDeliverer, in the
+// same order.
 func (n *Node) receive(pm rueidis.PubSubMessage) {
 	env, err := decodeEnvelope(pm.Message)
 	if err != nil {
@@ -153,21 +179,39 @@ func (n *Node) receive(pm rueidis.PubSubMessage) {
 	if env.origin == n.id {
 		return // delivered here when it was published
 	}
-	n.m.received.Inc()
-	user, toUser := strings.CutPrefix(pm.Channel, n.chUser)
-	switch env.kind {
-	case kindRooms:
-		if toUser && user == env.user {
-			n.hub.Rooms(env.user, env.leave, env.rooms)
+	if user, toUser := strings.CutPrefix(pm.Channel, n.chUser); toUser {
+		if env.kind == kindRooms && user != env.user {
+			return
 		}
-		return
-	case kindMessage:
-		m := &env.msg
-		if toUser {
-			// A user's channel: that user's copy, whatever else m names.
-			m.To = engine.Target{Users: []string{user}, Except: m.To.Except}
+		if env.kind == kindMessage {
+			// A user's channel: that user's copy, whatever else it names.
+			env.msg.To = engine.Target{Users: []string{user}, Except: env.msg.To.Except}
 		}
-		n.hub.Deliver(m, false)
-		n.m.latency.Observe(time.Since(env.sent).Seconds())
+	} else if env.kind == kindRooms {
+		return // room changes go on their user's channel only
+	}
+	select {
+	case n.recv <- env:
+	default:
+		n.m.dropped.WithLabelValues("receive_queue_full").Inc()
+	}
+}
+
+// runDeliverer hands what other nodes published to this node's hub.
+func (n *Node) runDeliverer(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case env := <-n.recv:
+			n.m.received.Inc()
+			switch env.kind {
+			case kindRooms:
+				n.hub.Rooms(env.user, env.leave, env.rooms)
+			case kindMessage:
+				n.hub.Deliver(&env.msg, false)
+				n.m.latency.Observe(time.Since(env.sent).Seconds())
+			}
+		}
 	}
 }
