@@ -1,9 +1,14 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sidecar/sidecar/internal/redistest"
 )
@@ -104,4 +109,235 @@ func TestClusterOnRedisCluster(t *testing.T) {
 		tabsOnTwoNodesOfflineOnceAfterBoth(t, c.URL(), channelShard(t, c))
 		spread(t, c)
 	})
+}
+
+// collect returns the events c prints within d, and fails if it closes or
+// exits meanwhile: it stayed connected.
+func (c *nodeClient) collect(d time.Duration) []map[string]any {
+	c.t.Helper()
+	var events []map[string]any
+	deadline := time.After(d)
+	for {
+		select {
+		case m, ok := <-c.lines:
+			if !ok {
+				c.t.Fatalf("node client exited: %v", <-c.done)
+			}
+			if m["closed"] != nil || m["timeout"] != nil || m["error"] != nil || m["status"] != nil {
+				c.t.Fatalf("node client: %v, want it connected", m)
+			}
+			if _, ev := m["event"]; ev {
+				events = append(events, m)
+			}
+		case <-deadline:
+			return events
+		}
+	}
+}
+
+// eventWithin is the next event c prints within d, acks skipped, or false.
+func (c *nodeClient) eventWithin(d time.Duration) (map[string]any, bool) {
+	deadline := time.Now().Add(d)
+	for {
+		m, ok := c.nextWithin(time.Until(deadline))
+		if !ok {
+			return nil, false
+		}
+		if _, ev := m["event"]; ev || m["closed"] != nil {
+			return m, true
+		}
+	}
+}
+
+// faultHTTP bounds each request a fault test makes while Redis is away: a
+// node that hangs fails the test instead of hanging it.
+var faultHTTP = &http.Client{Timeout: 5 * time.Second}
+
+// timedDo sends req with faultHTTP and returns the status (0 without an
+// answer, the error in the body's "error"), the JSON body and how long the
+// answer took.
+func timedDo(req *http.Request) (int, map[string]any, time.Duration) {
+	start := time.Now()
+	resp, err := faultHTTP.Do(req)
+	if err != nil {
+		return 0, map[string]any{"error": err.Error()}, time.Since(start)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	json.NewDecoder(resp.Body).Decode(&m)
+	return resp.StatusCode, m, time.Since(start)
+}
+
+// broadcastReq is a broadcast of message by the test API on node, as admin.
+func broadcastReq(t *testing.T, node *clusterNode, message string) *http.Request {
+	t.Helper()
+	b, _ := json.Marshal(map[string]any{"title": "t", "message": message})
+	req, _ := http.NewRequest("POST", "http://"+node.addr+"/api/socket-test/broadcast", bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+exampleToken(t, map[string]any{"sub": "admin", "role": "admin"}))
+	return req
+}
+
+// broadcastFrom broadcasts message from node, and fails unless it is
+// accepted within 5 s.
+func broadcastFrom(t *testing.T, node *clusterNode, message string) {
+	t.Helper()
+	if st, resp, took := timedDo(broadcastReq(t, node, message)); st != http.StatusOK && st != http.StatusAccepted {
+		t.Fatalf("broadcast %q on %s: %d %v after %v", message, node.addr, st, resp, took)
+	}
+}
+
+// bookingCreated is a booking.created webhook body for provider: its
+// event, newNotification, has data.bookingId id.
+func bookingCreated(id, provider string) string {
+	return `{"type":"booking.created","timestamp":"2026-12-01T10:00:00Z","data":{"id":"` + id + `","status":"pending","providerId":"` + provider + `","customerId":"nobody","customerName":"Ana","serviceName":"cut"}}`
+}
+
+// messages are the events' data.message.
+func messages(events []map[string]any) []string {
+	var l []string
+	for _, m := range events {
+		l = append(l, fmt.Sprint(eventData(m)["message"]))
+	}
+	return l
+}
+
+// count is how many times s is in l.
+func count(l []string, s string) int {
+	n := 0
+	for _, x := range l {
+		if x == s {
+			n++
+		}
+	}
+	return n
+}
+
+// brokerMetrics is node's sidecar_broker_up and dropped counts, for the log.
+func brokerMetrics(t *testing.T, node *clusterNode) string {
+	t.Helper()
+	var l []string
+	for _, line := range strings.Split(metricsText(t, node.addr), "\n") {
+		if strings.HasPrefix(line, "sidecar_broker_dropped_total") || strings.HasPrefix(line, "sidecar_broker_up") {
+			l = append(l, line)
+		}
+	}
+	return strings.Join(l, "; ")
+}
+
+// Redis stops answering for 10 s (SIGSTOP: its connections stay open,
+// nothing is answered) under two nodes. Each node serves its own clients
+// at once, answers webhooks, says degraded; afterwards both are back,
+// cross-node delivery works and presence did not flap, although every
+// heartbeat key expired during the pause.
+func TestClusterRedisPaused(t *testing.T) {
+	needNode(t)
+	r := redistest.Start(t)
+	_, nodes := startClusterNodes(t, 2, r.URL())
+	a, b := nodes[0], nodes[1]
+	alice := connectTo(t, r, a, "alice")
+	bob := connectTo(t, r, b, "bob")
+	w := connectTo(t, r, b, "watcher", watchMsg(1, "alice"))
+	if st := eventData(w.nextEvent())["users"].(map[string]any)["alice"].(map[string]any); st["online"] != true {
+		t.Fatalf("watch answered on B: %v, want alice online (on A)", st)
+	}
+
+	r.Pause()
+	paused := time.Now()
+
+	// (a) Each node's own clients get its broadcast at once: no node waits
+	// for Redis on its way.
+	for _, c := range []struct {
+		name    string
+		node    *clusterNode
+		clients []*nodeClient
+	}{{"A", a, []*nodeClient{alice}}, {"B", b, []*nodeClient{bob, w}}} {
+		msg := "during the pause from " + c.name
+		start := time.Now()
+		broadcastFrom(t, c.node, msg)
+		for _, cl := range c.clients {
+			m, ok := cl.eventWithin(time.Second - time.Since(start))
+			if !ok || eventData(m)["message"] != msg {
+				t.Fatalf("a client on %s, within 1 s of a broadcast there during the pause: %v (%v)", c.name, m, ok)
+			}
+		}
+		t.Logf("during the pause: a broadcast on %s reached its clients there in %v", c.name, time.Since(start).Round(time.Millisecond))
+	}
+
+	// (b) Webhooks to A are answered, before and after A knows Redis is
+	// away; (c) both nodes say degraded.
+	webhook := func(n int) {
+		t.Helper()
+		id := "bk-pause-" + itoa(n)
+		at := time.Since(paused)
+		st, resp, took := timedDo(signedRequest(t, a.addr, "msg_pause_"+itoa(n), bookingCreated(id, "alice")))
+		t.Logf("webhook %d on A, posted %v into the pause: %d %v in %v", n, at.Round(time.Millisecond), st, resp, took.Round(time.Millisecond))
+		if took > 2500*time.Millisecond {
+			t.Errorf("webhook %d on A during the pause took %v; bound ~2 s", n, took)
+		}
+		switch st {
+		case http.StatusAccepted:
+			if m := alice.nextEvent(); eventData(m)["bookingId"] != id {
+				t.Fatalf("alice after webhook %d: %v", n, m)
+			}
+		case http.StatusServiceUnavailable:
+			t.Errorf("webhook %d on A during the pause refused: %v (the node's own store can keep the id)", n, resp)
+		default:
+			t.Fatalf("webhook %d on A during the pause: %d %v", n, st, resp)
+		}
+	}
+	webhook(1)
+	waitFor(t, 5*time.Second, "A and B degraded", func() bool {
+		return strings.Contains(readyDetail(t, a.addr), `"degraded"`) && strings.Contains(readyDetail(t, b.addr), `"degraded"`)
+	})
+	t.Logf("both nodes degraded %v into the pause", time.Since(paused).Round(time.Millisecond))
+	webhook(2)
+	time.Sleep(3 * time.Second)
+	webhook(3)
+	t.Logf("A during the pause: %s", brokerMetrics(t, a))
+	t.Logf("B during the pause: %s", brokerMetrics(t, b))
+
+	time.Sleep(time.Until(paused.Add(10 * time.Second)))
+	r.Resume()
+	resumed := time.Now()
+	waitFor(t, 10*time.Second, "A and B ok after Resume", func() bool {
+		return strings.Contains(readyDetail(t, a.addr), `"status":"ok"`) && strings.Contains(readyDetail(t, b.addr), `"status":"ok"`)
+	})
+	waitFor(t, 5*time.Second, "the broadcast channel subscribed by both nodes", func() bool {
+		return shardSubscribers(r, "{sidecar}:b") == 2
+	})
+	t.Logf("both nodes ok, subscribed, %v after Resume", time.Since(resumed).Round(time.Millisecond))
+	broadcastFrom(t, a, "after the pause")
+	// Past node_timeout after the recovery, with sweeps every 125 ms: a
+	// flap would have happened by now.
+	time.Sleep(time.Until(resumed.Add(3 * time.Second)))
+
+	for _, c := range []struct {
+		name  string
+		c     *nodeClient
+		other string // the node whose broadcast during the pause it missed
+	}{{"alice on A", alice, "B"}, {"bob on B", bob, "A"}, {"the watcher on B", w, "A"}} {
+		events := c.c.collect(300 * time.Millisecond)
+		for _, m := range events {
+			if m["event"] == "userOffline" || m["event"] == "userOnline" {
+				t.Errorf("%s: %v: alice was connected to A throughout the pause (presence flapped)", c.name, m)
+			}
+		}
+		got := messages(events)
+		if n := count(got, "after the pause"); n != 1 {
+			t.Errorf("%s: the broadcast from A after the pause %d times, want once (%v)", c.name, n, got)
+		}
+		if n := count(got, "during the pause from "+c.other); n > 0 {
+			// Its SPUBLISH went out before the other node saw Redis was
+			// away: it timed out there and was counted dropped, but
+			// redis-server read it from the socket and ran it on SIGCONT.
+			t.Logf("%s also got %s's broadcast of during the pause, 10 s late, after Resume (%d times)", c.name, c.other, n)
+		}
+	}
+	for _, n := range nodes {
+		if d := readyDetail(t, n.addr); !strings.Contains(d, `"status":"ok"`) {
+			t.Errorf("%s after the pause: %s", n.addr, d)
+		}
+	}
+	t.Logf("A after the pause: %s", brokerMetrics(t, a))
+	t.Logf("B after the pause: %s", brokerMetrics(t, b))
 }
