@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -340,4 +341,74 @@ func TestClusterRedisPaused(t *testing.T) {
 	}
 	t.Logf("A after the pause: %s", brokerMetrics(t, a))
 	t.Logf("B after the pause: %s", brokerMetrics(t, b))
+}
+
+// goroutinesOf is go_goroutines in node's /metrics.
+func goroutinesOf(t *testing.T, node *clusterNode) int {
+	t.Helper()
+	for _, line := range strings.Split(metricsText(t, node.addr), "\n") {
+		if v, ok := strings.CutPrefix(line, "go_goroutines "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("go_goroutines: %q", line)
+			}
+			return int(f)
+		}
+	}
+	t.Fatalf("no go_goroutines in %s/metrics", node.addr)
+	return 0
+}
+
+// Redis killed and restarted three times (2 s down each, its data lost)
+// under two nodes: each time cross-node delivery comes back both ways, and
+// in the end neither node has more goroutines than before.
+func TestClusterRedisRestartNoGoroutineGrowth(t *testing.T) {
+	needNode(t)
+	r := redistest.Start(t)
+	_, nodes := startClusterNodes(t, 2, r.URL())
+	a, b := nodes[0], nodes[1]
+	alice := connectTo(t, r, a, "alice")
+	bob := connectTo(t, r, b, "bob")
+	crossNode := func(round string) {
+		t.Helper()
+		waitFor(t, 10*time.Second, round+": A and B ok", func() bool {
+			return strings.Contains(readyDetail(t, a.addr), `"status":"ok"`) && strings.Contains(readyDetail(t, b.addr), `"status":"ok"`)
+		})
+		waitFor(t, 5*time.Second, round+": subscriptions back", func() bool {
+			return shardSubscribers(r, "{sidecar}:b") == 2 && shardSubscribers(r, "{sidecar}:u:alice") == 1 && shardSubscribers(r, "{sidecar}:u:bob") == 1
+		})
+		broadcastFrom(t, a, round+" from A")
+		broadcastFrom(t, b, round+" from B")
+		for _, c := range []*nodeClient{alice, bob} {
+			got := []string{fmt.Sprint(eventData(c.nextEvent())["message"]), fmt.Sprint(eventData(c.nextEvent())["message"])}
+			sort.Strings(got)
+			if got[0] != round+" from A" || got[1] != round+" from B" {
+				t.Fatalf("%s: %v, want the broadcasts from A and B", round, got)
+			}
+		}
+	}
+	crossNode("warm-up")
+	time.Sleep(500 * time.Millisecond)
+	baseA, baseB := goroutinesOf(t, a), goroutinesOf(t, b)
+	for i := range 3 {
+		r.Kill()
+		time.Sleep(2 * time.Second)
+		r.Restart()
+		restarted := time.Now()
+		crossNode("restart " + itoa(i+1))
+		t.Logf("restart %d: cross-node delivery back %v after Redis; goroutines A %d, B %d", i+1, time.Since(restarted).Round(10*time.Millisecond), goroutinesOf(t, a), goroutinesOf(t, b))
+	}
+	var ga, gb int
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ga, gb = goroutinesOf(t, a), goroutinesOf(t, b)
+		if (ga <= baseA+5 && gb <= baseB+5) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("goroutines: A %d → %d, B %d → %d", baseA, ga, baseB, gb)
+	if ga > baseA+5 || gb > baseB+5 {
+		t.Errorf("goroutines grew over 3 Redis restarts: A %d → %d, B %d → %d (bound +5)", baseA, ga, baseB, gb)
+	}
 }
