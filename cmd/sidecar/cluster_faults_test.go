@@ -412,3 +412,61 @@ func TestClusterRedisRestartNoGoroutineGrowth(t *testing.T) {
 		t.Errorf("goroutines grew over 3 Redis restarts: A %d → %d, B %d → %d (bound +5)", baseA, ga, baseB, gb)
 	}
 }
+
+// Three nodes, one client each (u0 on node 0, ...); 60 webhooks posted
+// round-robin over the nodes, each to every user from every node in turn,
+// and each posted again to the next node, as a sender's retry: every user
+// gets each of their 20 events exactly once, every retry is a duplicate.
+func TestClusterWebhooksExactlyOnceRoundRobin(t *testing.T) {
+	needNode(t)
+	r := redistest.Start(t)
+	_, nodes := startClusterNodes(t, 3, r.URL())
+	var clients []*nodeClient
+	want := make([]map[string]int, len(nodes))
+	for i, n := range nodes {
+		clients = append(clients, connectTo(t, r, n, "u"+itoa(i)))
+		want[i] = map[string]int{}
+	}
+	posting := time.Now()
+	for k := range 60 {
+		user := k % 3
+		node := (k + k/3) % 3 // each triple of webhooks over the three nodes, each time shifted: every (node, user) in turn
+		id := fmt.Sprintf("bk-rr-%02d", k)
+		msgID := fmt.Sprintf("msg_rr_%02d", k)
+		body := bookingCreated(id, "u"+itoa(user))
+		want[user][id] = 1
+		first, retry := nodes[node], nodes[(node+1)%3]
+		if st, m := signedPost(t, first.addr, msgID, body); st != http.StatusAccepted {
+			t.Fatalf("webhook %d on node %d: %d %v", k, node, st, m)
+		}
+		if st, m := signedPost(t, retry.addr, msgID, body); st != http.StatusOK || m["duplicate"] != true {
+			t.Errorf("the retry of webhook %d on node %d: %d %v, want 200 duplicate", k, (node+1)%3, st, m)
+		}
+	}
+	t.Logf("120 webhooks posted in %v", time.Since(posting).Round(time.Millisecond))
+	for i, c := range clients {
+		got := map[string]int{}
+		events := 0
+		add := func(l []map[string]any) {
+			for _, m := range l {
+				got[fmt.Sprint(eventData(m)["bookingId"])]++
+				events++
+			}
+		}
+		for deadline := time.Now().Add(5 * time.Second); events < len(want[i]) && time.Now().Before(deadline); {
+			add(c.collect(100 * time.Millisecond))
+		}
+		t.Logf("u%d on node %d: %d events", i, i, events)
+		add(c.collect(500 * time.Millisecond)) // any more is one too many
+		for id, n := range got {
+			if want[i][id] != n {
+				t.Errorf("u%d on node %d: %s %d times, want %d", i, i, id, n, want[i][id])
+			}
+		}
+		for id := range want[i] {
+			if got[id] == 0 {
+				t.Errorf("u%d on node %d: %s never arrived", i, i, id)
+			}
+		}
+	}
+}
