@@ -470,3 +470,44 @@ func TestClusterWebhooksExactlyOnceRoundRobin(t *testing.T) {
 		}
 	}
 }
+
+// socket.io-client over WebSocket on two nodes: a webhook posted to A
+// reaches the provider on B once, and a message sent from B reaches the
+// client on A once.
+func TestClusterSocketIOClientsOnDifferentNodes(t *testing.T) {
+	needNode(t)
+	r := redistest.Start(t)
+	_, nodes := startClusterNodes(t, 2, r.URL())
+	a, b := nodes[0], nodes[1]
+	sio := func(node *clusterNode, user, role string) *sioClient {
+		t.Helper()
+		c := startSIOClient(t, "http://"+node.addr, map[string]any{"transports": []string{"websocket"}, "reconnection": false,
+			"auth": map[string]any{"token": exampleToken(t, map[string]any{"sub": user, "role": role})}})
+		if m := c.expect("connect"); m["transport"] != "websocket" {
+			t.Fatalf("socket.io client on %s: %v", node.addr, m)
+		}
+		waitSubscribed(t, r, user)
+		return c
+	}
+	prov := sio(b, "sio-prov", "provider")
+	cust := sio(a, "sio-cust", "customer")
+
+	if st, m := signedPost(t, a.addr, "msg_sio_cluster", bookingCreated("bk-sio", "sio-prov")); st != http.StatusAccepted {
+		t.Fatalf("webhook on A: %d %v", st, m)
+	}
+	if name, data := prov.event(); name != "newNotification" || data["bookingId"] != "bk-sio" {
+		t.Fatalf("the provider on B after the webhook on A: %s %v", name, data)
+	}
+	prov.noMore(500*time.Millisecond, "the provider on B (exactly once)")
+	cust.noMore(0, "the customer on A, not a recipient")
+
+	admin := exampleToken(t, map[string]any{"sub": "admin", "role": "admin"})
+	if st, resp := (&exampleNode{t: t, addr: b.addr}).post("/api/socket-test/send/sio-cust", admin, map[string]any{"title": "from B"}); st != http.StatusAccepted {
+		t.Fatalf("send on B: %d %v", st, resp)
+	}
+	if name, data := cust.event(); name != "newNotification" || data["title"] != "from B" {
+		t.Fatalf("the customer on A after a send on B: %s %v", name, data)
+	}
+	cust.noMore(500*time.Millisecond, "the customer on A (exactly once)")
+	prov.noMore(0, "the provider on B, not a recipient")
+}
