@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -65,16 +66,41 @@ func exampleToken(t *testing.T, claims map[string]any) string {
 
 // connectTo opens a `ws` client as user on node, and waits until the
 // cluster knows the user is there (their channel is subscribed: a message
-// for them from another node reaches them).
+// for them from another node reaches them). r is the Redis that holds the
+// channels: the server, or in a Redis Cluster the master of their slot
+// (channelShard).
 func connectTo(t *testing.T, r *redistest.Server, node *clusterNode, user string, send ...any) *nodeClient {
 	t.Helper()
 	c := startNodeClientSending(t, "ws://"+node.addr+"/ws?token="+exampleToken(t, map[string]any{"sub": user}), 1000, send)
 	c.waitOpen()
-	waitFor(t, 5*time.Second, user+"'s channel subscribed", func() bool {
-		out, _ := r.Do("PUBSUB", "SHARDNUMSUB", "{sidecar}:u:"+user)
-		return strings.HasSuffix(strings.TrimSpace(out), "1") || strings.HasSuffix(strings.TrimSpace(out), "2")
-	})
+	waitSubscribed(t, r, user)
 	return c
+}
+
+// waitSubscribed waits until some node subscribes user's channel.
+func waitSubscribed(t *testing.T, r *redistest.Server, user string) {
+	t.Helper()
+	waitFor(t, 5*time.Second, user+"'s channel subscribed", func() bool {
+		return shardSubscribers(r, "{sidecar}:u:"+user) > 0
+	})
+}
+
+// shardSubscribers is PUBSUB SHARDNUMSUB channel on r: how many
+// connections (nodes) subscribe it; -1 if r does not answer.
+func shardSubscribers(r *redistest.Server, channel string) int {
+	out, err := r.Do("PUBSUB", "SHARDNUMSUB", channel)
+	if err != nil {
+		return -1
+	}
+	lines := strings.Fields(out)
+	if len(lines) != 2 {
+		return -1
+	}
+	n, err := strconv.Atoi(lines[1])
+	if err != nil {
+		return -1
+	}
+	return n
 }
 
 // noMore fails if c prints an event within d.
@@ -97,9 +123,16 @@ func (c *nodeClient) noMore(d time.Duration, why string) {
 }
 
 func TestClusterWebhookOnAReachesClientOnCOnce(t *testing.T) {
-	needNode(t)
 	r := redistest.Start(t)
-	_, nodes := startClusterNodes(t, 3, r.URL())
+	webhookOnAReachesClientOnCOnce(t, r.URL(), r)
+}
+
+// webhookOnAReachesClientOnCOnce: three nodes on the Redis at redisURL,
+// whose channels r holds; a webhook on A reaches its recipient on C once,
+// its retry on B is a duplicate, and a broadcast from A reaches B and C.
+func webhookOnAReachesClientOnCOnce(t *testing.T, redisURL string, r *redistest.Server) {
+	needNode(t)
+	_, nodes := startClusterNodes(t, 3, redisURL)
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	alice := connectTo(t, r, c, "alice")
 	bob := connectTo(t, r, b, "bob")
@@ -134,9 +167,16 @@ func TestClusterWebhookOnAReachesClientOnCOnce(t *testing.T) {
 }
 
 func TestClusterTabsOnTwoNodesOfflineOnceAfterBoth(t *testing.T) {
-	needNode(t)
 	r := redistest.Start(t)
-	_, nodes := startClusterNodes(t, 3, r.URL())
+	tabsOnTwoNodesOfflineOnceAfterBoth(t, r.URL(), r)
+}
+
+// tabsOnTwoNodesOfflineOnceAfterBoth: three nodes on the Redis at redisURL,
+// whose channels r holds; a user with tabs on A and B, watched from C, goes
+// offline once, when both are closed.
+func tabsOnTwoNodesOfflineOnceAfterBoth(t *testing.T, redisURL string, r *redistest.Server) {
+	needNode(t)
+	_, nodes := startClusterNodes(t, 3, redisURL)
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	tabA := connectTo(t, r, a, "alice")
 	tabB := connectTo(t, r, b, "alice")

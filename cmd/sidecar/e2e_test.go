@@ -132,7 +132,10 @@ func startNodeClient(t *testing.T, url string, messages int, protocols ...string
 // startNodeClientSending is startNodeClient sending send once open.
 func startNodeClientSending(t *testing.T, url string, messages int, send []any, protocols ...string) *nodeClient {
 	t.Helper()
-	args := []string{"client.mjs", url, itoa(messages), "15000"}
+	// The client exits by itself after 60 s at most (and is killed at
+	// cleanup): long enough for the cluster fault tests, whose clients stay
+	// connected through a 10 s Redis pause or three Redis restarts.
+	args := []string{"client.mjs", url, itoa(messages), "60000"}
 	if len(protocols) > 0 {
 		args = append(args, strings.Join(protocols, ","))
 	}
@@ -394,6 +397,19 @@ func serveWith(t *testing.T, rulesYAML, extra string) (addr string, cfg *config.
 // signedPost posts a webhook signed with the test secret.
 func signedPost(t *testing.T, addr, id, body string) (int, map[string]any) {
 	t.Helper()
+	resp, err := http.DefaultClient.Do(signedRequest(t, addr, id, body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	json.NewDecoder(resp.Body).Decode(&m)
+	return resp.StatusCode, m
+}
+
+// signedRequest is the request signedPost sends.
+func signedRequest(t *testing.T, addr, id, body string) *http.Request {
+	t.Helper()
 	s, err := newTestSigner()
 	if err != nil {
 		t.Fatal(err)
@@ -402,14 +418,7 @@ func signedPost(t *testing.T, addr, id, body string) (int, map[string]any) {
 	for k, v := range s.Headers(id, time.Now(), []byte(body)) {
 		req.Header[k] = v
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var m map[string]any
-	json.NewDecoder(resp.Body).Decode(&m)
-	return resp.StatusCode, m
+	return req
 }
 
 func readyDetail(t *testing.T, addr string) string {
