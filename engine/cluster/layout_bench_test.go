@@ -110,3 +110,46 @@ type nopTeller struct{}
 func (nopTeller) TellPresence(string, bool, time.Time) {}
 func (nopTeller) Counts() (int64, int64)               { return 0, 0 }
 func (nopTeller) InPresenceOrder(fn func()) bool       { fn(); return true }
+
+// BenchmarkSubscriptions is what per-user channels cost Redis and a node:
+// b.N users arrive on a node at once (a connect storm), and it reports the
+// time until Redis has all their subscriptions, and Redis's memory per
+// subscription. Run: go test -run XXX -bench Subscriptions -benchtime 10000x ./engine/cluster
+func BenchmarkSubscriptions(b *testing.B) {
+	r := redistest.Start(b)
+	n, err := New(Options{URL: r.URL(), NodeID: "n"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	br, _ := n.Broker(&countHub{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); n.Run(ctx, nopTeller{}, 0) }()
+	defer func() { cancel(); <-done }()
+	mem := func() float64 {
+		out, _ := r.Do("INFO", "memory")
+		for _, l := range strings.Split(out, "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(l), "used_memory:"); ok {
+				f, _ := strconv.ParseFloat(v, 64)
+				return f
+			}
+		}
+		return 0
+	}
+	time.Sleep(300 * time.Millisecond) // the broadcast channel
+	m0 := mem()
+	b.ResetTimer()
+	for i := range b.N {
+		br.(engine.UserRouter).Here("user-"+strconv.Itoa(i), true)
+	}
+	last := n.chUser + "user-" + strconv.Itoa(b.N-1)
+	for {
+		out, _ := r.Do("PUBSUB", "SHARDNUMSUB", last)
+		if strings.HasSuffix(strings.TrimSpace(out), "1") {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	b.StopTimer()
+	b.ReportMetric((mem()-m0)/float64(b.N), "redis-B/sub")
+}
