@@ -95,6 +95,11 @@ fi
 server_go=$(go_version_of "$SIDECAR")
 timeout_s=${RUN_TIMEOUT:-$([[ -n $smoke ]] && echo 120 || echo 1500)}
 per_node=$((conns / nodes))
+# A node holds at most ~19,500 sockets (open-file limit 20000, max_connections 20000 here).
+if ((per_node > 19000)); then
+	echo "cluster.sh: -n $conns over $nodes nodes is $per_node per node, over 19,000: use more nodes (-k)" >&2
+	exit 2
+fi
 
 # Phase lengths: the defaults of loadgen for the full run, short ones for a smoke run.
 if [[ -n $smoke ]]; then
