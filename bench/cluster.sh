@@ -11,10 +11,11 @@
 #   bench/cluster.sh -s
 #
 # Usage:
-#   bench/cluster.sh [-n CONNS] [-k NODES] [-o DIR] [-p PORT] [-m "STEPS"] [-s]
+#   bench/cluster.sh [-n CONNS] [-k NODES] [-b BASE] [-o DIR] [-p PORT] [-m "STEPS"] [-s]
 #                    [-B "flags"] [-R "flags"] [-X "flags"] [-W "flags"]
 #
-#   -n CONNS   clients of the cluster (default 50000); the baseline node holds CONNS/NODES
+#   -n CONNS   clients of the cluster (default 50000)
+#   -b BASE    clients of the baseline node (default CONNS/NODES, a node's share; at most 19,000)
 #   -k NODES   nodes (default 3), listening on 127.0.0.1:PORT, PORT+1, ... (default PORT 8081)
 #   -m STEPS   which steps, in order (default "baseline run xlatency webhooks")
 #   -s         smoke: 1,500 clients (unless -n), short phases
@@ -22,7 +23,7 @@
 #              `loadgen xlatency` and `loadgen webhooks`; they come after the defaults, so they win
 #
 # Each step starts fresh servers (new store files, Redis emptied) and stops them:
-#   baseline  one node alone, no broker, holding CONNS/NODES clients: `loadgen run` -> DIR/baseline.json
+#   baseline  one node alone, no broker, holding BASE clients: `loadgen run` -> DIR/baseline.json
 #   run       NODES nodes, CONNS clients, client i on node i mod NODES, broadcasts POSTed round-robin:
 #             `loadgen run` -> DIR/run.json (RSS per connection of each server process, found by its
 #             listening socket with ss(8); POST -> last client of all nodes and of each; CPU per message)
@@ -40,6 +41,12 @@
 # SIDECAR_RULES__WATCH=false and the secrets of bench/lib.sh; SIDECAR_BROKER__* from the
 # environment is ignored.
 #
+# On this 2-core machine the nodes, Redis and loadgen share the same two cores: a broadcast to
+# CONNS clients over NODES nodes costs the machine CONNS frame writes, against CONNS/NODES for the
+# baseline, whatever the nodes do in parallel elsewhere. For the comparison with one node holding
+# about as many clients as one process can, run the baseline again on its own:
+#   bench/cluster.sh -m baseline -b 18000 -o DIR-18000
+#
 # Environment: LOADGEN (a loadgen binary), SIDECAR (a sidecar binary), RUN_TIMEOUT (hard limit per
 # step, seconds; default 1500, smoke 120), REDIS_SERVER (default redis-server). Needs go, ss,
 # timeout, curl, redis-server and redis-cli.
@@ -52,9 +59,11 @@ steps="baseline run xlatency webhooks"
 smoke=""
 out=""
 bflags="" rflags="" xflags="" wflags=""
-while getopts "n:k:o:p:m:sB:R:X:W:h" opt; do
+base=""
+while getopts "n:k:b:o:p:m:sB:R:X:W:h" opt; do
 	case $opt in
 	n) conns=$OPTARG ;;
+	b) base=$OPTARG ;;
 	k) nodes=$OPTARG ;;
 	o) out=$OPTARG ;;
 	p) first_port=$OPTARG ;;
@@ -64,7 +73,7 @@ while getopts "n:k:o:p:m:sB:R:X:W:h" opt; do
 	R) rflags=$OPTARG ;;
 	X) xflags=$OPTARG ;;
 	W) wflags=$OPTARG ;;
-	*) sed -n '2,47p' "$0"; exit 2 ;;
+	*) sed -n '2,52p' "$0"; exit 2 ;;
 	esac
 done
 shift $((OPTIND - 1))
@@ -75,6 +84,18 @@ conns=${conns:-$([[ -n $smoke ]] && echo 1500 || echo 50000)}
 for s in $steps; do
 	case $s in baseline | run | xlatency | webhooks) ;; *) echo "cluster.sh: unknown step $s" >&2; exit 2 ;; esac
 done
+
+per_node=$((conns / nodes))
+base=${base:-$per_node}
+# A node holds at most ~19,500 sockets (open-file limit 20000, max_connections 20000 here).
+if ((per_node > 19000)); then
+	echo "cluster.sh: -n $conns over $nodes nodes is $per_node per node, over 19,000: use more nodes (-k)" >&2
+	exit 2
+fi
+if ! [[ $base =~ ^[0-9]+$ ]] || ((base < 1 || base > 19000)); then
+	echo "cluster.sh: -b $base: want 1..19000 clients for the baseline node" >&2
+	exit 2
+fi
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=bench/lib.sh
@@ -94,12 +115,6 @@ if [[ -z ${SIDECAR:-} ]]; then
 fi
 server_go=$(go_version_of "$SIDECAR")
 timeout_s=${RUN_TIMEOUT:-$([[ -n $smoke ]] && echo 120 || echo 1500)}
-per_node=$((conns / nodes))
-# A node holds at most ~19,500 sockets (open-file limit 20000, max_connections 20000 here).
-if ((per_node > 19000)); then
-	echo "cluster.sh: -n $conns over $nodes nodes is $per_node per node, over 19,000: use more nodes (-k)" >&2
-	exit 2
-fi
 
 # Phase lengths: the defaults of loadgen for the full run, short ones for a smoke run.
 if [[ -n $smoke ]]; then
@@ -213,7 +228,7 @@ for step in $steps; do
 	baseline)
 		start_nodes baseline 1 ""
 		# shellcheck disable=SC2086 # flag lists
-		timeout -k 10 "$timeout_s" "$LOADGEN" run --url "$urls" -n "$per_node" --server-pid "$(pid_list)" \
+		timeout -k 10 "$timeout_s" "$LOADGEN" run --url "$urls" -n "$base" --server-pid "$(pid_list)" \
 			--server-cmd "$label (one node, no broker)" --server-go "$server_go" $run_defaults $bflags >"$out/baseline.json"
 		;;
 	run)
