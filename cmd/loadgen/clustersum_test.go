@@ -17,7 +17,7 @@ const runCluster = `{` + testMachine + `,"server_cmd":"sidecar (3 nodes)","n":30
           {"conns":100,"posts":1,"delivered":300,"post_to_last_ms":{"p50":5.5,"p99":8,"max":8},"complete_broadcasts":3},
           {"conns":100,"posts":1,"delivered":299,"missing":1,"post_to_last_ms":{"p50":6,"p99":9,"max":9},"complete_broadcasts":2}]},
 "sustain":[{"rate_hz":2,"conns":300,"delivered_per_s":600,"nodes":[{"delivered":10},{"delivered":11},{"delivered":12,"missing":1}]}],
-"urls":["ws://a/ws","ws://b/ws","ws://c/ws"],"server_pids":[1,2,3],"post_to":"rr",
+"urls":["ws://a/ws","ws://b/ws","ws://c/ws"],"server_pids":[1,2,3],"redis_pids":[9],"post_to":"rr",
 "nodes":[{"url":"ws://a/ws","pid":1,"conns":100,"server_reported_conns":100,"rss":{"before_kib":1000,"after_kib":2000,"per_conn_kib":10.24,"peak_kib":2048},"idle_cores":0.001},
          {"url":"ws://b/ws","pid":2,"conns":100,"server_reported_conns":100,"rss":{"before_kib":1000,"after_kib":2000,"per_conn_kib":10}},
          {"url":"ws://c/ws","pid":3,"conns":100,"server_reported_conns":99,"rss":{"before_kib":1000,"after_kib":2000,"per_conn_kib":9.5,"after_traffic_kib":2100,"per_conn_after_traffic_kib":11},"idle_cores":0.003}]}`
@@ -83,6 +83,8 @@ func TestSummarizeCompare(t *testing.T) {
 		"| sustained 2 broadcasts/s: delivered/s (missing) | 200 (0) | 600 (0) | 3.00× |\n",
 		"Time to the last delivery of a broadcast: **6.0 ms** over 3 nodes holding 300 clients against **3.0 ms** on one node holding 100",
 	)
+	noBroker := strings.Replace(runCluster, `"redis_cpu_s":0.01,`, ``, 1)
+	wantLines(t, summarize(t, "--compare", runOne, noBroker), "| 20.00 µs, broker under one 10 ms tick in all | 2.00× |")
 	var out strings.Builder
 	if err := runSummarize([]string{"--compare", "x.json"}, &out); err == nil {
 		t.Error("--compare with one file: no error")
