@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -13,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -35,6 +35,25 @@ type benchResult struct {
 	Sustain     []phaseResult `json:"sustain,omitempty"`
 	Pings       int64         `json:"pings_answered"`
 	TookS       float64       `json:"took_s"`
+
+	// With several nodes (--url a,b,c): the nodes in order, where the
+	// broadcasts went, and each node's figures. The RSS above is then the
+	// nodes' sum (per connection: over all of them), server CPU too.
+	URLs       []string     `json:"urls,omitempty"`
+	ServerPIDs []int        `json:"server_pids,omitempty"`
+	RedisPIDs  []int        `json:"redis_pids,omitempty"`
+	PostTo     string       `json:"post_to,omitempty"`
+	Nodes      []nodeResult `json:"nodes,omitempty"`
+}
+
+// nodeResult is one node of a cluster run.
+type nodeResult struct {
+	URL         string    `json:"url"`
+	PID         int       `json:"pid"`
+	Conns       int       `json:"conns"` // open on this node after connecting
+	ServerConns int64     `json:"server_reported_conns"`
+	RSS         rssResult `json:"rss"`
+	IdleCores   float64   `json:"idle_cores,omitempty"`
 }
 
 type rssResult struct {
@@ -54,12 +73,13 @@ type rssResult struct {
 // idleResult is the server's CPU use while every connection is idle: its
 // pings, timers and housekeeping. Sustained phases subtract it.
 type idleResult struct {
-	WindowS        float64 `json:"window_s"`
-	CPUS           float64 `json:"cpu_s"`
-	Cores          float64 `json:"cores"`
-	UsPerConnPerS  float64 `json:"us_per_conn_per_s"`
-	ClientPings    int64   `json:"pings_answered"` // by the clients, in the window
-	OtherCoresSeen float64 `json:"other_cores"`
+	NodeCores      []float64 `json:"node_cores,omitempty"` // several nodes: each one's
+	WindowS        float64   `json:"window_s"`
+	CPUS           float64   `json:"cpu_s"`
+	Cores          float64   `json:"cores"`
+	UsPerConnPerS  float64   `json:"us_per_conn_per_s"`
+	ClientPings    int64     `json:"pings_answered"` // by the clients, in the window
+	OtherCoresSeen float64   `json:"other_cores"`
 }
 
 // kernelResult is the machine-wide Slab growth while the connections opened,
@@ -76,7 +96,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	t.register(fs)
 	n := fs.Int("n", 10000, "connections")
-	pid := fs.Int("server-pid", 0, "pid of the server process (required: RSS and CPU are read from /proc/<pid>)")
+	pidList := fs.String("server-pid", "", "pid of the server process (required: RSS and CPU are read from /proc/<pid>); with several --url, one per URL, comma-separated")
+	redisList := fs.String("redis-pid", "", "pids of the broker (redis-server), comma-separated: their CPU is reported and not counted as other processes'")
+	postToFlag := fs.String("post-to", "rr", "with several --url: the node the broadcasts are POSTed to, rr (round-robin) or an index in --url")
 	label := fs.String("server-cmd", "", "the server's command line, recorded in the result")
 	serverGo := fs.String("server-go", "", "the server's Go version (go version <binary>), recorded in the result")
 	warm := fs.Int("warm", 200, "connections that warm the server up before the RSS baseline")
@@ -98,8 +120,17 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := t.validate(); err != nil {
 		return err
 	}
-	if *pid <= 0 {
-		return errors.New("--server-pid is required")
+	pids, err := serverPIDs(*pidList, t.nodes(), true)
+	if err != nil {
+		return err
+	}
+	redisPIDs, err := parsePIDs(*redisList)
+	if err != nil {
+		return fmt.Errorf("--redis-pid: %w", err)
+	}
+	to, err := parsePostTo(*postToFlag, t.nodes(), false)
+	if err != nil {
+		return err
 	}
 	rateList, err := sustainRates(*rates)
 	if err != nil {
@@ -109,13 +140,21 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer cancel()
 	start := time.Now()
 	logf := newLogf(stderr)
-	res := benchResult{Machine: describeMachine(), ServerCmd: *label, ServerGo: *serverGo, ServerPID: *pid, N: *n}
+	res := benchResult{Machine: describeMachine(), ServerCmd: *label, ServerGo: *serverGo, ServerPID: pids[0], N: *n}
+	multi := t.nodes() > 1
+	if multi {
+		res.ServerPIDs, res.RedisPIDs, res.PostTo = pids, redisPIDs, to.String()
+		for i, u := range t.urls {
+			res.URLs = append(res.URLs, u.String())
+			res.Nodes = append(res.Nodes, nodeResult{URL: u.String(), PID: pids[i]})
+		}
+	}
 	if fl, err := writeFloor(1000, 30, 3, 160); err == nil {
 		res.WriteFloor = round3(float64(fl) / float64(time.Microsecond))
 		logf("loopback write floor: %.2f µs CPU per 160-byte write", res.WriteFloor)
 	}
-	p := newPoster(&t)
-	o := phaseOpts{serverPID: *pid, late: *late, grace: *grace}
+	p := newPoster(&t, to)
+	o := phaseOpts{serverPIDs: pids, redisPIDs: redisPIDs, late: *late, grace: *grace}
 	seq := int64(1)
 
 	// Warm up: a few connections and broadcasts, which also prove that the
@@ -141,9 +180,17 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 
 	logf("RSS baseline")
-	res.RSS.BeforeKiB, res.RSS.BeforeSamples, err = settleRSS(ctx, *pid, 3*time.Second, 20*time.Second)
+	before, beforeSamples, err := settleRSSAll(ctx, pids, 3*time.Second, 20*time.Second)
 	if err != nil {
 		return err
+	}
+	res.RSS.BeforeKiB = sum64(before)
+	if multi {
+		for i := range res.Nodes {
+			res.Nodes[i].RSS.BeforeKiB, res.Nodes[i].RSS.BeforeSamples = before[i], beforeSamples[i]
+		}
+	} else {
+		res.RSS.BeforeSamples = beforeSamples[0]
 	}
 	res.Kernel.BeforeKiB = meminfoKiB("Slab:")
 
@@ -158,14 +205,37 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if f.ready.Open == 0 {
 		return fmt.Errorf("no connection opened: %v", f.ready.Errors)
 	}
-	res.RSS.AfterKiB, res.RSS.AfterSamples, err = settleRSS(ctx, *pid, *settleMin, *settleMax)
+	after, afterSamples, err := settleRSSAll(ctx, pids, *settleMin, *settleMax)
 	if err != nil {
 		return err
 	}
 	res.Kernel.AfterKiB = meminfoKiB("Slab:")
+	res.RSS.AfterKiB = sum64(after)
 	res.RSS.PerConnKiB = round3(float64(res.RSS.AfterKiB-res.RSS.BeforeKiB) / float64(f.ready.Open))
 	res.Kernel.PerSocketKiB = round3(float64(res.Kernel.AfterKiB-res.Kernel.BeforeKiB) / float64(2*f.ready.Open))
-	res.ServerConns = p.serverConns(ctx, t.API)
+	res.ServerConns = 0
+	for i, api := range t.apis {
+		c := p.serverConns(ctx, api)
+		if c < 0 || res.ServerConns < 0 {
+			res.ServerConns = -1
+		} else {
+			res.ServerConns += c
+		}
+		if multi {
+			nd := &res.Nodes[i]
+			nd.ServerConns = c
+			nd.Conns = at(f.ready.PerNode, i)
+			nd.RSS.AfterKiB, nd.RSS.AfterSamples = after[i], afterSamples[i]
+			if nd.Conns > 0 {
+				nd.RSS.PerConnKiB = round3(float64(nd.RSS.AfterKiB-nd.RSS.BeforeKiB) / float64(nd.Conns))
+			}
+			logf("node %d (pid %d): %d connections, RSS %d -> %d KiB: %.2f KiB per connection",
+				i, nd.PID, nd.Conns, nd.RSS.BeforeKiB, nd.RSS.AfterKiB, nd.RSS.PerConnKiB)
+		}
+	}
+	if !multi {
+		res.RSS.AfterSamples = afterSamples[0]
+	}
 	for _, kp := range f.pids() {
 		kib, _ := rssKiB(kp)
 		res.ClientRSS += kib
@@ -174,12 +244,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	if *idleWindow > 0 {
 		logf("idle CPU over %v", *idleWindow)
-		ir, err := measureIdle(ctx, f, *pid, *idleWindow)
+		ir, err := measureIdle(ctx, f, pids, *idleWindow)
 		if err != nil {
 			return err
 		}
 		res.Idle = &ir
 		o.idleCores = ir.Cores
+		for i := range res.Nodes {
+			res.Nodes[i].IdleCores = at(ir.NodeCores, i)
+		}
 		logf("idle: %.3f cores, %.2f µs per connection per second", ir.Cores, ir.UsPerConnPerS)
 	}
 
@@ -189,8 +262,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	measure := func(name string, do func() (phaseResult, error)) (phaseResult, error) {
 		var best phaseResult
 		for a := 1; a <= *attempts; a++ {
-			if o, quiet := waitQuiet(ctx, append(f.pids(), *pid), *quietLimit, 5*time.Second, *quietWait); !quiet {
-				logf("%s: machine still busy (others use %.2f cores); measuring anyway", name, o)
+			if oc, quiet := waitQuiet(ctx, append(f.pids(), o.ours()...), *quietLimit, 5*time.Second, *quietWait); !quiet {
+				logf("%s: machine still busy (others use %.2f cores); measuring anyway", name, oc)
 			}
 			r, err := do()
 			if err != nil {
@@ -221,13 +294,29 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		res.Latency = &lr
 		logf("latency: POST->last %s ms; %.2f µs server CPU per message; others used %.2f cores",
 			lr.PostToLastMs, lr.ServerCPUUsPerMsg, lr.OtherCores)
-		kib, _, err := settleRSS(ctx, *pid, *settleMin, *settleMax)
+		for i, nd := range lr.Nodes {
+			if nd.PostToLastMs != nil {
+				logf("latency: node %d: %d POSTs, POST->last of its %d clients %s ms; %.2f µs server CPU per message it delivered",
+					i, nd.Posts, nd.Conns, nd.PostToLastMs, nd.ServerCPUUsPerMsg)
+			}
+		}
+		kibs, _, err := settleRSSAll(ctx, pids, *settleMin, *settleMax)
 		if err != nil {
 			return err
 		}
+		kib := sum64(kibs)
 		res.RSS.AfterTrafficKiB = kib
 		if open := lr.Conns - lr.ClosedConns; open > 0 {
 			res.RSS.PerConnAfterTraffic = round3(float64(kib-res.RSS.BeforeKiB) / float64(open))
+		}
+		for i := range res.Nodes {
+			nd := &res.Nodes[i]
+			nd.RSS.AfterTrafficKiB = kibs[i]
+			if i < len(lr.Nodes) {
+				if open := lr.Nodes[i].Conns - lr.Nodes[i].ClosedConns; open > 0 {
+					nd.RSS.PerConnAfterTraffic = round3(float64(kibs[i]-nd.RSS.BeforeKiB) / float64(open))
+				}
+			}
 		}
 		logf("RSS after traffic %d KiB: %.2f KiB per connection", kib, res.RSS.PerConnAfterTraffic)
 	}
@@ -245,7 +334,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		logf("sustain: %.0f delivered/s, missing %d, late %d, %.2f µs server CPU per message, %.2f cores; others used %.2f cores",
 			sr.DeliveredPerS, sr.Missing, sr.Late, sr.ServerCPUUsPerMsg, sr.ServerCores, sr.OtherCores)
 	}
-	res.RSS.PeakKiB, _ = statusKiB(*pid, "VmHWM:")
+	for i, pid := range pids {
+		peak, _ := statusKiB(pid, "VmHWM:")
+		res.RSS.PeakKiB += peak
+		if multi {
+			res.Nodes[i].RSS.PeakKiB = peak
+		}
+	}
 	m, err := f.report(ctx, 0)
 	if err == nil {
 		res.Pings = m.Pings
@@ -257,6 +352,36 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(res)
+}
+
+// settleRSSAll is settleRSS of each pid, all at once.
+func settleRSSAll(ctx context.Context, pids []int, minWait, maxWait time.Duration) ([]int64, [][]int64, error) {
+	kib := make([]int64, len(pids))
+	samples := make([][]int64, len(pids))
+	errs := make([]error, len(pids))
+	var wg sync.WaitGroup
+	for i, pid := range pids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			kib[i], samples[i], errs[i] = settleRSS(ctx, pid, minWait, maxWait)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			return nil, nil, fmt.Errorf("pid %d: %w", pids[i], err)
+		}
+	}
+	return kib, samples, nil
+}
+
+func sum64(v []int64) int64 {
+	var s int64
+	for _, x := range v {
+		s += x
+	}
+	return s
 }
 
 // settleRSS samples VmRSS once a second. After min it returns as soon as the
@@ -372,7 +497,8 @@ func runPhase(ctx context.Context, kind string, args []string, stdout, stderr io
 	fs := flag.NewFlagSet(kind, flag.ContinueOnError)
 	t.register(fs)
 	n := fs.Int("n", 1000, "connections")
-	pid := fs.Int("server-pid", 0, "server pid, to report its CPU time (optional)")
+	pidList := fs.String("server-pid", "", "server pid, to report its CPU time (optional); with several --url, one per URL, comma-separated")
+	postToFlag := fs.String("post-to", "rr", "with several --url: the node the broadcasts are POSTed to, rr (round-robin) or an index in --url")
 	k := fs.Int("k", 20, "latency: broadcasts")
 	interval := fs.Duration("interval", time.Second, "latency: time between broadcasts")
 	rate := fs.Float64("rate", 10, "sustain: broadcasts per second")
@@ -386,6 +512,14 @@ func runPhase(ctx context.Context, kind string, args []string, stdout, stderr io
 	if err := t.validate(); err != nil {
 		return err
 	}
+	pids, err := serverPIDs(*pidList, t.nodes(), false)
+	if err != nil {
+		return err
+	}
+	to, err := parsePostTo(*postToFlag, t.nodes(), false)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, t.Timeout)
 	defer cancel()
 	f, err := startFleet(ctx, &t, 0, *n, stderr)
@@ -395,12 +529,12 @@ func runPhase(ctx context.Context, kind string, args []string, stdout, stderr io
 	defer f.close()
 	enc := json.NewEncoder(stdout)
 	enc.Encode(f.ready)
-	o := phaseOpts{serverPID: *pid, late: *late, grace: *grace}
+	o := phaseOpts{serverPIDs: pids, late: *late, grace: *grace}
 	var r phaseResult
 	if kind == "latency" {
-		r, err = latencyPhase(ctx, f, newPoster(&t), *seq, *k, *interval, o)
+		r, err = latencyPhase(ctx, f, newPoster(&t, to), *seq, *k, *interval, o)
 	} else {
-		r, err = sustainPhase(ctx, f, newPoster(&t), *seq, *rate, *dur, o)
+		r, err = sustainPhase(ctx, f, newPoster(&t, to), *seq, *rate, *dur, o)
 	}
 	if err != nil {
 		return err
@@ -408,13 +542,13 @@ func runPhase(ctx context.Context, kind string, args []string, stdout, stderr io
 	return enc.Encode(r)
 }
 
-// measureIdle reads the server's CPU time across window while nobody sends.
-func measureIdle(ctx context.Context, f *fleet, pid int, window time.Duration) (idleResult, error) {
+// measureIdle reads the servers' CPU time across window while nobody sends.
+func measureIdle(ctx context.Context, f *fleet, pids []int, window time.Duration) (idleResult, error) {
 	before, err := f.report(ctx, 0)
 	if err != nil {
 		return idleResult{}, err
 	}
-	c0 := startClocks(f, pid)
+	c0 := startClocks(f, phaseOpts{serverPIDs: pids})
 	t := time.NewTimer(window)
 	defer t.Stop()
 	select {
@@ -422,7 +556,11 @@ func measureIdle(ctx context.Context, f *fleet, pid int, window time.Duration) (
 	case <-ctx.Done():
 		return idleResult{}, ctx.Err()
 	}
-	d := serverCPU(pid) - c0.server
+	each := subDurations(cpuEach(pids), c0.each)
+	var d time.Duration
+	for _, x := range each {
+		d += x
+	}
 	wall := time.Since(c0.t0)
 	after, err := f.report(ctx, 0)
 	if err != nil {
@@ -434,6 +572,11 @@ func measureIdle(ctx context.Context, f *fleet, pid int, window time.Duration) (
 		Cores:          round3(d.Seconds() / wall.Seconds()),
 		ClientPings:    after.Pings - before.Pings,
 		OtherCoresSeen: round3(c0.meter.otherCores()),
+	}
+	if len(pids) > 1 {
+		for _, x := range each {
+			r.NodeCores = append(r.NodeCores, round3(x.Seconds()/wall.Seconds()))
+		}
 	}
 	if after.Open > 0 {
 		r.UsPerConnPerS = round3(float64(d.Microseconds()) / wall.Seconds() / float64(after.Open))

@@ -9,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -36,7 +35,6 @@ func runWorker(ctx context.Context, args []string, stdin io.Reader, stdout io.Wr
 		return err
 	}
 	srcs, _ := parseSrc(t.Src)
-	base, _ := url.Parse(t.URL)
 	ctx, cancel := context.WithTimeout(ctx, t.Timeout)
 	defer cancel()
 
@@ -65,6 +63,7 @@ func runWorker(ctx context.Context, args []string, stdin io.Reader, stdout io.Wr
 		enc.Encode(v)
 	}
 	w.batch = t.Batch
+	w.nodes = t.nodes()
 	w.want = *count
 	w.dialStart = time.Now()
 	w.onReady = func(r readyMsg) { emit(r) }
@@ -75,7 +74,7 @@ func runWorker(ctx context.Context, args []string, stdin io.Reader, stdout io.Wr
 
 	results := make(chan dialResult)
 	cmds := make(chan command)
-	d := &dialer{base: base, timeout: t.DialTimeout, tokens: &tokens{secret: []byte(t.Secret), static: t.Token, cmd: t.TokenCmd}}
+	d := &dialer{bases: t.urls, timeout: t.DialTimeout, tokens: &tokens{secret: []byte(t.Secret), static: t.Token, cmd: t.TokenCmd}}
 	// dialAll stops when every connection is tried or ctx is done.
 	go dialAll(ctx, d, srcs, t.UserPrefix, *first, *count, *rate, t.DialWorkers, t.Retries, results)
 

@@ -120,6 +120,9 @@ func runChurn(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := t.validate(); err != nil {
 		return err
 	}
+	if err := t.oneNode("churn"); err != nil {
+		return err
+	}
 	if *conc < 1 || *dur <= 0 {
 		return errors.New("--concurrency and --for must be positive")
 	}

@@ -16,8 +16,8 @@ import (
 // target is what every subcommand needs to reach a server and to spread
 // connections over processes and source addresses.
 type target struct {
-	URL         string        // ws://host:port/ws
-	API         string        // http://host:port, derived from URL when empty
+	URL         string        // ws://host:port/ws, or several comma-separated: one per node
+	API         string        // http://host:port (one per URL), derived from URL when empty
 	Secret      string        // HS256 secret to mint tokens with
 	Token       string        // one static token for every connection
 	TokenCmd    string        // shell command printing a token; {user} is replaced
@@ -32,11 +32,16 @@ type target struct {
 	ReadyWait   time.Duration // how long connecting may take in all
 	Timeout     time.Duration // hard limit on the whole command; workers die with it
 	Batch       time.Duration // workers pause this long after reading, to read in batches
+
+	// Set by validate: the nodes, in --url order. Connection i (its global
+	// index) goes to node i mod len(urls).
+	urls []*url.URL
+	apis []string
 }
 
 func (t *target) register(fs *flag.FlagSet) {
-	fs.StringVar(&t.URL, "url", "ws://127.0.0.1:8080/ws", "WebSocket URL; ?token=<JWT> is appended")
-	fs.StringVar(&t.API, "api", "", "HTTP base URL for /api/* (default: from --url)")
+	fs.StringVar(&t.URL, "url", "ws://127.0.0.1:8080/ws", "WebSocket URL; ?token=<JWT> is appended. Several, comma-separated, are the nodes of a cluster: connection i goes to the (i mod n)th")
+	fs.StringVar(&t.API, "api", "", "HTTP base URL for /api/* (default: from --url); with several --url, one per URL, comma-separated")
 	fs.StringVar(&t.Secret, "secret", firstEnv("LOADGEN_SECRET", "SIDECAR_AUTH__JWT_SECRET"), "HS256 secret for minting tokens (env LOADGEN_SECRET, SIDECAR_AUTH__JWT_SECRET)")
 	fs.StringVar(&t.Token, "token", "", "use this token for every connection instead of minting")
 	fs.StringVar(&t.TokenCmd, "token-cmd", "", "sh command printing a token, run per connection; {user} is replaced by the user id")
@@ -54,12 +59,30 @@ func (t *target) register(fs *flag.FlagSet) {
 }
 
 func (t *target) validate() error {
-	u, err := url.Parse(t.URL)
-	if err != nil || u.Scheme != "ws" {
-		return fmt.Errorf("--url %q: want ws://host:port/path (wss is not supported)", t.URL)
+	t.urls, t.apis = nil, nil
+	for _, raw := range strings.Split(t.URL, ",") {
+		raw = strings.TrimSpace(raw)
+		u, err := url.Parse(raw)
+		if err != nil || u.Scheme != "ws" || u.Host == "" {
+			return fmt.Errorf("--url %q: want ws://host:port/path (wss is not supported), or several comma-separated", raw)
+		}
+		t.urls = append(t.urls, u)
+	}
+	if len(t.urls) > 255 {
+		return fmt.Errorf("--url: %d URLs, at most 255", len(t.urls))
 	}
 	if t.API == "" {
-		t.API = "http://" + u.Host
+		for _, u := range t.urls {
+			t.apis = append(t.apis, "http://"+u.Host)
+		}
+		t.API = strings.Join(t.apis, ",")
+	} else {
+		for _, a := range strings.Split(t.API, ",") {
+			t.apis = append(t.apis, strings.TrimRight(strings.TrimSpace(a), "/"))
+		}
+		if len(t.apis) != len(t.urls) {
+			return fmt.Errorf("--api: %d URLs for %d --url: want one per --url", len(t.apis), len(t.urls))
+		}
 	}
 	if t.Secret == "" && t.Token == "" && t.TokenCmd == "" {
 		return errors.New("no way to get tokens: set --secret (or SIDECAR_AUTH__JWT_SECRET), --token or --token-cmd")
@@ -72,6 +95,20 @@ func (t *target) validate() error {
 	}
 	if t.ConnectRate < 1 || t.DialWorkers < 1 {
 		return errors.New("--connect-rate and --dial-workers must be positive")
+	}
+	return nil
+}
+
+// nodes is how many servers the connections are spread over.
+func (t *target) nodes() int { return len(t.urls) }
+
+// nodeOf is the node that connection i (its global index) goes to.
+func (t *target) nodeOf(i int) int { return i % len(t.urls) }
+
+// oneNode refuses several --url for a subcommand that measures one server.
+func (t *target) oneNode(cmd string) error {
+	if len(t.urls) > 1 {
+		return fmt.Errorf("--url: %s measures one server; got %d URLs", cmd, len(t.urls))
 	}
 	return nil
 }

@@ -52,11 +52,15 @@ func (t *tokens) get(ctx context.Context, user string) (string, error) {
 // dialer opens one WebSocket connection from a chosen source address and
 // returns it as a raw non-blocking file descriptor, detached from Go's
 // netpoller, plus any bytes the server sent right after the handshake.
+// Connection i goes to bases[i mod len(bases)]: one base per node.
 type dialer struct {
-	base    *url.URL
+	bases   []*url.URL
 	timeout time.Duration
 	tokens  *tokens
 }
+
+// base is the URL connection i (its global index) opens.
+func (d *dialer) base(i int) *url.URL { return d.bases[i%len(d.bases)] }
 
 // dialResult is one connection attempt's outcome, success or not.
 type dialResult struct {
@@ -67,15 +71,16 @@ type dialResult struct {
 	err      error
 }
 
-func (d *dialer) dial(ctx context.Context, src net.IP, user string) (int, []byte, error) {
+func (d *dialer) dial(ctx context.Context, src net.IP, user string, index int) (int, []byte, error) {
 	tok, err := d.tokens.get(ctx, user)
 	if err != nil {
 		return -1, nil, err
 	}
-	u := *d.base
+	base := d.base(index)
+	u := *base
 	q := u.Query()
 	q.Set("token", tok)
-	if socketIO(d.base) {
+	if socketIO(base) {
 		q.Set("EIO", "4")
 		q.Set("transport", "websocket")
 	}
@@ -105,7 +110,7 @@ func (d *dialer) dial(ctx context.Context, src net.IP, user string) (int, []byte
 		return -1, nil, err
 	}
 	defer conn.Close() // the dup below keeps the socket open
-	if socketIO(d.base) {
+	if socketIO(base) {
 		if br, err = connectSocketIO(conn, br, d.timeout); err != nil {
 			return -1, nil, err
 		}

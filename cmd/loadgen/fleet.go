@@ -20,6 +20,7 @@ import (
 type fleet struct {
 	kids  []*kid
 	ready readyMsg // summed over kids
+	nodes int      // servers the connections are spread over
 }
 
 type kid struct {
@@ -38,7 +39,7 @@ func startFleet(ctx context.Context, t *target, first, n int, stderr io.Writer) 
 	}
 	procs := max(1, (n+t.PerProc-1)/t.PerProc)
 	rate := max(1, t.ConnectRate/procs)
-	f := &fleet{}
+	f := &fleet{nodes: t.nodes()}
 	for i := range procs {
 		want := n / procs
 		if i < n%procs {
@@ -88,6 +89,7 @@ func startFleet(ctx context.Context, t *target, first, n int, stderr io.Writer) 
 		}
 		f.ready.Want += r.Want
 		f.ready.Open += r.Open
+		f.ready.PerNode = addInts(f.ready.PerNode, r.PerNode)
 		f.ready.Failed += r.Failed
 		f.ready.Retried += r.Retried
 		f.ready.TookMs = max(f.ready.TookMs, r.TookMs)
@@ -172,4 +174,15 @@ func (f *fleet) close() {
 		}
 		k.cmd.Wait()
 	}
+}
+
+// addInts adds b to a element by element, growing a as needed.
+func addInts[T int | int64](a, b []T) []T {
+	for len(a) < len(b) {
+		a = append(a, 0)
+	}
+	for i, v := range b {
+		a[i] += v
+	}
+	return a
 }

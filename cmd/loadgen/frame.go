@@ -122,6 +122,10 @@ func intField(msg, key []byte) (int64, bool) {
 
 var keyBookingID = []byte(`"bookingId":`)
 
+// keyLgUser names the recipient's index in a targeted event's data
+// (`loadgen xlatency`), so that a client can tell it was meant for it.
+var keyLgUser = []byte(`"lgUser":`)
+
 // bookingFields reads the "bookingId" that `loadgen webhooks` puts in each
 // webhook's data.id, "<seq>-<user>-<sentAt unix ns>", and that the shipped
 // booking-created rule passes through. ok is false when the frame has none

@@ -33,9 +33,18 @@
 //	         limit - 256) / 2 sessions, 9,872 under 20,000
 //	run      the whole benchmark against one server pid: RSS per connection,
 //	         latency, CPU per delivered message, sustained rates; prints JSON
+//	xlatency clients on node B (--to) of a cluster; targeted events POSTed
+//	         alternately to node A (--from) and to B itself, paced; report
+//	         POST -> client p50/p99/p999 both ways and what crossing adds;
+//	         prints JSON
 //	floor    measure the CPU cost of one small loopback TCP write on this machine
-//	summarize  print `run`, `webhooks`, `churn`, `replay` or `poll` results (JSON files) as markdown
+//	summarize  print `run`, `webhooks`, `xlatency`, `churn`, `replay` or `poll` results (JSON files) as markdown;
+//	         --compare ONE.json CLUSTER.json sets a cluster `run` beside a one-node one
 //	worker   internal: one child process holding a share of the connections
+//
+// hold, latency, sustain, run, webhooks and xlatency take several
+// comma-separated --url, the nodes of a cluster: connection i goes to the
+// (i mod n)th, and the POSTs go where --post-to says.
 //
 // Above --per-proc connections the parent re-executes itself as workers (the
 // per-process open-file limit is 20000); with any N the parent only
@@ -62,7 +71,7 @@ func main() {
 	}
 }
 
-const usage = `usage: loadgen <hold|latency|sustain|run|webhooks|churn|replay|poll> [flags]
+const usage = `usage: loadgen <hold|latency|sustain|run|webhooks|xlatency|churn|replay|poll> [flags]
        loadgen summarize result.json...
        loadgen floor
        loadgen <subcommand> -h    lists the flags`
@@ -87,6 +96,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runChurn(ctx, args, stdout, stderr)
 	case "replay":
 		return runReplay(ctx, args, stdout, stderr)
+	case "xlatency":
+		return runXLatency(ctx, args, stdout, stderr)
 	case "poll":
 		return runPoll(ctx, args, stdout, stderr)
 	case "floor":

@@ -14,11 +14,16 @@ import (
 
 // phaseOpts are shared by the measuring phases.
 type phaseOpts struct {
-	serverPID int           // 0: do not read server CPU
-	late      time.Duration // a delivery slower than this is late
-	grace     time.Duration // how long to wait for stragglers after the last POST
-	idleCores float64       // the server's CPU use while idle (pings), subtracted in sustain
+	serverPIDs []int         // the servers, in --url order; none: do not read server CPU
+	redisPIDs  []int         // the broker's processes: their CPU is reported apart, and is not the others'
+	late       time.Duration // a delivery slower than this is late
+	grace      time.Duration // how long to wait for stragglers after the last POST
+	idleCores  float64       // the servers' CPU use while idle (pings), subtracted in sustain
 }
+
+// ours are the processes of the measurement besides the workers: servers
+// and broker.
+func (o phaseOpts) ours() []int { return append(slices.Clone(o.serverPIDs), o.redisPIDs...) }
 
 // quant summarises a distribution, in milliseconds.
 type quant struct {
@@ -72,21 +77,49 @@ type phaseResult struct {
 	// cores; above a few tenths the figures above are skewed.
 	OtherCores float64 `json:"other_cores"`
 	Attempts   int     `json:"attempts,omitempty"`
+
+	// With several nodes: where the POSTs went, each node's share, and
+	// the broker's CPU (over the same windows as the servers').
+	PostTo         string      `json:"post_to,omitempty"`
+	Nodes          []phaseNode `json:"nodes,omitempty"`
+	RedisCPUS      float64     `json:"redis_cpu_s,omitempty"`
+	RedisUsPerPost float64     `json:"redis_cpu_us_per_broadcast,omitempty"`
+}
+
+// phaseNode is one node's part of a phase.
+type phaseNode struct {
+	Conns       int   `json:"conns"` // armed on this node
+	Posts       int   `json:"posts"` // POSTs sent to this node
+	Delivered   int64 `json:"delivered"`
+	Missing     int64 `json:"missing"`
+	ClosedConns int   `json:"closed_conns"`
+	// PostToLastMs: per broadcast, from just before its POST to its
+	// receipt by the last client of this node; Complete: broadcasts every
+	// client of this node got.
+	PostToLastMs *quant `json:"post_to_last_ms,omitempty"`
+	Complete     int    `json:"complete_broadcasts"`
+	// Server CPU of this node: latency, over the POST→last windows;
+	// sustain, over the phase; per frame this node delivered.
+	ServerCPUS        float64 `json:"server_cpu_s"`
+	ServerCPUUsPerMsg float64 `json:"server_cpu_us_per_msg"`
 }
 
 // clocks are the CPU clocks read when a phase starts.
 type clocks struct {
-	t0           time.Time
-	server, kids time.Duration
-	meter        *cpuMeter
+	t0                  time.Time
+	server, kids, redis time.Duration
+	each                []time.Duration // each server's
+	meter               *cpuMeter
 }
 
-func startClocks(f *fleet, serverPID int) clocks {
-	pids := f.pids()
-	if serverPID > 0 {
-		pids = append(pids, serverPID)
+func startClocks(f *fleet, o phaseOpts) clocks {
+	each := cpuEach(o.serverPIDs)
+	var server time.Duration
+	for _, d := range each {
+		server += d
 	}
-	return clocks{meter: newCPUMeter(pids), server: serverCPU(serverPID), kids: cpuTimes(f.pids()), t0: time.Now()}
+	return clocks{meter: newCPUMeter(append(f.pids(), o.ours()...)), server: server, each: each,
+		redis: cpuTimes(o.redisPIDs), kids: cpuTimes(f.pids()), t0: time.Now()}
 }
 
 // arm starts a phase on every worker and returns the connections it covers.
@@ -164,6 +197,17 @@ func (f *fleet) report(ctx context.Context, expect int64) (merged, error) {
 		m.ProtoErrs += r.ProtoErrs
 		m.Wakeups += r.Wakeups
 		m.Events += r.Events
+		m.NodeArmed = addInts(m.NodeArmed, r.NodeArmed)
+		m.NodeOpen = addInts(m.NodeOpen, r.NodeOpen)
+		m.NodeClosed = addInts(m.NodeClosed, r.NodeClosed)
+		m.NodeFrames = addInts(m.NodeFrames, r.NodeFrames)
+		m.NodeMissing = addInts(m.NodeMissing, r.NodeMissing)
+		for len(m.NodeSeqs) < len(r.NodeSeqs) {
+			m.NodeSeqs = append(m.NodeSeqs, make([]seqStat, len(r.Seqs)))
+		}
+		for k, ss := range r.NodeSeqs {
+			mergeSeqs(m.NodeSeqs[k], ss)
+		}
 		if r.FirstRecv != 0 && (m.FirstRecv == 0 || r.FirstRecv < m.FirstRecv) {
 			m.FirstRecv = r.FirstRecv
 		}
@@ -171,21 +215,27 @@ func (f *fleet) report(ctx context.Context, expect int64) (merged, error) {
 		if m.Seqs == nil {
 			m.Seqs = make([]seqStat, len(r.Seqs))
 		}
-		for j, s := range r.Seqs {
-			if j >= len(m.Seqs) {
-				break
-			}
-			d := &m.Seqs[j]
-			if s.N > 0 && (d.N == 0 || s.Min < d.Min) {
-				d.Min = s.Min
-			}
-			d.N += s.N
-			d.Max = max(d.Max, s.Max)
-		}
+		mergeSeqs(m.Seqs, r.Seqs)
 		m.hist.merge(r.Hist, r.HistMaxUs)
 		return nil
 	})
 	return m, err
+}
+
+// mergeSeqs adds the deliveries of src into dst, seq by seq (src beyond
+// dst's length is left out).
+func mergeSeqs(dst, src []seqStat) {
+	for j, s := range src {
+		if j >= len(dst) {
+			break
+		}
+		d := &dst[j]
+		if s.N > 0 && (d.N == 0 || s.Min < d.Min) {
+			d.Min = s.Min
+		}
+		d.N += s.N
+		d.Max = max(d.Max, s.Max)
+	}
 }
 
 // latencyPhase sends k broadcasts interval apart and measures, for each, the
@@ -197,12 +247,15 @@ func latencyPhase(ctx context.Context, f *fleet, p *poster, base int64, k int, i
 		return res, err
 	}
 	res.Conns = armed
-	c0 := startClocks(f, o.serverPID)
+	if f.nodes > 1 {
+		res.PostTo = p.to.String()
+	}
+	c0 := startClocks(f, o)
 	t0 := c0.t0
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	var posts []postResult
-	var win windows
+	win := windows{each: make([]time.Duration, len(o.serverPIDs))}
 	for i := range k {
 		if wait := time.Until(t0.Add(time.Duration(i) * interval)); wait > 0 {
 			timer.Reset(wait)
@@ -212,7 +265,7 @@ func latencyPhase(ctx context.Context, f *fleet, p *poster, base int64, k int, i
 				return res, ctx.Err()
 			}
 		}
-		s0, k0 := serverCPU(o.serverPID), cpuTimes(f.pids())
+		s0, k0, r0 := cpuEach(o.serverPIDs), cpuTimes(f.pids()), cpuTimes(o.redisPIDs)
 		posts = append(posts, p.broadcast(ctx, base+int64(i)))
 		// The window closes when every client has this broadcast, or when
 		// the next one is due.
@@ -220,8 +273,12 @@ func latencyPhase(ctx context.Context, f *fleet, p *poster, base int64, k int, i
 		if err := f.waitDelivered(ctx, int64(i+1)*int64(armed), next, 5*time.Millisecond); err != nil {
 			return res, err
 		}
-		win.server += serverCPU(o.serverPID) - s0
+		for j, d := range subDurations(cpuEach(o.serverPIDs), s0) {
+			win.each[j] += d
+			win.server += d
+		}
 		win.kids += cpuTimes(f.pids()) - k0
+		win.redis += cpuTimes(o.redisPIDs) - r0
 		win.used = true
 	}
 	return finish(ctx, f, res, base, posts, c0, win, o, interval)
@@ -237,7 +294,10 @@ func sustainPhase(ctx context.Context, f *fleet, p *poster, base int64, rate flo
 		return res, err
 	}
 	res.Conns = armed
-	c0 := startClocks(f, o.serverPID)
+	if f.nodes > 1 {
+		res.PostTo = p.to.String()
+	}
+	c0 := startClocks(f, o)
 	t0 := c0.t0
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -283,18 +343,26 @@ func sustainPhase(ctx context.Context, f *fleet, p *poster, base int64, rate flo
 // finish waits for the deliveries, reads the CPU clocks and merges reports.
 // windows are the CPU times summed over the latency phase's busy windows.
 type windows struct {
-	server, kids time.Duration
-	used         bool
+	server, kids, redis time.Duration
+	each                []time.Duration // each server's
+	used                bool
 }
 
 func finish(ctx context.Context, f *fleet, res phaseResult, base int64, posts []postResult, c0 clocks,
 	win windows, o phaseOpts, interval time.Duration) (phaseResult, error) {
 	t0, cpu0, kids0 := c0.t0, c0.server, c0.kids
 	res.Broadcasts = len(posts)
+	nodes := f.nodes
+	if nodes > 1 {
+		res.Nodes = make([]phaseNode, nodes)
+	}
 	var took []float64
 	ok := map[int64]bool{}
 	for _, r := range posts {
 		took = append(took, ms(r.took))
+		if res.Nodes != nil && r.node < nodes {
+			res.Nodes[r.node].Posts++
+		}
 		if r.err != nil {
 			res.PostErrors++
 			if res.PostError == "" {
@@ -310,7 +378,11 @@ func finish(ctx context.Context, f *fleet, res phaseResult, base int64, posts []
 	if err := f.waitDelivered(ctx, res.Expected, time.Now().Add(o.grace), 20*time.Millisecond); err != nil {
 		return res, err
 	}
-	cpu1, kids1 := serverCPU(o.serverPID), cpuTimes(f.pids())
+	each1, kids1, redis1 := cpuEach(o.serverPIDs), cpuTimes(f.pids()), cpuTimes(o.redisPIDs)
+	var cpu1 time.Duration
+	for _, d := range each1 {
+		cpu1 += d
+	}
 	phaseWall := time.Since(t0)
 	res.OtherCores = round3(c0.meter.otherCores())
 	m, err := f.report(ctx, okN)
@@ -345,6 +417,51 @@ func finish(ctx context.Context, f *fleet, res phaseResult, base int64, posts []
 		q := quantOf(toLast)
 		res.PostToLastMs = &q
 	}
+	for j := range res.Nodes {
+		nd := &res.Nodes[j]
+		nd.Conns = at(m.NodeArmed, j)
+		nd.Delivered = at(m.NodeFrames, j)
+		nd.Missing = at(m.NodeMissing, j)
+		nd.ClosedConns = at(m.NodeClosed, j)
+		if j < len(m.NodeSeqs) {
+			var last []float64
+			for i, s := range m.NodeSeqs[j] {
+				if !ok[base+int64(i)] {
+					continue
+				}
+				if int(s.N) >= nd.Conns {
+					nd.Complete++
+				}
+				if s.N > 0 {
+					last = append(last, float64(s.Max)/1e6)
+				}
+			}
+			if res.Kind == "latency" {
+				q := quantOf(last)
+				nd.PostToLastMs = &q
+			}
+		}
+		if j < len(each1) && j < len(c0.each) {
+			d := each1[j] - c0.each[j]
+			if win.used && j < len(win.each) {
+				d = win.each[j]
+			}
+			nd.ServerCPUS = round3(d.Seconds())
+			if nd.Delivered > 0 {
+				nd.ServerCPUUsPerMsg = round3(float64(d) / float64(time.Microsecond) / float64(nd.Delivered))
+			}
+		}
+	}
+	if len(o.redisPIDs) > 0 {
+		d := redis1 - c0.redis
+		if win.used {
+			d = win.redis
+		}
+		res.RedisCPUS = round3(d.Seconds())
+		if okN > 0 {
+			res.RedisUsPerPost = round3(float64(d) / float64(time.Microsecond) / float64(okN))
+		}
+	}
 	if m.LastRecv > 0 {
 		res.WallS = round3(float64(m.LastRecv-t0.UnixNano()) / 1e9)
 		res.DeliveredPerS = math.Round(float64(m.Frames) / res.WallS)
@@ -355,7 +472,7 @@ func finish(ctx context.Context, f *fleet, res phaseResult, base int64, posts []
 		}
 		return round3(float64(d) / float64(time.Microsecond) / float64(m.Frames))
 	}
-	if o.serverPID > 0 {
+	if len(o.serverPIDs) > 0 {
 		d := cpu1 - cpu0
 		res.ServerCPUS = d.Seconds()
 		res.ServerCPUUsPerMsgRaw = perMsg(d)
@@ -375,6 +492,14 @@ func finish(ctx context.Context, f *fleet, res phaseResult, base int64, posts []
 		res.ClientCPUUsPerMsg = perMsg(kids1 - kids0)
 	}
 	return res, nil
+}
+
+// at is v[i], or zero beyond v.
+func at[T int | int64 | float64](v []T, i int) T {
+	if i < len(v) {
+		return v[i]
+	}
+	return 0
 }
 
 func serverCPU(pid int) time.Duration {

@@ -17,25 +17,32 @@ import (
 // and the wall-clock time just before the POST (sentAt, unix ns); the server
 // passes body fields through into the frame's data, so every client can tell
 // which broadcast it got and how long it took. All processes share the
-// machine's clock.
+// machine's clock. With several nodes, broadcast seq goes to the node
+// that to picks.
 type poster struct {
 	client *http.Client
-	url    string
+	urls   []string // one per node
+	to     postTo
 	auth   string
 }
 
-func newPoster(t *target) *poster {
+func newPoster(t *target, to postTo) *poster {
 	tr := &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute}
-	return &poster{
+	p := &poster{
 		client: &http.Client{Transport: tr, Timeout: 30 * time.Second},
-		url:    t.API + "/api/socket-test/broadcast",
+		to:     to,
 		auth:   "Bearer " + t.APIKey,
 	}
+	for _, a := range t.apis {
+		p.urls = append(p.urls, a+"/api/socket-test/broadcast")
+	}
+	return p
 }
 
 // postResult is one broadcast POST as the coordinator saw it.
 type postResult struct {
 	seq    int64
+	node   int   // the node it was POSTed to
 	sentAt int64 // unix ns, just before the request
 	took   time.Duration
 	err    error
@@ -46,10 +53,10 @@ func (p *poster) broadcast(ctx context.Context, seq int64) postResult {
 	body = append(body, `{"title":"loadgen","message":"benchmark broadcast","type":"info","seq":`...)
 	body = strconv.AppendInt(body, seq, 10)
 	body = append(body, `,"sentAt":`...)
-	r := postResult{seq: seq, sentAt: time.Now().UnixNano()}
+	r := postResult{seq: seq, node: p.to.pick(seq, 0), sentAt: time.Now().UnixNano()}
 	body = strconv.AppendInt(body, r.sentAt, 10)
 	body = append(body, '}')
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.urls[r.node], bytes.NewReader(body))
 	if err != nil {
 		r.err = err
 		return r

@@ -87,6 +87,9 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := t.validate(); err != nil {
 		return err
 	}
+	if err := t.oneNode("replay"); err != nil {
+		return err
+	}
 	if *events < 1 || *reps < 1 {
 		return errors.New("--events and --repeat must be positive")
 	}

@@ -15,6 +15,12 @@ import (
 
 // runSummarize prints each `loadgen run` result file as a markdown block.
 func runSummarize(files []string, stdout io.Writer) error {
+	if len(files) > 0 && (files[0] == "--compare" || files[0] == "-compare") {
+		if len(files) != 3 {
+			return errors.New("summarize --compare: want ONE-NODE.json CLUSTER.json")
+		}
+		return runCompare(files[1], files[2], stdout)
+	}
 	if len(files) == 0 {
 		return errors.New("summarize: no result files")
 	}
@@ -45,6 +51,13 @@ func runSummarize(files []string, stdout io.Writer) error {
 			}
 			writePollSummary(stdout, &r)
 			continue
+		case "xlatency":
+			var r xlatencyResult
+			if err := json.Unmarshal(b, &r); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			writeXLatencySummary(stdout, &r)
+			continue
 		case "replay":
 			var r replayResult
 			if err := json.Unmarshal(b, &r); err != nil {
@@ -64,7 +77,11 @@ func runSummarize(files []string, stdout io.Writer) error {
 
 func writeSummary(w io.Writer, r *benchResult) {
 	m := r.Machine
-	fmt.Fprintf(w, "#### `%s`, %d connections, %s\n\n", r.ServerCmd, r.N, m.Date)
+	if len(r.Nodes) > 1 {
+		fmt.Fprintf(w, "#### `%s`, %d connections over %d nodes (broadcasts POSTed %s), %s\n\n", r.ServerCmd, r.N, len(r.Nodes), postToWords(r.PostTo), m.Date)
+	} else {
+		fmt.Fprintf(w, "#### `%s`, %d connections, %s\n\n", r.ServerCmd, r.N, m.Date)
+	}
 	fmt.Fprintf(w, "%d CPUs (%s), Linux %s, %s RAM, open files %s; loadgen %s", m.NProc, m.CPU, m.Kernel, m.MemTotal, m.NoFile, m.LoadgenGo)
 	if r.ServerGo != "" {
 		fmt.Fprintf(w, ", server %s", r.ServerGo)
@@ -85,8 +102,10 @@ func writeSummary(w io.Writer, r *benchResult) {
 	if i := r.Idle; i != nil {
 		row("server CPU while idle (pings, timers)", "%.3f cores = %.2f µs per connection per second (%.0f s window, %d pings answered)", i.Cores, i.UsPerConnPerS, i.WindowS, i.ClientPings)
 	}
+	writeNodeRows(row, r)
 	if l := r.Latency; l != nil && l.PostToLastMs != nil {
 		row(fmt.Sprintf("**POST → last of %d clients**, %d broadcasts", l.Conns, l.Broadcasts), "**median %.1f ms**, p99 %.1f, max %.1f", l.PostToLastMs.P50, l.PostToLastMs.P99, l.PostToLastMs.Max)
+		writeLatencyNodeRows(row, l)
 		row("POST → each client (all deliveries)", "p50 %.1f ms, p99 %.1f, max %.1f", l.DeliveryMs.P50, l.DeliveryMs.P99, l.DeliveryMs.Max)
 		row("POST round trip", "p50 %.1f ms, max %.1f", l.PostMs.P50, l.PostMs.Max)
 		row("**server CPU per delivered message**", "**%.2f µs** over the POST→last windows (whole phase: %.2f µs, %.2f s for %d frames)", l.ServerCPUUsPerMsg, l.ServerCPUUsPerMsgRaw, l.ServerCPUS, l.Delivered)
@@ -98,6 +117,7 @@ func writeSummary(w io.Writer, r *benchResult) {
 			"**%.0f delivered/s** (offered %.0f); missing %d, late (>%.0f ms) %d, closed %d; POSTs skipped %d, failed %d; delivery p50 %.1f ms, p99 %.1f; server %.2f µs/msg (raw %.2f), %.2f cores; client %.2f µs/msg%s",
 			s.DeliveredPerS, s.RateHz*float64(s.Conns), s.Missing, s.LateMs, s.Late, s.ClosedConns, s.Skipped, s.PostErrors,
 			s.DeliveryMs.P50, s.DeliveryMs.P99, s.ServerCPUUsPerMsg, s.ServerCPUUsPerMsgRaw, s.ServerCores, s.ClientCPUUsPerMsg, disturbed(&s))
+		writeSustainNodeRow(row, &s)
 	}
 	row("pings answered; client events per epoll wake-up", "%d; %.1f", r.Pings, r.ClientBatch)
 	row("loopback write floor (CPU of one 160-byte TCP write here)", "%.2f µs", r.WriteFloor)

@@ -44,6 +44,14 @@ type webhooksResult struct {
 	BestRate  float64 `json:"best_rate"`
 	BestP99Ms float64 `json:"best_post_to_client_p99_ms"`
 	TookS     float64 `json:"took_s"`
+
+	// With several nodes: the nodes (--url), where the webhooks went, and
+	// the share of them sent again to another node (--resend).
+	URLs       []string `json:"urls,omitempty"`
+	ServerPIDs []int    `json:"server_pids,omitempty"`
+	RedisPIDs  []int    `json:"redis_pids,omitempty"`
+	PostTo     string   `json:"post_to,omitempty"`
+	Resend     float64  `json:"resend,omitempty"`
 }
 
 // webhookRate is one rate of the sweep.
@@ -80,6 +88,23 @@ type webhookRate struct {
 	Other       int64 `json:"other_frames"`
 	ClosedConns int   `json:"closed_conns"`
 
+	// Local: webhooks POSTed to the node their recipient is connected to;
+	// Cross: to another node. Nodes: each node's part.
+	Local int           `json:"local,omitempty"`
+	Cross int           `json:"cross,omitempty"`
+	Nodes []webhookNode `json:"nodes,omitempty"`
+	// Resent: accepted webhooks POSTed again, same id and body, to another
+	// node right after their 202 (--resend), as a sender's retry would;
+	// each must be answered 200 duplicate and not delivered again.
+	// ResentAccepted: answered 202 (the cluster did not know the id).
+	Resent          int     `json:"resent,omitempty"`
+	ResentDuplicate int     `json:"resent_duplicate,omitempty"`
+	ResentAccepted  int     `json:"resent_accepted,omitempty"`
+	ResentFailed    int     `json:"resent_failed,omitempty"`
+	ResentError     string  `json:"resent_first_error,omitempty"`
+	RedisCPUS       float64 `json:"redis_cpu_s,omitempty"`
+	RedisUsPerWh    float64 `json:"redis_cpu_us_per_webhook,omitempty"`
+
 	// Server utime+stime from the first POST until the last delivery
 	// (or the grace ran out), per accepted webhook, less the server's idle
 	// rate; raw: nothing taken off.
@@ -96,6 +121,16 @@ type webhookRate struct {
 	Clean         bool    `json:"clean"`
 }
 
+// webhookNode is one node's part of a rate.
+type webhookNode struct {
+	Posted     int     `json:"posted"`   // webhooks POSTed to it
+	Accepted   int     `json:"accepted"` // of them, answered 202
+	Conns      int     `json:"conns"`    // clients connected to it
+	Delivered  int64   `json:"delivered"`
+	CPUS       float64 `json:"server_cpu_s"`
+	CPUUsPerWh float64 `json:"server_cpu_us_per_accepted_webhook"` // per webhook this node accepted
+}
+
 // runWebhooks is `loadgen webhooks`: N clients connect, then signed
 // booking.created webhooks are POSTed open loop at each rate, each to one
 // connected user through the server's rules.
@@ -104,13 +139,16 @@ func runWebhooks(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs := flag.NewFlagSet("webhooks", flag.ContinueOnError)
 	t.register(fs)
 	n := fs.Int("n", 1000, "connections, users <prefix>0..<prefix>(n-1); webhook k goes to user k mod n")
-	pid := fs.Int("server-pid", 0, "pid of the server process, to read its CPU time (optional)")
+	pidList := fs.String("server-pid", "", "pid of the server process, to read its CPU time (optional); with several --url, one per URL, comma-separated")
+	redisList := fs.String("redis-pid", "", "pids of the broker (redis-server), comma-separated: their CPU is reported and not counted as other processes'")
+	postToFlag := fs.String("post-to", "rr", "with several --url: the node each webhook is POSTed to: rr (round-robin, 1 in n to the recipient's node), local (the recipient's), cross (the next one), or an index in --url")
+	resend := fs.Float64("resend", 0, "this fraction of the accepted webhooks is POSTed again, same id, to another node right after its 202; each must be answered 200 duplicate and not delivered twice")
 	label := fs.String("server-cmd", "", "the server's command line, recorded in the result")
 	serverGo := fs.String("server-go", "", "the server's Go version, recorded in the result")
 	store := fs.String("store", "", "the server's store (path, sync policy), recorded in the result")
 	secret := fs.String("webhook-secret", firstKey(firstEnv("LOADGEN_WEBHOOK_SECRET", "SIDECAR_WEBHOOKS__SECRETS", "WEBHOOK_SECRET")),
 		"whsec_ secret to sign with (env LOADGEN_WEBHOOK_SECRET, first of SIDECAR_WEBHOOKS__SECRETS, WEBHOOK_SECRET)")
-	whURL := fs.String("webhook-url", "", "webhook endpoint (default: <api>/webhooks)")
+	whURL := fs.String("webhook-url", "", "webhook endpoint (default: <api>/webhooks); with several --url, one per URL, comma-separated")
 	conns := fs.Int("conns", 64, "HTTP keep-alive connections: POSTs in flight at most")
 	rates := fs.String("rates", "1000,2000,4000,8000", "comma-separated webhooks per second, swept in order")
 	dur := fs.Duration("for", 20*time.Second, "duration of each rate")
@@ -142,15 +180,44 @@ func runWebhooks(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if *conns < 1 || *n < 1 {
 		return errors.New("--conns and -n must be positive")
 	}
+	if !(*resend >= 0 && *resend <= 1) {
+		return fmt.Errorf("--resend %g: want a fraction, 0..1", *resend)
+	}
+	pids, err := serverPIDs(*pidList, t.nodes(), false)
+	if err != nil {
+		return err
+	}
+	redisPIDs, err := parsePIDs(*redisList)
+	if err != nil {
+		return fmt.Errorf("--redis-pid: %w", err)
+	}
+	to, err := parsePostTo(*postToFlag, t.nodes(), true)
+	if err != nil {
+		return err
+	}
+	var whURLs []string
 	if *whURL == "" {
-		*whURL = t.API + "/webhooks"
+		for _, a := range t.apis {
+			whURLs = append(whURLs, a+"/webhooks")
+		}
+	} else if whURLs = strings.Split(*whURL, ","); len(whURLs) != t.nodes() {
+		return fmt.Errorf("--webhook-url: %d URLs for %d --url: want one per --url", len(whURLs), t.nodes())
 	}
 	ctx, cancel := context.WithTimeout(ctx, t.Timeout)
 	defer cancel()
 	start := time.Now()
 	logf := newLogf(stderr)
 	res := webhooksResult{Kind: "webhooks", Machine: describeMachine(), ServerCmd: *label, ServerGo: *serverGo,
-		ServerPID: *pid, Store: *store, N: *n, HTTPConns: *conns, BatchUs: float64(t.Batch) / 1e3}
+		Store: *store, N: *n, HTTPConns: *conns, BatchUs: float64(t.Batch) / 1e3, Resend: *resend}
+	if len(pids) > 0 {
+		res.ServerPID = pids[0]
+	}
+	if t.nodes() > 1 {
+		res.ServerPIDs, res.RedisPIDs, res.PostTo = pids, redisPIDs, to.String()
+		for _, u := range t.urls {
+			res.URLs = append(res.URLs, u.String())
+		}
+	}
 
 	logf("connecting %d", *n)
 	f, err := startFleet(ctx, &t, 0, *n, stderr)
@@ -163,11 +230,12 @@ func runWebhooks(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if f.ready.Open == 0 {
 		return fmt.Errorf("no connection opened: %v", f.ready.Errors)
 	}
-	p, err := newWebhookPoster(*whURL, signer, t.UserPrefix, *n, *conns)
+	p, err := newWebhookPoster(whURLs, signer, t.UserPrefix, *n, *conns)
 	if err != nil {
 		return err
 	}
-	o := phaseOpts{serverPID: *pid, late: *late, grace: *grace}
+	p.to, p.resend = to, *resend
+	o := phaseOpts{serverPIDs: pids, redisPIDs: redisPIDs, late: *late, grace: *grace}
 	base := int64(1)
 
 	if *warm > 0 {
@@ -184,9 +252,9 @@ func runWebhooks(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 		logf("warm-up: %d accepted, %d delivered, missing %d", wr.Accepted, wr.Delivered, wr.Missing)
 	}
-	if *idleWindow > 0 && *pid > 0 {
+	if *idleWindow > 0 && len(pids) > 0 {
 		logf("idle CPU over %v", *idleWindow)
-		ir, err := measureIdle(ctx, f, *pid, *idleWindow)
+		ir, err := measureIdle(ctx, f, pids, *idleWindow)
 		if err != nil {
 			return err
 		}
@@ -198,7 +266,7 @@ func runWebhooks(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if i > 0 || *warm > 0 {
 			sleepCtx(ctx, *pause)
 		}
-		if oc, quiet := waitQuiet(ctx, append(f.pids(), *pid), *quietLimit, 3*time.Second, *quietWait); !quiet {
+		if oc, quiet := waitQuiet(ctx, append(f.pids(), o.ours()...), *quietLimit, 3*time.Second, *quietWait); !quiet {
 			logf("machine still busy (others use %.2f cores); measuring anyway", oc)
 		}
 		logf("rate %g webhooks/s for %v", r, *dur)
@@ -211,6 +279,17 @@ func runWebhooks(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		logf("rate %g: %.0f accepted/s, %d skipped, 429 %d, other %d; delivered %d, missing %d, dup %d; POST p99 %.1f ms; POST->client p50 %.1f p99 %.1f max %.1f ms; server %.1f µs/webhook (%.2f cores), client %.2f cores; others %.2f cores",
 			r, wr.AcceptedPerS, wr.Skipped, wr.TooMany, wr.OtherFail, wr.Delivered, wr.Missing, wr.Duplicates,
 			wr.PostMs.P99, wr.DeliveryMs.P50, wr.DeliveryMs.P99, wr.DeliveryMs.Max, wr.ServerCPUUsPerWh, wr.ServerCores, wr.ClientCores, wr.OtherCores)
+		if t.nodes() > 1 {
+			for j, nd := range wr.Nodes {
+				logf("rate %g: node %d: %d POSTed, %d accepted, %d delivered to its %d clients, %.1f µs server CPU per webhook it accepted",
+					r, j, nd.Posted, nd.Accepted, nd.Delivered, nd.Conns, nd.CPUUsPerWh)
+			}
+			logf("rate %g: %d POSTed to the recipient's node, %d to another", r, wr.Local, wr.Cross)
+		}
+		if wr.Resent > 0 {
+			logf("rate %g: resent %d to another node: %d answered duplicate, %d accepted again, %d failed%s",
+				r, wr.Resent, wr.ResentDuplicate, wr.ResentAccepted, wr.ResentFailed, problem(wr.ResentError))
+		}
 		if wr.Clean && r > res.BestRate {
 			res.BestRate, res.BestP99Ms = r, wr.DeliveryMs.P99
 		}
@@ -235,36 +314,66 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 }
 
 // webhookPoster signs and POSTs booking.created webhooks. Each sender owns
-// one keep-alive connection and speaks HTTP/1.1 on it directly: a request is
-// one write, the answer is read with http.ReadResponse. net/http's client
-// costs two more goroutines and channel hand-offs per request, which on a
-// 2-core machine shared with the server took more CPU than the server.
+// one keep-alive connection per node and speaks HTTP/1.1 on it directly: a
+// request is one write, the answer is read with http.ReadResponse.
+// net/http's client costs two more goroutines and channel hand-offs per
+// request, which on a 2-core machine shared with the server took more CPU
+// than the server.
 type webhookPoster struct {
-	url    *url.URL
-	addr   string // host:port to dial
+	nodes  []whNode
+	to     postTo  // which node each webhook goes to
+	resend float64 // this fraction of accepted webhooks is sent again to another node
 	signer *webhook.Signer
 	prefix string // user id prefix
 	users  int
 	run    string // webhook-id prefix, unique per run: the server remembers ids for a day
 	conns  int
-	head   []byte // request line and fixed headers
 }
 
-func newWebhookPoster(raw string, signer *webhook.Signer, prefix string, users, conns int) (*webhookPoster, error) {
-	u, err := url.Parse(raw)
-	if err != nil || u.Scheme != "http" || u.Host == "" {
-		return nil, fmt.Errorf("--webhook-url %q: want http://host:port/path", raw)
-	}
-	addr := u.Host
-	if u.Port() == "" {
-		addr = net.JoinHostPort(u.Hostname(), "80")
-	}
-	head := fmt.Appendf(nil, "POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: sidecar-loadgen\r\nContent-Type: application/json\r\n",
-		u.RequestURI(), u.Host)
-	return &webhookPoster{
-		url: u, addr: addr, signer: signer, prefix: prefix, users: users, conns: conns, head: head,
+// whNode is one node's webhook endpoint.
+type whNode struct {
+	url  *url.URL
+	addr string // host:port to dial
+	head []byte // request line and fixed headers
+}
+
+func newWebhookPoster(raws []string, signer *webhook.Signer, prefix string, users, conns int) (*webhookPoster, error) {
+	p := &webhookPoster{
+		signer: signer, prefix: prefix, users: users, conns: conns, to: postTo{mode: "rr", nodes: len(raws)},
 		run: "lg_" + strconv.FormatInt(time.Now().UnixNano(), 36) + "_",
-	}, nil
+	}
+	for _, raw := range raws {
+		raw = strings.TrimSpace(raw)
+		u, err := url.Parse(raw)
+		if err != nil || u.Scheme != "http" || u.Host == "" {
+			return nil, fmt.Errorf("--webhook-url %q: want http://host:port/path", raw)
+		}
+		addr := u.Host
+		if u.Port() == "" {
+			addr = net.JoinHostPort(u.Hostname(), "80")
+		}
+		head := fmt.Appendf(nil, "POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: sidecar-loadgen\r\nContent-Type: application/json\r\n",
+			u.RequestURI(), u.Host)
+		p.nodes = append(p.nodes, whNode{url: u, addr: addr, head: head})
+	}
+	if len(p.nodes) == 0 {
+		return nil, errors.New("no webhook URL")
+	}
+	return p, nil
+}
+
+// home is the node user k's client is connected to: connection k is user
+// k, on node k mod nodes (target.nodeOf).
+func (p *webhookPoster) home(user int64) int { return int(user % int64(len(p.nodes))) }
+
+// resends tells whether webhook seq is one of the --resend fraction: every
+// round(1/resend)th.
+func (p *webhookPoster) resends(seq int64) bool {
+	if p.resend <= 0 {
+		return false
+	}
+	every := max(1, int64(math.Round(1/p.resend)))
+	return seq%every == 0
 }
 
 // whConn is one sender's keep-alive connection; nil c means not connected.
@@ -277,15 +386,23 @@ type whConn struct {
 // whPost is one webhook as the poster saw it.
 type whPost struct {
 	status int // 0: not sent (skipped) or transport error (err set)
+	node   int // the node it was POSTed to
+	home   int // the node of its recipient's client
 	took   time.Duration
 	lag    time.Duration // from its due time to the start of its POST
 	err    error
+	// The resend to another node, if any: its status and error.
+	resent       bool
+	resendStatus int
+	resendErr    error
+	duplicate    bool // the resend was answered {"duplicate": true}
 }
 
-// post sends webhook seq to user seq mod users. Its data.id is
+// post sends webhook seq to user seq mod users, through one of wcs (a
+// sender's connection to each node). Its data.id is
 // "<seq>-<user>-<sentAt>", taken just before signing: the shipped rule
 // passes it through as bookingId, where the client reads it.
-func (p *webhookPoster) post(ctx context.Context, wc *whConn, seq int64) whPost {
+func (p *webhookPoster) post(ctx context.Context, wcs []whConn, seq int64) whPost {
 	user := seq % int64(p.users)
 	now := time.Now()
 	sentAt := now.UnixNano()
@@ -303,8 +420,30 @@ func (p *webhookPoster) post(ctx context.Context, wc *whConn, seq int64) whPost 
 	body = strconv.AppendInt(body, user, 10)
 	body = append(body, `","customerName":"Loadgen","serviceName":"benchmark","status":"pending"}}`...)
 	id := p.run + strconv.FormatInt(seq, 10)
+	sig := p.signer.Sign(id, now, body)
 
-	b := append(wc.req[:0], p.head...)
+	r := whPost{home: p.home(user)}
+	r.node = p.to.pick(seq, r.home)
+	var first []byte
+	r.status, first, r.err = p.send(ctx, &wcs[r.node], r.node, id, now, sig, body)
+	r.took = time.Duration(time.Now().UnixNano() - sentAt)
+	if r.status == http.StatusOK && r.err == nil { // a new id taken for a duplicate
+		r.err = fmt.Errorf("first POST answered 200: %s", bytes.TrimSpace(first))
+	}
+	if r.status == http.StatusAccepted && p.resends(seq) {
+		other := (r.node + 1) % len(p.nodes)
+		var answer []byte
+		r.resent = true
+		r.resendStatus, answer, r.resendErr = p.send(ctx, &wcs[other], other, id, now, sig, body)
+		r.duplicate = r.resendStatus == http.StatusOK && bytes.Contains(answer, []byte(`"duplicate":true`))
+	}
+	return r
+}
+
+// send POSTs one signed webhook to node i on wc and returns the status and
+// the answer's body (its first 512 bytes).
+func (p *webhookPoster) send(ctx context.Context, wc *whConn, i int, id string, now time.Time, sig string, body []byte) (int, []byte, error) {
+	b := append(wc.req[:0], p.nodes[i].head...)
 	b = append(b, "Content-Length: "...)
 	b = strconv.AppendInt(b, int64(len(body)), 10)
 	b = append(b, "\r\nwebhook-id: "...)
@@ -312,39 +451,36 @@ func (p *webhookPoster) post(ctx context.Context, wc *whConn, seq int64) whPost 
 	b = append(b, "\r\nwebhook-timestamp: "...)
 	b = strconv.AppendInt(b, now.Unix(), 10)
 	b = append(b, "\r\nwebhook-signature: "...)
-	b = append(b, p.signer.Sign(id, now, body)...)
+	b = append(b, sig...)
 	b = append(b, "\r\n\r\n"...)
 	b = append(b, body...)
 	wc.req = b
 
-	var r whPost
 	// A kept-alive connection the server has closed fails at once; the
 	// request is then sent once more on a new one. A webhook-id is safe to
 	// resend: the server de-duplicates it.
 	for attempt := 0; ; attempt++ {
 		reused := wc.c != nil
-		r.status, r.err = p.roundTrip(ctx, wc, b)
-		if r.err == nil || !reused || attempt > 0 || ctx.Err() != nil {
-			break
+		status, answer, err := p.roundTrip(ctx, wc, p.nodes[i].addr, b)
+		if err == nil || !reused || attempt > 0 || ctx.Err() != nil {
+			return status, answer, err
 		}
 	}
-	r.took = time.Duration(time.Now().UnixNano() - sentAt)
-	return r
 }
 
-func (p *webhookPoster) roundTrip(ctx context.Context, wc *whConn, req []byte) (int, error) {
+func (p *webhookPoster) roundTrip(ctx context.Context, wc *whConn, addr string, req []byte) (int, []byte, error) {
 	if wc.c == nil {
 		d := net.Dialer{Timeout: 10 * time.Second}
-		c, err := d.DialContext(ctx, "tcp", p.addr)
+		c, err := d.DialContext(ctx, "tcp", addr)
 		if err != nil {
-			return 0, err
+			return 0, nil, err
 		}
 		wc.c, wc.br = c, bufio.NewReaderSize(c, 4096)
 	}
-	fail := func(err error) (int, error) {
+	fail := func(err error) (int, []byte, error) {
 		wc.c.Close()
 		wc.c = nil
-		return 0, err
+		return 0, nil, err
 	}
 	wc.c.SetDeadline(time.Now().Add(30 * time.Second))
 	if _, err := wc.c.Write(req); err != nil {
@@ -364,10 +500,13 @@ func (p *webhookPoster) roundTrip(ctx context.Context, wc *whConn, req []byte) (
 		wc.c.Close()
 		wc.c = nil
 	}
-	if resp.StatusCode != http.StatusAccepted {
-		return resp.StatusCode, fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(msg))
+	switch resp.StatusCode {
+	case http.StatusAccepted:
+		return resp.StatusCode, msg, nil
+	case http.StatusOK: // a duplicate
+		return resp.StatusCode, msg, nil
 	}
-	return resp.StatusCode, nil
+	return resp.StatusCode, msg, fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(msg))
 }
 
 // webhookPhase POSTs webhooks base.. at rate for dur, open loop: webhook i is
@@ -393,15 +532,17 @@ func webhookPhase(ctx context.Context, f *fleet, p *webhookPoster, base int64, r
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var wc whConn
+			wcs := make([]whConn, len(p.nodes))
 			defer func() {
-				if wc.c != nil {
-					wc.c.Close()
+				for _, wc := range wcs {
+					if wc.c != nil {
+						wc.c.Close()
+					}
 				}
 			}()
 			for i := range jobs {
 				start := time.Now()
-				r := p.post(ctx, &wc, base+int64(i))
+				r := p.post(ctx, wcs, base+int64(i))
 				r.lag = start.Sub(t0.Add(time.Duration(float64(i) / rate * float64(time.Second))))
 				posts[i] = r
 				inflight.Add(-1)
@@ -410,7 +551,7 @@ func webhookPhase(ctx context.Context, f *fleet, p *webhookPoster, base int64, r
 	}
 	self := os.Getpid()
 	poster0, _ := cpuTime(self)
-	c0 := startClocks(f, o.serverPID)
+	c0 := startClocks(f, o)
 	t0 = c0.t0
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -442,10 +583,40 @@ dispatch:
 	}
 	res.PostWallS = round3(lastAnswer.Sub(t0).Seconds())
 
+	nodes := len(p.nodes)
+	if nodes > 1 {
+		res.Nodes = make([]webhookNode, nodes)
+	}
 	var took, lag []float64
 	for i, r := range posts {
 		if skipped[i] {
 			continue
+		}
+		if res.Nodes != nil {
+			nd := &res.Nodes[r.node]
+			nd.Posted++
+			if r.status == http.StatusAccepted {
+				nd.Accepted++
+			}
+			if r.node == r.home {
+				res.Local++
+			} else {
+				res.Cross++
+			}
+		}
+		if r.resent {
+			res.Resent++
+			switch {
+			case r.duplicate:
+				res.ResentDuplicate++
+			case r.resendStatus == http.StatusAccepted:
+				res.ResentAccepted++
+			default:
+				res.ResentFailed++
+				if res.ResentError == "" {
+					res.ResentError = fmt.Sprintf("status %d: %v", r.resendStatus, r.resendErr)
+				}
+			}
 		}
 		lag = append(lag, ms(r.lag))
 		switch {
@@ -476,7 +647,11 @@ dispatch:
 	if err := f.waitDelivered(ctx, int64(res.Accepted), time.Now().Add(o.grace), 20*time.Millisecond); err != nil {
 		return res, err
 	}
-	cpu1, kids1 := serverCPU(o.serverPID), cpuTimes(f.pids())
+	each1, kids1, redis1 := cpuEach(o.serverPIDs), cpuTimes(f.pids()), cpuTimes(o.redisPIDs)
+	var cpu1 time.Duration
+	for _, d := range each1 {
+		cpu1 += d
+	}
 	poster1, _ := cpuTime(self)
 	phaseWall := time.Since(t0)
 	res.OtherCores = round3(c0.meter.otherCores())
@@ -514,19 +689,37 @@ dispatch:
 		}
 		return round3(float64(d) / float64(time.Microsecond) / float64(res.Accepted))
 	}
-	if o.serverPID > 0 {
+	if len(o.serverPIDs) > 0 {
 		d := cpu1 - c0.server
 		res.ServerCPUS = d.Seconds()
 		res.ServerCPUUsPerWhRw = perWh(d)
 		res.ServerCPUUsPerWh = perWh(max(0, d-time.Duration(o.idleCores*float64(phaseWall))))
 		res.ServerCores = round3(d.Seconds() / phaseWall.Seconds())
 	}
+	for j := range res.Nodes {
+		nd := &res.Nodes[j]
+		nd.Conns = at(m.NodeArmed, j)
+		nd.Delivered = at(m.NodeFrames, j)
+		if j < len(each1) && j < len(c0.each) {
+			d := each1[j] - c0.each[j]
+			nd.CPUS = round3(d.Seconds())
+			if nd.Accepted > 0 {
+				nd.CPUUsPerWh = round3(float64(d) / float64(time.Microsecond) / float64(nd.Accepted))
+			}
+		}
+	}
+	if len(o.redisPIDs) > 0 {
+		d := redis1 - c0.redis
+		res.RedisCPUS = round3(d.Seconds())
+		res.RedisUsPerWh = perWh(d)
+	}
 	res.PosterCPUS = (poster1 - poster0).Seconds()
 	res.WorkersCPUS = (kids1 - c0.kids).Seconds()
 	res.ClientCores = round3((res.PosterCPUS + res.WorkersCPUS) / phaseWall.Seconds())
 	res.ClientUsPerWh = perWh(poster1 - poster0 + kids1 - c0.kids)
 	res.Clean = res.Skipped == 0 && res.TooMany == 0 && res.OtherFail == 0 && res.Accepted == n &&
-		res.Missing == 0 && res.Duplicates == 0 && res.Unexpected == 0 && res.Misrouted == 0 && res.ClosedConns == 0
+		res.Missing == 0 && res.Duplicates == 0 && res.Unexpected == 0 && res.Misrouted == 0 && res.ClosedConns == 0 &&
+		res.ResentAccepted == 0 && res.ResentFailed == 0
 	return res, nil
 }
 
@@ -552,6 +745,10 @@ func writeWebhooksSummary(w io.Writer, r *webhooksResult) {
 			s.RateHz, s.AcceptedPerS, s.Skipped, s.TooMany, s.OtherFail, s.PostMs.P50, s.PostMs.P99,
 			s.DeliveryMs.P50, s.DeliveryMs.P99, s.DeliveryMs.Max, s.DeliveredPerS, s.Missing, s.Duplicates,
 			s.ServerCPUUsPerWh, s.ServerCores, s.ClientCores, s.StartLagMs.P99, s.OtherCores)
+	}
+	if len(r.URLs) > 1 {
+		fmt.Fprintln(w)
+		writeWebhookNodes(w, r)
 	}
 	if r.BestRate > 0 {
 		fmt.Fprintf(w, "\nHighest rate with every webhook accepted (202) and delivered once: **%g/s**, POST→client p99 **%.1f ms**.\n\n", r.BestRate, r.BestP99Ms)

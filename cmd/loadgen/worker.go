@@ -22,6 +22,7 @@ type worker struct {
 	out    []byte // control frame scratch
 	events []unix.EpollEvent
 	batch  time.Duration // pause after a non-empty epoll_wait, to read in batches
+	nodes  int           // servers the connections are spread over: connection i is on node i mod nodes
 
 	wakeups, nevents int64 // epoll_wait returns with events, and the events
 
@@ -50,6 +51,7 @@ type conn struct {
 	fragging bool  // a fragmented message is being collected in frag
 	recv     int32 // phase broadcasts received
 	user     int32 // global index: the connection is user <prefix><user>
+	node     uint8 // the server it is connected to: user mod nodes
 	last     int64 // last phase seq received
 	partial  []byte
 	frag     []byte
@@ -72,8 +74,18 @@ type phase struct {
 
 	// webhooks: each seq goes to one user, named in the frame's bookingId
 	// ("<seq>-<user>-<sentAt>"); no per-connection order is expected.
-	webhooks  bool
-	misrouted int64 // webhooks: delivered to a connection of another user
+	webhooks bool
+	// targeted: each seq goes to one user, named in the frame's data as
+	// "lgUser" beside seq and sentAt; no per-connection order is expected.
+	targeted  bool
+	misrouted int64 // webhooks, targeted: delivered to a connection of another user
+
+	// With several nodes: per node, the armed connections, the phase
+	// frames they received and (broadcasts only) each seq's deliveries.
+	nodeArmed  []int
+	nodeClosed []int
+	nodeFrames []int64
+	nodeSeqs   [][]seqStat
 }
 
 // seqStat is one broadcast's deliveries in this worker: how many, and the
@@ -82,6 +94,16 @@ type seqStat struct {
 	N   int32 `json:"n"`
 	Min int64 `json:"min"`
 	Max int64 `json:"max"`
+}
+
+// observe takes one delivery's latency into s, whose N already counts it.
+func (s *seqStat) observe(lat int64) {
+	if lat > s.Max {
+		s.Max = lat
+	}
+	if s.N == 1 || lat < s.Min {
+		s.Min = lat
+	}
 }
 
 func newWorker() (*worker, error) {
@@ -110,7 +132,7 @@ type command struct {
 	Count  int64   `json:"count,omitempty"`
 	Expect int64   `json:"expect,omitempty"` // report: broadcasts each connection should have
 	LateMs float64 `json:"late_ms,omitempty"`
-	Mode   string  `json:"mode,omitempty"` // arm: "webhooks", or empty for broadcasts
+	Mode   string  `json:"mode,omitempty"` // arm: "webhooks", "targeted", or empty for broadcasts
 	reply  chan any
 }
 
@@ -164,7 +186,7 @@ func (w *worker) added(r dialResult) {
 	} else {
 		w.dialed++
 		c := &w.conns[r.fd]
-		*c = conn{open: true, user: int32(r.index), partial: c.partial[:0], frag: c.frag[:0]}
+		*c = conn{open: true, user: int32(r.index), node: uint8(r.index % max(1, w.nodes)), partial: c.partial[:0], frag: c.frag[:0]}
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(r.fd)}
 		if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, r.fd, &ev); err != nil {
 			unix.Close(r.fd)
@@ -293,12 +315,15 @@ func (w *worker) message(fd int, c *conn, msg []byte, now int64) {
 		seq, user, sentAt, ok = bookingFields(msg)
 	} else {
 		seq, sentAt, ok = benchFields(msg)
+		if ok && p.targeted {
+			user, ok = intField(msg, keyLgUser)
+		}
 	}
 	if !ok || seq < p.base || seq >= p.base+p.count {
 		p.other++
 		return
 	}
-	if p.webhooks {
+	if p.webhooks || p.targeted {
 		if user != int64(c.user) {
 			p.misrouted++
 		}
@@ -314,15 +339,21 @@ func (w *worker) message(fd int, c *conn, msg []byte, now int64) {
 	p.lastRecv = now
 	s := &p.seqs[seq-p.base]
 	s.N++
+	var ns *seqStat // this seq's deliveries on c's node
+	if p.nodeFrames != nil {
+		p.nodeFrames[c.node]++
+		if p.nodeSeqs != nil {
+			ns = &p.nodeSeqs[c.node][seq-p.base]
+			ns.N++
+		}
+	}
 	if sentAt <= 0 {
 		return
 	}
 	lat := now - sentAt
-	if lat > s.Max {
-		s.Max = lat
-	}
-	if s.N == 1 || lat < s.Min {
-		s.Min = lat
+	s.observe(lat)
+	if ns != nil {
+		ns.observe(lat)
 	}
 	p.hist.add(time.Duration(lat))
 	if lat > p.late {
@@ -349,6 +380,9 @@ func (w *worker) drop(fd int, c *conn) {
 	w.open--
 	if c.armed {
 		w.phase.closed++
+		if w.phase.nodeClosed != nil {
+			w.phase.nodeClosed[c.node]++
+		}
 	}
 }
 
@@ -356,7 +390,7 @@ func (w *worker) drop(fd int, c *conn) {
 func (w *worker) do(c command) bool {
 	switch c.Op {
 	case "arm":
-		w.arm(c.Base, c.Count, time.Duration(c.LateMs*float64(time.Millisecond)), c.Mode == "webhooks")
+		w.arm(c.Base, c.Count, time.Duration(c.LateMs*float64(time.Millisecond)), c.Mode)
 		c.reply <- map[string]any{"type": "armed", "conns": w.phase.armed}
 	case "count":
 		c.reply <- countMsg{Type: "count", Frames: w.phase.frames, Open: w.open, LastRecv: w.phase.lastRecv}
@@ -371,8 +405,21 @@ func (w *worker) do(c command) bool {
 	return false
 }
 
-func (w *worker) arm(base, count int64, late time.Duration, webhooks bool) {
-	w.phase = phase{base: base, count: count, late: int64(late), seqs: make([]seqStat, count), webhooks: webhooks}
+func (w *worker) arm(base, count int64, late time.Duration, mode string) {
+	p := phase{base: base, count: count, late: int64(late), seqs: make([]seqStat, count),
+		webhooks: mode == "webhooks", targeted: mode == "targeted"}
+	if w.nodes > 1 {
+		p.nodeArmed = make([]int, w.nodes)
+		p.nodeClosed = make([]int, w.nodes)
+		p.nodeFrames = make([]int64, w.nodes)
+		if mode == "" { // a broadcast reaches every node: its last receipt on each
+			p.nodeSeqs = make([][]seqStat, w.nodes)
+			for i := range p.nodeSeqs {
+				p.nodeSeqs[i] = make([]seqStat, count)
+			}
+		}
+	}
+	w.phase = p
 	for i := range w.conns {
 		c := &w.conns[i]
 		c.armed = c.open
@@ -380,6 +427,9 @@ func (w *worker) arm(base, count int64, late time.Duration, webhooks bool) {
 		c.last = base - 1
 		if c.open {
 			w.phase.armed++
+			if w.phase.nodeArmed != nil {
+				w.phase.nodeArmed[c.node]++
+			}
 		}
 	}
 }
@@ -395,6 +445,7 @@ type readyMsg struct {
 	Type    string         `json:"type"`
 	Want    int            `json:"want"`
 	Open    int            `json:"open"`
+	PerNode []int          `json:"open_per_node,omitempty"` // with several nodes: open, by node
 	Failed  int            `json:"failed"`
 	Retried int            `json:"retried"`
 	Errors  map[string]int `json:"errors,omitempty"`
@@ -402,8 +453,22 @@ type readyMsg struct {
 }
 
 func (w *worker) ready() readyMsg {
-	return readyMsg{Type: "ready", Want: w.want, Open: w.open, Failed: w.failed,
+	return readyMsg{Type: "ready", Want: w.want, Open: w.open, PerNode: w.openPerNode(), Failed: w.failed,
 		Retried: w.retried, Errors: w.dialErrs, TookMs: w.dialTook.Milliseconds()}
+}
+
+// openPerNode counts the open connections by node; nil with one node.
+func (w *worker) openPerNode() []int {
+	if w.nodes <= 1 {
+		return nil
+	}
+	per := make([]int, w.nodes)
+	for i := range w.conns {
+		if c := &w.conns[i]; c.open {
+			per[c.node]++
+		}
+	}
+	return per
 }
 
 // reportMsg is one worker's account of a phase.
@@ -431,6 +496,14 @@ type reportMsg struct {
 	ProtoErrs  int64       `json:"proto_errs"`
 	Wakeups    int64       `json:"wakeups"` // epoll_wait returns with events, since start
 	Events     int64       `json:"events"`
+
+	// With several nodes, each by node (index as in --url).
+	NodeArmed   []int       `json:"node_armed,omitempty"`
+	NodeOpen    []int       `json:"node_open,omitempty"`
+	NodeClosed  []int       `json:"node_closed,omitempty"`
+	NodeFrames  []int64     `json:"node_frames,omitempty"`
+	NodeMissing []int64     `json:"node_missing,omitempty"`
+	NodeSeqs    [][]seqStat `json:"node_seqs,omitempty"` // broadcasts
 }
 
 func (w *worker) report(expect int64) reportMsg {
@@ -443,12 +516,20 @@ func (w *worker) report(expect int64) reportMsg {
 		Pings: w.pings, WriteErrs: w.writeErrs, Closes: w.serverCloses,
 		ReadErrs: w.readErrs, ProtoErrs: w.protoErrs,
 		Wakeups: w.wakeups, Events: w.nevents,
+		NodeArmed: p.nodeArmed, NodeOpen: w.openPerNode(), NodeClosed: p.nodeClosed,
+		NodeFrames: p.nodeFrames, NodeSeqs: p.nodeSeqs,
+	}
+	if w.nodes > 1 {
+		r.NodeMissing = make([]int64, w.nodes)
 	}
 	for i := range w.conns {
 		c := &w.conns[i]
 		if c.armed && int64(c.recv) < expect {
 			r.Incomplete++
 			r.Missing += expect - int64(c.recv)
+			if r.NodeMissing != nil {
+				r.NodeMissing[c.node] += expect - int64(c.recv)
+			}
 		}
 	}
 	return r
@@ -491,7 +572,7 @@ func dialOne(ctx context.Context, d *dialer, src net.IP, user string, index, ret
 	r := dialResult{index: index}
 	backoff := 100 * time.Millisecond
 	for r.tries = 1; ; r.tries++ {
-		r.fd, r.leftover, r.err = d.dial(ctx, src, user)
+		r.fd, r.leftover, r.err = d.dial(ctx, src, user, index)
 		if r.err == nil || r.tries > retries || ctx.Err() != nil {
 			return r
 		}
