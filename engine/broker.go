@@ -47,6 +47,14 @@ type UserRouter interface {
 	Here(user string, here bool)
 }
 
+// A RoomRouter is a Broker that routes by room, across nodes: it is told
+// which rooms have a member on this node. RoomHere is called by partition
+// part when its first member of room joins (here) and when its last one
+// leaves; it must not block.
+type RoomRouter interface {
+	RoomHere(room string, part int, here bool)
+}
+
 // ClusterPresence shares presence among nodes: a user is online while any
 // node holds a connection of theirs. Nil: the node decides alone.
 type ClusterPresence interface {

@@ -132,6 +132,7 @@ type Engine struct {
 	broker Broker
 	// userRouter is the broker, if it routes by user (nil: it does not).
 	userRouter UserRouter
+	roomRouter RoomRouter // likewise, by room
 	metrics    *metrics
 	ruleLog    ruleLog
 	started    time.Time
@@ -277,6 +278,7 @@ func New(cfg Config) (*Engine, error) {
 			return nil, fmt.Errorf("engine: broker: %w", err)
 		}
 		e.userRouter, _ = e.broker.(UserRouter)
+		e.roomRouter, _ = e.broker.(RoomRouter)
 	}
 	return e, nil
 }

@@ -209,6 +209,7 @@ func (p *partition) unindex(c *conn) {
 	for _, r := range c.rooms {
 		if list := removeConn(p.rooms[r], c); len(list) == 0 {
 			delete(p.rooms, r)
+			p.roomHere(r, false)
 		} else {
 			p.rooms[r] = list
 		}
@@ -247,7 +248,11 @@ func (p *partition) join(c *conn, rooms []string) {
 			continue
 		}
 		c.rooms = append(c.rooms, r)
-		p.rooms[r] = append(p.rooms[r], c)
+		list := p.rooms[r]
+		if list == nil {
+			p.roomHere(r, true)
+		}
+		p.rooms[r] = append(list, c)
 	}
 }
 
@@ -259,6 +264,7 @@ func (p *partition) leave(c *conn, rooms []string) {
 		c.rooms = removeString(c.rooms, r)
 		if list := removeConn(p.rooms[r], c); len(list) == 0 {
 			delete(p.rooms, r)
+			p.roomHere(r, false)
 		} else {
 			p.rooms[r] = list
 		}
@@ -329,6 +335,14 @@ func (p *partition) deliver(d *delivery) int {
 		}
 	}
 	return n
+}
+
+// roomHere tells a broker that routes by room that this partition's first
+// member of room joined (here), or its last left.
+func (p *partition) roomHere(room string, here bool) {
+	if r := p.e.roomRouter; r != nil {
+		r.RoomHere(room, p.id, here)
+	}
 }
 
 func containsString(list []string, s string) bool {

@@ -15,9 +15,11 @@
 //   - the connector, while Redis is unreachable at start, retries it.
 //
 // Channels (sharded pub/sub, SPUBLISH and SSUBSCRIBE, Redis 7.0 or later):
-// "{<prefix>}:b" carries broadcasts and room events, which every node
-// receives, and "{<prefix>}:u:<user>" events to a few users, which only the
-// nodes holding that user subscribe to. The hash tag puts every channel in
+// "{<prefix>}:u:<user>" carries events to a few users, which only the
+// nodes holding that user subscribe to; "{<prefix>}:r:<room>" events to one
+// room, which only the nodes with a member of it subscribe to (a presence
+// event, to its user's watchers, is one); and "{<prefix>}:b" everything
+// else (everyone, several rooms, many users), which every node receives. The hash tag puts every channel in
 // one slot, so that in a Redis Cluster what one node publishes reaches the
 // others in the order it was published.
 //
@@ -147,12 +149,14 @@ type Node struct {
 	pubQ    []outgoing
 	pubWake chan struct{}
 
-	// The subscriptions wanted: the users with a connection here
-	// (subscribe.go). want is the whole set; pending the users whose
-	// state changed since the subscriber last looked.
+	// The subscriptions wanted: the channels of the users with a
+	// connection here and of the rooms with a member here (subscribe.go).
+	// want is the whole set; pending the channels whose state changed since
+	// the subscriber last looked.
 	subMu   sync.Mutex
-	want    map[string]struct{}
-	pending map[string]bool
+	want    map[string]struct{} // channels
+	pending map[string]bool     // channel: wanted
+	rooms   map[string]uint64   // room: the partitions with a member (a bit each)
 	subWake chan struct{}
 
 	// This node's sessions as Apply last heard them, to re-establish
@@ -166,12 +170,13 @@ type Node struct {
 
 	chBroadcast string
 	chUser      string // prefix of the per-user channels
+	chRoom      string // prefix of the per-room channels
 
 	relay relay // relay.go
 
 	// recv queues what arrives from the other nodes for the hub, so that a
 	// busy hub never stalls the subscriber connection (subscribe.go).
-	recv chan envelope
+	recv chan *envelope
 
 	// statuses set while Redis was unavailable, told it when it is back.
 	stMu     sync.Mutex
@@ -199,7 +204,9 @@ func New(opt Options) (*Node, error) {
 		chBroadcast: "{" + opt.Prefix + "}:b",
 		chUser:      "{" + opt.Prefix + "}:u:",
 		relay:       relay{token: newToken()},
-		recv:        make(chan envelope, recvQueue),
+		recv:        make(chan *envelope, recvQueue),
+		rooms:       make(map[string]uint64),
+		chRoom:      "{" + opt.Prefix + "}:r:",
 	}
 	n.epochDue.Store(true)
 	n.m = NewMetrics(opt.Metrics)

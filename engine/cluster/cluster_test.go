@@ -388,3 +388,40 @@ func TestStreamsAcrossNodes(t *testing.T) {
 		t.Error("after Redis lost its streams: complete")
 	}
 }
+
+// An event to one room goes on the room's channel: only the nodes with a
+// member receive it; two partitions with members make one subscription,
+// left when the last leaves.
+func TestRoomChannels(t *testing.T) {
+	r := redistest.Start(t)
+	a := startNode(t, r.URL(), "a", Options{})
+	b := startNode(t, r.URL(), "b", Options{})
+	c := startNode(t, r.URL(), "c", Options{})
+	rr := func(n *testNode) engine.RoomRouter { return n.broker.(engine.RoomRouter) }
+	rr(c).RoomHere("presence:alice", 0, true)
+	rr(c).RoomHere("presence:alice", 1, true)
+	subscribers := func(ch string) string {
+		out, _ := r.Do("PUBSUB", "SHARDNUMSUB", ch)
+		return strings.TrimSpace(out[strings.LastIndex(out, "\n")+1:])
+	}
+	eventually(t, "c on the room's channel", func() bool { return subscribers(c.chRoom+"presence:alice") == "1" })
+	ctx := context.Background()
+	a.broker.Publish(ctx, &engine.Message{Event: "userOnline", Data: []byte(`1`), To: engine.Target{Rooms: []string{"presence:alice"}}}, false)
+	a.broker.Publish(ctx, &engine.Message{Event: "two", Data: []byte(`2`), To: engine.Target{Rooms: []string{"presence:alice", "other"}}}, false)
+	eventually(t, "c's deliveries", func() bool { return len(c.hub.events()) == 2 })
+	eventually(t, "b's", func() bool { return len(b.hub.events()) == 1 })
+	time.Sleep(200 * time.Millisecond)
+	if got := b.hub.events(); len(got) != 1 || !strings.HasPrefix(got[0], "two ") {
+		t.Errorf("b, without a member, got %q; want only the two-room event (the broadcast channel)", got)
+	}
+	if got := c.hub.events(); len(got) != 2 || !strings.HasPrefix(got[0], "userOnline ") {
+		t.Errorf("c got %q", got)
+	}
+	rr(c).RoomHere("presence:alice", 0, false)
+	time.Sleep(100 * time.Millisecond)
+	if s := subscribers(c.chRoom + "presence:alice"); s != "1" {
+		t.Errorf("one partition still has a member, but the channel has %s subscribers", s)
+	}
+	rr(c).RoomHere("presence:alice", 1, false)
+	eventually(t, "the room's channel left", func() bool { return subscribers(c.chRoom+"presence:alice") == "0" })
+}

@@ -24,7 +24,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		up: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "sidecar", Name: "broker_up",
 			Help: "1 when the broker reaches every node it should (always, alone); 0 while Redis is unavailable."}),
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "sidecar", Name: "broker_published_total",
-			Help: "Envelopes published to Redis, by kind: user (a per-user channel), broadcast (everyone, rooms, many users), rooms (a room change)."}, []string{"kind"}),
+			Help: "Envelopes published to Redis, by kind: user (a user's channel), room (a room's channel), broadcast (everyone, several rooms, many users), rooms (a room change)."}, []string{"kind"}),
 		received: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "sidecar", Name: "broker_received_total",
 			Help: "Envelopes received from other nodes and handed to this node's hub."}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "sidecar", Name: "broker_dropped_total",
@@ -39,7 +39,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		nodes: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "sidecar", Name: "cluster_nodes",
 			Help: "Nodes this node sees heartbeating, itself included (1 alone)."}),
 	}
-	for _, l := range []string{"user", "broadcast", "rooms"} {
+	for _, l := range []string{"user", "room", "broadcast", "rooms"} {
 		m.published.WithLabelValues(l)
 	}
 	for _, l := range []string{"unavailable", "queue_full", "error", "timeout", "malformed", "receive_queue_full"} {

@@ -29,6 +29,7 @@ type broker struct{ n *Node }
 var (
 	_ engine.Broker     = broker{}
 	_ engine.UserRouter = broker{}
+	_ engine.RoomRouter = broker{}
 )
 
 // Broker is the engine's broker for this node (engine.Config.NewBroker).
@@ -56,16 +57,26 @@ func (b broker) Rooms(_ context.Context, user string, leave bool, rooms []string
 
 func (b broker) Here(user string, here bool) { b.n.subChange(user, here) }
 
+func (b broker) RoomHere(room string, part int, here bool) { b.n.roomChange(room, part, here) }
+
 // sendMessage queues m for the other nodes: on each recipient's channel
-// when it names a few users and nothing else, else on the broadcast
-// channel. Either way a node receives each recipient's copy once: a user's
-// channel carries only what is for that user (the receiver delivers it to
-// that user alone), the broadcast channel everything else.
+// when it names a few users and nothing else, on its room's channel when it
+// names one room and nothing else, else on the broadcast channel. Either
+// way a node receives each recipient's copy once: a user's channel carries
+// only what is for that user (the receiver delivers it to that user
+// alone), a room's only what is for that room alone, the broadcast channel
+// everything else.
 func (n *Node) sendMessage(m *engine.Message) {
 	if m.To.Empty() {
 		return
 	}
 	payload := string(encodeMessage(n.id, time.Now(), m))
+	if !m.To.All && len(m.To.Users) == 0 && len(m.To.Rooms) == 1 {
+		// One room: on its channel, which only the nodes with a member
+		// of it receive.
+		n.enqueue(outgoing{channel: n.chRoom + m.To.Rooms[0], payload: payload, kind: "room"})
+		return
+	}
 	if m.To.All || len(m.To.Rooms) > 0 || len(m.To.Users) > maxUserChannels {
 		n.enqueue(outgoing{channel: n.chBroadcast, payload: payload, kind: "broadcast"})
 		return

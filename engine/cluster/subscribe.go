@@ -16,13 +16,47 @@ import (
 // waits.
 func (n *Node) subChange(user string, here bool) {
 	n.subMu.Lock()
-	if here {
-		n.want[user] = struct{}{}
-	} else {
-		delete(n.want, user)
-	}
-	n.pending[user] = here
+	n.wantLocked(n.chUser+user, here)
 	n.subMu.Unlock()
+	n.wakeSubscriber()
+}
+
+// roomChange records that partition part has its first member of room
+// (here), or no longer any: the node wants the room's channel while any
+// partition has a member.
+func (n *Node) roomChange(room string, part int, here bool) {
+	n.subMu.Lock()
+	was := n.rooms[room]
+	now := was &^ (1 << uint(part))
+	if here {
+		now = was | 1<<uint(part)
+	}
+	if now == 0 {
+		delete(n.rooms, room)
+	} else {
+		n.rooms[room] = now
+	}
+	changed := (was == 0) != (now == 0)
+	if changed {
+		n.wantLocked(n.chRoom+room, now != 0)
+	}
+	n.subMu.Unlock()
+	if changed {
+		n.wakeSubscriber()
+	}
+}
+
+// wantLocked records that channel is wanted or not; under subMu.
+func (n *Node) wantLocked(channel string, want bool) {
+	if want {
+		n.want[channel] = struct{}{}
+	} else {
+		delete(n.want, channel)
+	}
+	n.pending[channel] = want
+}
+
+func (n *Node) wakeSubscriber() {
 	select {
 	case n.subWake <- struct{}{}:
 	default:
@@ -86,25 +120,22 @@ func (n *Node) subscribed(ctx context.Context, c rueidis.Client, first bool) err
 	})
 	// The whole set, and pending cleared: this connection starts from it.
 	n.subMu.Lock()
-	users := make([]string, 0, len(n.want))
-	for u := range n.want {
-		users = append(users, u)
+	chans := make([]string, 0, 1+len(n.want))
+	chans = append(chans, n.chBroadcast)
+	subs := make(map[string]struct{}, len(n.want))
+	for ch := range n.want {
+		chans = append(chans, ch)
+		subs[ch] = struct{}{}
 	}
 	clear(n.pending)
 	n.subMu.Unlock()
-	subs := make(map[string]struct{}, len(users))
-	chans := []string{n.chBroadcast}
-	for _, u := range users {
-		chans = append(chans, n.chUser+u)
-		subs[u] = struct{}{}
-	}
 	if err := n.subscribe(dc, chans, false); err != nil {
 		return err
 	}
 	n.setUp(true)
 	if !first {
 		n.m.reconnects.Inc()
-		n.log.Info("subscriptions re-established", "users", len(users))
+		n.log.Info("subscriptions re-established", "channels", len(chans))
 	}
 	for {
 		select {
@@ -121,15 +152,15 @@ func (n *Node) subscribed(ctx context.Context, c rueidis.Client, first bool) err
 		}
 		n.subMu.Lock()
 		var on, off []string
-		for u, here := range n.pending {
-			_, have := subs[u]
+		for ch, want := range n.pending {
+			_, have := subs[ch]
 			switch {
-			case here && !have:
-				subs[u] = struct{}{}
-				on = append(on, n.chUser+u)
-			case !here && have:
-				delete(subs, u)
-				off = append(off, n.chUser+u)
+			case want && !have:
+				subs[ch] = struct{}{}
+				on = append(on, ch)
+			case !want && have:
+				delete(subs, ch)
+				off = append(off, ch)
 			}
 		}
 		clear(n.pending)
@@ -164,7 +195,7 @@ func (n *Node) subscribe(dc rueidis.DedicatedClient, chans []string, un bool) er
 var errMoved = errors.New("cluster: the channels' slot moved")
 
 // recvQueue bounds what waits for the hub; past it, dropped and counted.
-const recvQueue = 65536
+const recvQueue = 16384
 
 // receive takes what another node published. It runs on the subscriber
 // connection's reading goroutine, one message at a time in the order Redis
@@ -187,11 +218,13 @@ func (n *Node) receive(pm rueidis.PubSubMessage) {
 			// A user's channel: that user's copy, whatever else it names.
 			env.msg.To = engine.Target{Users: []string{user}, Except: env.msg.To.Except}
 		}
-	} else if env.kind == kindRooms {
+	} else if room, toRoom := strings.CutPrefix(pm.Channel, n.chRoom); toRoom && env.kind == kindMessage {
+		env.msg.To = engine.Target{Rooms: []string{room}, Except: env.msg.To.Except}
+	} else if env.kind == kindRooms || pm.Channel != n.chBroadcast {
 		return // room changes go on their user's channel only
 	}
 	select {
-	case n.recv <- env:
+	case n.recv <- &env:
 	default:
 		n.m.dropped.WithLabelValues("receive_queue_full").Inc()
 	}
