@@ -100,3 +100,51 @@ func TestClusterSocketIOPollingWithoutStickySessions(t *testing.T) {
 		t.Fatal("no node relayed a request: the test did not cross nodes")
 	}
 }
+
+// socket.io-client's connection state recovery across nodes: its transport
+// dies, it reconnects through a round-robin balancer to the other node, and
+// gets what was published meanwhile (on a third node) with
+// socket.recovered true.
+func TestClusterSocketIORecoveryOnAnotherNode(t *testing.T) {
+	needNode(t)
+	r := redistest.Start(t)
+	_, nodes := startClusterNodes(t, 3, r.URL())
+	lbAddr, served := roundRobin(t, nodes[:2])
+	admin := exampleToken(t, map[string]any{"sub": "admin", "role": "admin"})
+	user := "sio-recover"
+	c := startSIOClient(t, "http://"+lbAddr, map[string]any{"transports": []string{"websocket"},
+		"auth": map[string]any{"token": exampleToken(t, map[string]any{"sub": user, "role": "provider"})}})
+	if m := c.expect("connect"); m["recovered"] != false {
+		t.Fatalf("first connect: %v", m)
+	}
+	first := served[0].Load() + served[1].Load()
+	send := func(title string) {
+		t.Helper()
+		if st, resp := (&exampleNode{t: t, addr: nodes[2].addr}).post("/api/socket-test/send/"+user, admin, map[string]any{"title": title}); st != http.StatusAccepted {
+			t.Fatalf("send: %d %v", st, resp)
+		}
+	}
+	waitFor(t, 5*time.Second, user+" subscribed", func() bool {
+		out, _ := r.Do("PUBSUB", "SHARDNUMSUB", "{sidecar}:u:"+user)
+		return strings.HasSuffix(strings.TrimSpace(out), "1")
+	})
+	send("one")
+	if name, data := c.event(); name != "newNotification" || data["title"] != "one" {
+		t.Fatalf("%s %v", name, data)
+	}
+	c.do(map[string]any{"blip": true})
+	c.expect("disconnect")
+	send("two")
+	send("three")
+	if m := c.expect("connect"); m["recovered"] != true {
+		t.Fatalf("reconnect on the other node: %v, want recovered", m)
+	}
+	if served[0].Load()+served[1].Load() == first {
+		t.Fatal("the reconnect did not go through the balancer")
+	}
+	for _, want := range []string{"two", "three"} {
+		if name, data := c.event(); name != "newNotification" || data["title"] != want {
+			t.Fatalf("after the reconnect: %s %v, want %s", name, data, want)
+		}
+	}
+}

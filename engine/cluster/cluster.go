@@ -154,8 +154,8 @@ type Node struct {
 	// want is the whole set; pending the channels whose state changed since
 	// the subscriber last looked.
 	subMu   sync.Mutex
-	want    map[string]struct{} // channels
-	pending map[string]bool     // channel: wanted
+	want    map[string]uint8    // channel: chWanted, chSubscribed (subscribe.go)
+	pending map[string]struct{} // channels whose wanted state changed
 	rooms   map[string]uint64   // room: the partitions with a member (a bit each)
 	subWake chan struct{}
 
@@ -197,8 +197,8 @@ func New(opt Options) (*Node, error) {
 		id:          opt.NodeID,
 		upChanged:   make(chan struct{}, 1),
 		pubWake:     make(chan struct{}, 1),
-		want:        make(map[string]struct{}),
-		pending:     make(map[string]bool),
+		want:        make(map[string]uint8),
+		pending:     make(map[string]struct{}),
 		subWake:     make(chan struct{}, 1),
 		here:        make(map[string]struct{}),
 		chBroadcast: "{" + opt.Prefix + "}:b",
@@ -239,6 +239,13 @@ func (n *Node) connect() error {
 	opt.Dialer = net.Dialer{Timeout: n.opt.Timeout, KeepAlive: n.opt.Heartbeat}
 	opt.ConnWriteTimeout = 2 * n.opt.Timeout
 	opt.ClientName = "sidecar:" + n.id
+	// rueidis's defaults (0.5 MiB read and write buffers and a ring of
+	// 1,024 per connection) are sized for heavy pipelines; a node's
+	// traffic to Redis is a few commands per event, and those buffers
+	// would cost as much as 5,000 idle connections.
+	opt.ReadBufferEachConn = 64 << 10
+	opt.WriteBufferEachConn = 64 << 10
+	opt.RingScaleEachConn = 8
 	c, err := rueidis.NewClient(opt)
 	if err != nil {
 		return err

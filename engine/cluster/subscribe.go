@@ -46,14 +46,37 @@ func (n *Node) roomChange(room string, part int, here bool) {
 	}
 }
 
+// A channel's state in want: wanted (a user or a member is here), and
+// subscribed on the subscriber's current connection. A channel in neither
+// state has no entry.
+const (
+	chWanted     = 1
+	chSubscribed = 2
+)
+
 // wantLocked records that channel is wanted or not; under subMu.
 func (n *Node) wantLocked(channel string, want bool) {
+	st := n.want[channel]
 	if want {
-		n.want[channel] = struct{}{}
+		st |= chWanted
 	} else {
-		delete(n.want, channel)
+		st &^= chWanted
 	}
-	n.pending[channel] = want
+	if st == 0 {
+		delete(n.want, channel)
+	} else {
+		n.want[channel] = st
+	}
+	n.pending[channel] = struct{}{}
+}
+
+// clearPending empties pending; one grown by a connect storm is let go.
+func (n *Node) clearPending() {
+	if len(n.pending) > 1024 {
+		n.pending = make(map[string]struct{})
+		return
+	}
+	clear(n.pending)
 }
 
 func (n *Node) wakeSubscriber() {
@@ -122,12 +145,15 @@ func (n *Node) subscribed(ctx context.Context, c rueidis.Client, first bool) err
 	n.subMu.Lock()
 	chans := make([]string, 0, 1+len(n.want))
 	chans = append(chans, n.chBroadcast)
-	subs := make(map[string]struct{}, len(n.want))
-	for ch := range n.want {
+	for ch, st := range n.want {
+		if st&chWanted == 0 {
+			delete(n.want, ch) // subscribed on a connection now gone
+			continue
+		}
+		n.want[ch] = chWanted | chSubscribed
 		chans = append(chans, ch)
-		subs[ch] = struct{}{}
 	}
-	clear(n.pending)
+	n.clearPending()
 	n.subMu.Unlock()
 	if err := n.subscribe(dc, chans, false); err != nil {
 		return err
@@ -137,6 +163,7 @@ func (n *Node) subscribed(ctx context.Context, c rueidis.Client, first bool) err
 		n.m.reconnects.Inc()
 		n.log.Info("subscriptions re-established", "channels", len(chans))
 	}
+	chans = nil // not held for the connection's life
 	for {
 		select {
 		case <-ctx.Done():
@@ -152,18 +179,17 @@ func (n *Node) subscribed(ctx context.Context, c rueidis.Client, first bool) err
 		}
 		n.subMu.Lock()
 		var on, off []string
-		for ch, want := range n.pending {
-			_, have := subs[ch]
-			switch {
-			case want && !have:
-				subs[ch] = struct{}{}
+		for ch := range n.pending {
+			switch st := n.want[ch]; st {
+			case chWanted:
+				n.want[ch] = chWanted | chSubscribed
 				on = append(on, ch)
-			case !want && have:
-				delete(subs, ch)
+			case chSubscribed:
+				delete(n.want, ch)
 				off = append(off, ch)
 			}
 		}
-		clear(n.pending)
+		n.clearPending()
 		n.subMu.Unlock()
 		if err := n.subscribe(dc, on, false); err != nil {
 			return err
