@@ -150,20 +150,19 @@ type Node struct {
 	pubWake chan struct{}
 
 	// The subscriptions wanted: the channels of the users with a
-	// connection here and of the rooms with a member here (subscribe.go).
-	// want is the whole set; pending the channels whose state changed since
-	// the subscriber last looked.
-	subMu   sync.Mutex
-	want    map[string]uint8    // channel: chWanted, chSubscribed (subscribe.go)
-	pending map[string]struct{} // channels whose wanted state changed
-	rooms   map[string]uint64   // room: the partitions with a member (a bit each)
-	subWake chan struct{}
+	// connection here and of the rooms with a member here, and the users
+	// with a session here as Apply last heard them, to re-establish
+	// presence after an outage (subscribe.go). The pending sets are those
+	// whose channel changed since the subscriber last looked.
+	subMu        sync.Mutex
+	users        map[string]uint8    // user: chWanted, chSubscribed, userSession (subscribe.go)
+	roomSubs     map[string]uint8    // room: chWanted, chSubscribed
+	pendingUsers map[string]struct{} // users whose channel's wanted state changed
+	pendingRooms map[string]struct{}
+	rooms        map[string]uint64 // room: the partitions with a member (a bit each)
+	subWake      chan struct{}
 
-	// This node's sessions as Apply last heard them, to re-establish
-	// presence after an outage (presence.go).
-	presMu sync.Mutex
-	here   map[string]struct{}
-	resync atomic.Bool // presence must be told again to Redis
+	resync atomic.Bool // presence must be told again to Redis (presence.go)
 	// epochDue: the replay epoch is to be checked (at start, and after
 	// an outage: a Redis that restarted may have lost the streams).
 	epochDue atomic.Bool
@@ -192,21 +191,22 @@ func New(opt Options) (*Node, error) {
 		return nil, fmt.Errorf("cluster: prefix %q: no braces", opt.Prefix)
 	}
 	n := &Node{
-		opt:         opt,
-		log:         opt.Logger.With("component", "cluster", "node", opt.NodeID),
-		id:          opt.NodeID,
-		upChanged:   make(chan struct{}, 1),
-		pubWake:     make(chan struct{}, 1),
-		want:        make(map[string]uint8),
-		pending:     make(map[string]struct{}),
-		subWake:     make(chan struct{}, 1),
-		here:        make(map[string]struct{}),
-		chBroadcast: "{" + opt.Prefix + "}:b",
-		chUser:      "{" + opt.Prefix + "}:u:",
-		relay:       relay{token: newToken()},
-		recv:        make(chan *envelope, recvQueue),
-		rooms:       make(map[string]uint64),
-		chRoom:      "{" + opt.Prefix + "}:r:",
+		opt:          opt,
+		log:          opt.Logger.With("component", "cluster", "node", opt.NodeID),
+		id:           opt.NodeID,
+		upChanged:    make(chan struct{}, 1),
+		pubWake:      make(chan struct{}, 1),
+		users:        make(map[string]uint8),
+		roomSubs:     make(map[string]uint8),
+		pendingUsers: make(map[string]struct{}),
+		pendingRooms: make(map[string]struct{}),
+		subWake:      make(chan struct{}, 1),
+		chBroadcast:  "{" + opt.Prefix + "}:b",
+		chUser:       "{" + opt.Prefix + "}:u:",
+		relay:        relay{token: newToken()},
+		recv:         make(chan *envelope, recvQueue),
+		rooms:        make(map[string]uint64),
+		chRoom:       "{" + opt.Prefix + "}:r:",
 	}
 	n.epochDue.Store(true)
 	n.m = NewMetrics(opt.Metrics)

@@ -325,7 +325,7 @@ func TestNoGoroutineGrowthOnRedisRestarts(t *testing.T) {
 		t.Errorf("goroutines %d -> %d after six Redis restarts", g0, g)
 	}
 	a.subMu.Lock()
-	want, pending := len(a.want), len(a.pending)
+	want, pending := len(a.users), len(a.pendingUsers)
 	a.subMu.Unlock()
 	if want != 100 || pending != 0 {
 		t.Errorf("subscriptions wanted %d, pending %d; want 100 and 0", want, pending)

@@ -45,15 +45,11 @@ func (n *Node) Apply(changes []store.SessionChange) ([]bool, error) {
 		// node's presence as it was, then these changes.
 		err = n.reestablish(c)
 	}
-	n.presMu.Lock()
+	n.subMu.Lock()
 	for _, ch := range changes {
-		if ch.Online {
-			n.here[ch.User] = struct{}{}
-		} else {
-			delete(n.here, ch.User)
-		}
+		setFlag(n.users, ch.User, userSession, ch.Online)
 	}
-	n.presMu.Unlock()
+	n.subMu.Unlock()
 	if !ok || err != nil {
 		// Told again, all of it, when Redis is back.
 		n.resync.Store(true)
@@ -304,18 +300,20 @@ func (n *Node) reestablish(c rueidis.Client) error {
 		return errBeingSwept // another node is ending this node's sessions: after it
 	}
 	now := time.Now()
-	n.presMu.Lock()
-	changes := make([]store.SessionChange, 0, len(n.here))
-	for u := range n.here {
-		changes = append(changes, store.SessionChange{User: u, Online: true, At: now})
+	n.subMu.Lock()
+	var changes []store.SessionChange
+	for u, st := range n.users {
+		if st&userSession != 0 {
+			changes = append(changes, store.SessionChange{User: u, Online: true, At: now})
+		}
 	}
+	held := len(changes)
 	for _, u := range before {
-		if _, ok := n.here[u]; !ok {
+		if n.users[u]&userSession == 0 {
 			changes = append(changes, store.SessionChange{User: u, At: now})
 		}
 	}
-	held := len(n.here)
-	n.presMu.Unlock()
+	n.subMu.Unlock()
 	told := 0
 	for i := 0; i < len(changes); i += 1000 {
 		chunk := changes[i:min(i+1000, len(changes))]

@@ -11,12 +11,41 @@ import (
 	"github.com/sidecar/sidecar/engine"
 )
 
+// The node's per-user state is one map, users: for each user, whether
+// their channel is wanted (a connection of theirs is here), whether it is
+// subscribed on the subscriber's current connection, and whether they have
+// a session here as Apply last heard (presence.go). Keyed by the user id
+// the engine gives (no copy): a node holds a user in one small entry.
+// Rooms have the same first two states in roomSubs. A key in no state has
+// no entry. Everything under subMu.
+const (
+	chWanted     = 1
+	chSubscribed = 2
+	userSession  = 4 // users only
+)
+
+// setFlag sets or clears f in m[key], deleting an entry left with none.
+func setFlag(m map[string]uint8, key string, f uint8, on bool) {
+	st := m[key]
+	if on {
+		st |= f
+	} else {
+		st &^= f
+	}
+	if st == 0 {
+		delete(m, key)
+	} else {
+		m[key] = st
+	}
+}
+
 // subChange records that user has (here) or no longer has a connection on
 // this node. Called by the partitions, in order for each user: it never
 // waits.
 func (n *Node) subChange(user string, here bool) {
 	n.subMu.Lock()
-	n.wantLocked(n.chUser+user, here)
+	setFlag(n.users, user, chWanted, here)
+	n.pendingUsers[user] = struct{}{}
 	n.subMu.Unlock()
 	n.wakeSubscriber()
 }
@@ -38,7 +67,8 @@ func (n *Node) roomChange(room string, part int, here bool) {
 	}
 	changed := (was == 0) != (now == 0)
 	if changed {
-		n.wantLocked(n.chRoom+room, now != 0)
+		setFlag(n.roomSubs, room, chWanted, now != 0)
+		n.pendingRooms[room] = struct{}{}
 	}
 	n.subMu.Unlock()
 	if changed {
@@ -46,44 +76,49 @@ func (n *Node) roomChange(room string, part int, here bool) {
 	}
 }
 
-// A channel's state in want: wanted (a user or a member is here), and
-// subscribed on the subscriber's current connection. A channel in neither
-// state has no entry.
-const (
-	chWanted     = 1
-	chSubscribed = 2
-)
-
-// wantLocked records that channel is wanted or not; under subMu.
-func (n *Node) wantLocked(channel string, want bool) {
-	st := n.want[channel]
-	if want {
-		st |= chWanted
-	} else {
-		st &^= chWanted
-	}
-	if st == 0 {
-		delete(n.want, channel)
-	} else {
-		n.want[channel] = st
-	}
-	n.pending[channel] = struct{}{}
-}
-
-// clearPending empties pending; one grown by a connect storm is let go.
-func (n *Node) clearPending() {
-	if len(n.pending) > 1024 {
-		n.pending = make(map[string]struct{})
-		return
-	}
-	clear(n.pending)
-}
-
 func (n *Node) wakeSubscriber() {
 	select {
 	case n.subWake <- struct{}{}:
 	default:
 	}
+}
+
+// clearPending empties the pending sets; one grown by a connect storm is
+// let go. Under subMu.
+func (n *Node) clearPending() {
+	for _, p := range []*map[string]struct{}{&n.pendingUsers, &n.pendingRooms} {
+		if len(*p) > 1024 {
+			*p = make(map[string]struct{})
+		} else {
+			clear(*p)
+		}
+	}
+}
+
+// toSubscribe marks, in m, the keys whose channel is wanted and not
+// subscribed as subscribed, and those subscribed and no longer wanted as
+// not, among keys (all of m when keys is nil), and returns their channels.
+func toSubscribe(m map[string]uint8, keys map[string]struct{}, prefix string, on, off []string) ([]string, []string) {
+	visit := func(k string, st uint8) {
+		switch st & (chWanted | chSubscribed) {
+		case chWanted:
+			m[k] = st | chSubscribed
+			on = append(on, prefix+k)
+		case chSubscribed:
+			setFlag(m, k, chSubscribed, false)
+			off = append(off, prefix+k)
+		}
+	}
+	if keys == nil {
+		for k, st := range m {
+			visit(k, st)
+		}
+		return on, off
+	}
+	for k := range keys {
+		visit(k, m[k])
+	}
+	return on, off
 }
 
 // subscribeBatch is the most channels of one SSUBSCRIBE.
@@ -143,16 +178,14 @@ func (n *Node) subscribed(ctx context.Context, c rueidis.Client, first bool) err
 	})
 	// The whole set, and pending cleared: this connection starts from it.
 	n.subMu.Lock()
-	chans := make([]string, 0, 1+len(n.want))
-	chans = append(chans, n.chBroadcast)
-	for ch, st := range n.want {
-		if st&chWanted == 0 {
-			delete(n.want, ch) // subscribed on a connection now gone
-			continue
+	for _, m := range []map[string]uint8{n.users, n.roomSubs} {
+		for k := range m {
+			setFlag(m, k, chSubscribed, false) // a connection now gone
 		}
-		n.want[ch] = chWanted | chSubscribed
-		chans = append(chans, ch)
 	}
+	chans := []string{n.chBroadcast}
+	chans, _ = toSubscribe(n.users, nil, n.chUser, chans, nil)
+	chans, _ = toSubscribe(n.roomSubs, nil, n.chRoom, chans, nil)
 	n.clearPending()
 	n.subMu.Unlock()
 	if err := n.subscribe(dc, chans, false); err != nil {
@@ -178,17 +211,8 @@ func (n *Node) subscribed(ctx context.Context, c rueidis.Client, first bool) err
 		case <-n.subWake:
 		}
 		n.subMu.Lock()
-		var on, off []string
-		for ch := range n.pending {
-			switch st := n.want[ch]; st {
-			case chWanted:
-				n.want[ch] = chWanted | chSubscribed
-				on = append(on, ch)
-			case chSubscribed:
-				delete(n.want, ch)
-				off = append(off, ch)
-			}
-		}
+		on, off := toSubscribe(n.users, n.pendingUsers, n.chUser, nil, nil)
+		on, off = toSubscribe(n.roomSubs, n.pendingRooms, n.chRoom, on, off)
 		n.clearPending()
 		n.subMu.Unlock()
 		if err := n.subscribe(dc, on, false); err != nil {
