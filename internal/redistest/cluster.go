@@ -32,7 +32,9 @@ func StartCluster(t testing.TB, shards int) *Cluster {
 	first := c.nodes[0]
 	args := append([]string{"--cluster", "create"}, c.Addrs()...)
 	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
-	if _, err := runCLI(first.cli, first.port, nil, args...); err != nil {
+	// Joining waits for the nodes to agree, a second a round: slow on a
+	// busy machine (CI runs the packages' tests at once).
+	if _, err := runCLIWithin(time.Minute, first.cli, first.port, nil, args...); err != nil {
 		t.Fatalf("redistest: cluster create: %v", err)
 	}
 

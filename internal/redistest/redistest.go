@@ -249,7 +249,12 @@ func (s *Server) logTail() string {
 // runCLI runs redis-cli against 127.0.0.1:port with pre before the
 // connection options (for example -c) and args after them.
 func runCLI(cli string, port int, pre []string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), doTimeout)
+	return runCLIWithin(doTimeout, cli, port, pre, args...)
+}
+
+// runCLIWithin is runCLI with its own time limit.
+func runCLIWithin(timeout time.Duration, cli string, port int, pre []string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	argv := append(append(slices.Clone(pre), "-e", "-h", "127.0.0.1", "-p", strconv.Itoa(port)), args...)
 	cmd := exec.CommandContext(ctx, cli, argv...)
@@ -258,7 +263,7 @@ func runCLI(cli string, port int, pre []string, args ...string) (string, error) 
 	err := cmd.Run()
 	out := strings.TrimSuffix(stdout.String(), "\n")
 	if ctx.Err() != nil {
-		return out, fmt.Errorf("redis-cli %s: no answer in %v", strings.Join(args, " "), doTimeout)
+		return out, fmt.Errorf("redis-cli %s: no answer in %v", strings.Join(args, " "), timeout)
 	}
 	if err != nil {
 		return out, fmt.Errorf("redis-cli %s: %v: %s", strings.Join(args, " "), err,
