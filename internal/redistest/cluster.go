@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-const clusterTimeout = 20 * time.Second // StartCluster: until every node says cluster_state:ok
+const clusterTimeout = time.Minute // StartCluster: until every node says cluster_state:ok
 
 // Cluster is a Redis Cluster of masters without replicas, each a Server of
 // its own.
