@@ -159,6 +159,16 @@ func (j *jwksSource) run(ctx context.Context) {
 	j.mu.Unlock()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	defer func() {
+		// A fetch in flight ends at once, its context being done: wait
+		// for it, so that nothing of the source outlives run.
+		j.mu.Lock()
+		ch := j.inflight
+		j.mu.Unlock()
+		if ch != nil {
+			<-ch
+		}
+	}()
 	for {
 		j.mu.Lock()
 		wait := time.Until(j.due)
