@@ -43,15 +43,25 @@ type Log struct {
 
 // Auth is the auth section: how tokens are checked.
 type Auth struct {
-	JWTSecret     string        `koanf:"jwt_secret"`
-	Algorithms    []string      `koanf:"algorithms"`
-	PublicKeyFile string        `koanf:"public_key_file"`
-	UserClaim     string        `koanf:"user_claim"` // empty: sub, then id, then userId
-	Issuer        string        `koanf:"issuer"`
-	Audience      string        `koanf:"audience"`
-	Leeway        time.Duration `koanf:"leeway"`
-	Origins       []string      `koanf:"origins"`
-	MaxTokenBytes int           `koanf:"max_token_bytes"`
+	JWTSecret  string   `koanf:"jwt_secret"`
+	Algorithms []string `koanf:"algorithms"`
+	// PublicKeyFile is one path or a list of them; each file's kid is its
+	// name without the extension.
+	PublicKeyFile []string `koanf:"public_key_file"`
+	// JWKSURL is an identity provider's JWKS document; JWKSRefresh the
+	// interval between fetches when the response has no Cache-Control
+	// max-age; JWKSMinRefresh the window of at most one early fetch for a
+	// token with an unknown kid; JWKSTimeout bounds one fetch.
+	JWKSURL        string        `koanf:"jwks_url"`
+	JWKSRefresh    time.Duration `koanf:"jwks_refresh"`
+	JWKSMinRefresh time.Duration `koanf:"jwks_min_refresh"`
+	JWKSTimeout    time.Duration `koanf:"jwks_timeout"`
+	UserClaim      string        `koanf:"user_claim"` // empty: sub, then id, then userId
+	Issuer         string        `koanf:"issuer"`
+	Audience       string        `koanf:"audience"`
+	Leeway         time.Duration `koanf:"leeway"`
+	Origins        []string      `koanf:"origins"`
+	MaxTokenBytes  int           `koanf:"max_token_bytes"`
 }
 
 // API is the api section: who may call /api/*.
@@ -178,9 +188,12 @@ func Default() Config {
 		Listen: ":8080",
 		Log:    Log{Level: "info", Format: "text"},
 		Auth: Auth{
-			Algorithms:    []string{"HS256"},
-			Leeway:        auth.DefaultLeeway,
-			MaxTokenBytes: auth.DefaultMaxTokenBytes,
+			Algorithms:     []string{"HS256"},
+			JWKSRefresh:    auth.DefaultJWKSRefresh,
+			JWKSMinRefresh: auth.DefaultJWKSMinRefresh,
+			JWKSTimeout:    auth.DefaultJWKSTimeout,
+			Leeway:         auth.DefaultLeeway,
+			MaxTokenBytes:  auth.DefaultMaxTokenBytes,
 		},
 		API: API{AdminIf: `claims.role == "admin"`},
 		Webhooks: Webhooks{

@@ -365,6 +365,60 @@ func TestUnknownEnvWarns(t *testing.T) {
 	}
 }
 
+// TestPublicKeyFileForms: auth.public_key_file takes one path (as it
+// always did) or a list, in the file as in the environment (comma
+// separated), and a plain-http JWKS URL off this host is warned about.
+func TestPublicKeyFileForms(t *testing.T) {
+	dir := t.TempDir()
+	var paths []string
+	for _, name := range []string{"a.pem", "b.pem"} {
+		ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, _ := x509.MarshalPKIXPublicKey(&ecKey.PublicKey)
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, p)
+	}
+	tests := []struct {
+		name    string
+		yaml    string
+		environ []string
+		want    []string
+		warn    string
+	}{
+		{"a string", "auth: {algorithms: [ES256], public_key_file: a.pem}\n", nil, paths[:1], ""},
+		{"a list", "auth: {algorithms: [ES256], public_key_file: [a.pem, b.pem]}\n", nil, paths, ""},
+		{"a block list", "auth:\n  algorithms: [ES256]\n  public_key_file:\n    - a.pem\n    - b.pem\n", nil, paths, ""},
+		{"the environment", "auth: {algorithms: [ES256]}\n", []string{"SIDECAR_AUTH__PUBLIC_KEY_FILE=" + paths[0] + "," + paths[1]}, paths, ""},
+		{"with a JWKS over https", "auth: {algorithms: [ES256], public_key_file: a.pem, jwks_url: 'https://idp.example/jwks'}\n", nil, paths[:1], ""},
+		{"plain http off this host", "auth: {algorithms: [ES256], jwks_url: 'http://idp.example/jwks'}\n", nil, nil, "auth.jwks_url is plain http"},
+		{"plain http on loopback", "auth: {algorithms: [ES256], jwks_url: 'http://127.0.0.1:9/jwks'}\n", nil, nil, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, "config.yaml")
+			if err := os.WriteFile(path, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg, warnings, err := Load(path, tc.environ)
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			if !slices.Equal(cfg.Auth.PublicKeyFile, tc.want) {
+				t.Errorf("public_key_file = %q, want %q", cfg.Auth.PublicKeyFile, tc.want)
+			}
+			hasWarn := slices.ContainsFunc(warnings, func(w string) bool { return tc.warn != "" && strings.Contains(w, tc.warn) })
+			if (tc.warn != "") != hasWarn || (tc.warn == "" && len(warnings) > 1) {
+				t.Errorf("warnings = %q, want %q", warnings, tc.warn)
+			}
+		})
+	}
+}
+
 func TestPathResolution(t *testing.T) {
 	dir := t.TempDir()
 	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -398,7 +452,13 @@ func TestPathResolution(t *testing.T) {
 		{":memory: store", "config.yaml", secret + "store: {path: ':memory:'}\n", nil,
 			func(c *Config) (any, any) { return c.Store.Path, ":memory:" }},
 		{"relative public_key_file", "config.yaml", "auth: {algorithms: [ES256], public_key_file: jwt.pem}\n", nil,
-			func(c *Config) (any, any) { return c.Auth.PublicKeyFile, filepath.Join(dir, "jwt.pem") }},
+			func(c *Config) (any, any) {
+				return strings.Join(c.Auth.PublicKeyFile, ","), filepath.Join(dir, "jwt.pem")
+			}},
+		{"relative public_key_file list", "config.yaml", "auth: {algorithms: [ES256], public_key_file: [jwt.pem, " + filepath.Join(dir, "jwt.pem") + "]}\n", nil,
+			func(c *Config) (any, any) {
+				return strings.Join(c.Auth.PublicKeyFile, ","), filepath.Join(dir, "jwt.pem") + "," + filepath.Join(dir, "jwt.pem")
+			}},
 		{"from the environment: working directory", "config.yaml", secret, []string{"SIDECAR_STORE__PATH=here.db"},
 			func(c *Config) (any, any) { return c.Store.Path, "here.db" }},
 		{"no config file", "", "", []string{"SIDECAR_AUTH__JWT_SECRET=" + testSecret},
@@ -496,6 +556,20 @@ func TestValidate(t *testing.T) {
 		{"send buffer", func(c *Config) { c.Limits.SendBufferBytes = -1 }, "limits.send_buffer_bytes: must not be negative (0: the kernel's default), got -1"},
 		{"kernel's send buffer", func(c *Config) { c.Limits.SendBufferBytes = 0 }, ""},
 		{"store path", func(c *Config) { c.Store.Path = "" }, "store.path: must not be empty"},
+		{"jwks", func(c *Config) {
+			c.Auth.Algorithms = []string{"RS256"}
+			c.Auth.JWKSURL = "https://idp.example/.well-known/jwks.json"
+		}, ""},
+		{"jwks with HS256 too", func(c *Config) {
+			c.Auth.Algorithms = []string{"RS256", "HS256"}
+			c.Auth.JWKSURL = "https://idp.example/jwks"
+		}, ""},
+		{"jwks url scheme", func(c *Config) { c.Auth.Algorithms = []string{"RS256"}; c.Auth.JWKSURL = "idp.example/jwks" }, `auth.jwks_url: must be an https:// (or http://) URL`},
+		{"jwks without an asymmetric algorithm", func(c *Config) { c.Auth.JWKSURL = "https://idp.example/jwks" }, "JWKS URL is set but no allowed algorithm"},
+		{"jwks refresh too short", func(c *Config) { c.Auth.JWKSRefresh = time.Second }, "auth.jwks_refresh: must be between 1m0s and 24h0m0s, got 1s"},
+		{"jwks min refresh zero", func(c *Config) { c.Auth.JWKSMinRefresh = 0 }, "auth.jwks_min_refresh: must be between 1s and 1h, got 0s"},
+		{"jwks timeout", func(c *Config) { c.Auth.JWKSTimeout = 0 }, "auth.jwks_timeout: must be positive and at most 1m, got 0s"},
+		{"empty key file in a list", func(c *Config) { c.Auth.PublicKeyFile = []string{" "} }, "auth.public_key_file[0]: is empty"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

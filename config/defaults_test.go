@@ -19,6 +19,9 @@ func TestDefaultsAgreeWithPackages(t *testing.T) {
 		got, want any
 	}{
 		{"auth.leeway", d.Auth.Leeway, auth.DefaultLeeway},
+		{"auth.jwks_refresh", d.Auth.JWKSRefresh, auth.DefaultJWKSRefresh},
+		{"auth.jwks_min_refresh", d.Auth.JWKSMinRefresh, auth.DefaultJWKSMinRefresh},
+		{"auth.jwks_timeout", d.Auth.JWKSTimeout, auth.DefaultJWKSTimeout},
 		{"auth.max_token_bytes", d.Auth.MaxTokenBytes, auth.DefaultMaxTokenBytes},
 		{"webhooks.tolerance", d.Webhooks.Tolerance, webhook.DefaultTolerance},
 		{"forward.timeout", d.Forward.Timeout, forward.DefaultTimeout},

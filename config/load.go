@@ -40,7 +40,7 @@ import (
 //   - Strings where a list is expected are split on commas, in the file as
 //     in the environment. Durations are strings such as "5s" (or 0).
 //   - Relative rules.file, store.path (unless ":memory:") and
-//     auth.public_key_file are resolved against the directory of the config
+//     auth.public_key_file (each of its paths) are resolved against the directory of the config
 //     file, whether they come from the file or are defaults; a path given
 //     in the environment is relative to the working directory.
 //
@@ -143,7 +143,9 @@ func Parse(path string, data []byte, environ []string) (*Config, []string, error
 		}
 		resolve("rules.file", &cfg.Rules.File)
 		resolve("store.path", &cfg.Store.Path)
-		resolve("auth.public_key_file", &cfg.Auth.PublicKeyFile)
+		for i := range cfg.Auth.PublicKeyFile {
+			resolve("auth.public_key_file", &cfg.Auth.PublicKeyFile[i])
+		}
 	}
 
 	warnings = append(warnings, cfg.secretWarnings()...)

@@ -24,6 +24,9 @@ func (c *Config) secretWarnings() []string {
 	case c.Auth.JWTSecret != "" && len(c.Auth.JWTSecret) < 32 && c.usesHMAC():
 		w = append(w, "auth.jwt_secret is shorter than 32 bytes; HS256 wants a random secret of at least 32 bytes")
 	}
+	if u, err := url.Parse(c.Auth.JWKSURL); err == nil && u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		w = append(w, "auth.jwks_url is plain http: whoever sits on the path can hand the sidecar their own keys; use https")
+	}
 	if slices.Contains(c.Webhooks.Secrets, devWebhookSecret) {
 		w = append(w, "using the development webhook secret; set WEBHOOK_SECRET")
 	}
@@ -53,14 +56,18 @@ func (c Auth) VerifierConfig() auth.Config {
 		secret = []byte(c.JWTSecret)
 	}
 	return auth.Config{
-		Secret:        secret,
-		Algorithms:    c.Algorithms,
-		PublicKeyFile: c.PublicKeyFile,
-		UserClaim:     c.UserClaim,
-		Issuer:        c.Issuer,
-		Audience:      c.Audience,
-		Leeway:        c.Leeway,
-		MaxTokenBytes: c.MaxTokenBytes,
+		Secret:         secret,
+		Algorithms:     c.Algorithms,
+		PublicKeyFiles: c.PublicKeyFile,
+		JWKSURL:        c.JWKSURL,
+		JWKSRefresh:    c.JWKSRefresh,
+		JWKSMinRefresh: c.JWKSMinRefresh,
+		JWKSTimeout:    c.JWKSTimeout,
+		UserClaim:      c.UserClaim,
+		Issuer:         c.Issuer,
+		Audience:       c.Audience,
+		Leeway:         c.Leeway,
+		MaxTokenBytes:  c.MaxTokenBytes,
 	}
 }
 
@@ -103,6 +110,25 @@ func (c *Config) Validate() error {
 		bad("auth.leeway", "must be between 0s and %s, got %s", auth.MaxLeeway, c.Auth.Leeway)
 	}
 	positive("auth.max_token_bytes", int64(c.Auth.MaxTokenBytes))
+	if u := c.Auth.JWKSURL; u != "" {
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			bad("auth.jwks_url", "must be an https:// (or http://) URL of a JWKS document, not %q", u)
+		}
+	}
+	if d := c.Auth.JWKSRefresh; d < auth.MinJWKSMaxAge || d > auth.MaxJWKSMaxAge {
+		bad("auth.jwks_refresh", "must be between %s and %s, got %s", auth.MinJWKSMaxAge, auth.MaxJWKSMaxAge, d)
+	}
+	if d := c.Auth.JWKSMinRefresh; d < time.Second || d > time.Hour {
+		bad("auth.jwks_min_refresh", "must be between 1s and 1h, got %s", d)
+	}
+	if d := c.Auth.JWKSTimeout; d <= 0 || d > time.Minute {
+		bad("auth.jwks_timeout", "must be positive and at most 1m, got %s", d)
+	}
+	for i, f := range c.Auth.PublicKeyFile {
+		if strings.TrimSpace(f) == "" {
+			bad(fmt.Sprintf("auth.public_key_file[%d]", i), "is empty")
+		}
+	}
 	for i, o := range c.Auth.Origins {
 		if strings.TrimSpace(o) == "" {
 			bad(fmt.Sprintf("auth.origins[%d]", i), "is empty")
@@ -272,4 +298,13 @@ func isHexDigest(s string) bool {
 		}
 	}
 	return true
+}
+
+// isLoopback reports whether host is localhost or a loopback address.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -11,7 +11,8 @@ const module = "github.com/sidecar/sidecar"
 
 // TestImports keeps the dependencies pointing one way: rules imports no
 // project package, rulestest only rules, and live is where engine and
-// rules meet.
+// rules meet (with internal/filewatch, the file watching it shares with
+// the key files).
 func TestImports(t *testing.T) {
 	for _, tc := range []struct {
 		dir     string
@@ -19,7 +20,7 @@ func TestImports(t *testing.T) {
 	}{
 		{".", nil}, // package rules
 		{"rulestest", []string{module + "/rules"}},
-		{"live", []string{module + "/rules", module + "/engine", module + "/engine/auth"}},
+		{"live", []string{module + "/rules", module + "/engine", module + "/engine/auth", module + "/internal/filewatch"}},
 	} {
 		t.Run(tc.dir, func(t *testing.T) {
 			pkg, err := build.ImportDir(tc.dir, 0)

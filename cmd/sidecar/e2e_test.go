@@ -364,9 +364,27 @@ func serveWith(t *testing.T, rulesYAML, extra string) (addr string, cfg *config.
 	if err := os.WriteFile(rulesPath, []byte(rulesYAML), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	conf := "auth: {jwt_secret: e2e-secret-e2e-secret-e2e-secret-32}\n" +
-		"webhooks: {secrets: [whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw]}\n" +
-		"store: {path: sidecar.db}\nrules: {file: rules.yaml}\n" + extra
+	conf := "auth: {jwt_secret: e2e-secret-e2e-secret-e2e-secret-32}\n" + extra
+	addr, cfg = serveConfig(t, dir, conf, nil, slog.LevelWarn, t.Output())
+	return addr, cfg, rulesPath
+}
+
+// serveConfig runs serve on the config conf, written to dir/config.yaml
+// after the webhook secret, the store and the rules file (dir/rules.yaml,
+// which the caller writes) are set, until the test ends, and waits until
+// it is ready. hup is its SIGHUP channel; the log goes to logs at level.
+func serveConfig(t *testing.T, dir, conf string, hup <-chan os.Signal, level slog.Level, logs io.Writer) (addr string, cfg *config.Config) {
+	t.Helper()
+	addr, cfg = startServe(t, dir, conf, hup, level, logs)
+	waitReady(t, "http://"+addr+"/readyz")
+	return addr, cfg
+}
+
+// startServe is serveConfig without waiting for /readyz.
+func startServe(t *testing.T, dir, conf string, hup <-chan os.Signal, level slog.Level, logs io.Writer) (addr string, cfg *config.Config) {
+	t.Helper()
+	conf = "webhooks: {secrets: [whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw]}\n" +
+		"store: {path: sidecar.db}\nrules: {file: rules.yaml}\n" + conf
 	cfgPath := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(cfgPath, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
@@ -381,17 +399,15 @@ func serveWith(t *testing.T, rulesYAML, extra string) (addr string, cfg *config.
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	go func() { done <- serve(ctx, cfg, ln, logger, nil) }()
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: level}))
+	go func() { done <- serve(ctx, cfg, ln, logger, hup) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	addr = ln.Addr().String()
-	waitReady(t, "http://"+addr+"/readyz")
-	return addr, cfg, rulesPath
+	return ln.Addr().String(), cfg
 }
 
 // signedPost posts a webhook signed with the test secret.

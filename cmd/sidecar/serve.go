@@ -61,10 +61,13 @@ func serve(ctx context.Context, cfg *config.Config, ln net.Listener, logger *slo
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	verifier, err := auth.New(cfg.Auth.VerifierConfig())
+	vcfg := cfg.Auth.VerifierConfig()
+	vcfg.Logger = logger.With("component", "auth")
+	verifier, err := auth.New(vcfg)
 	if err != nil {
 		return fmt.Errorf("auth: %w", err)
 	}
+	verifier.RegisterMetrics(reg)
 	adminIf, err := compileAdminIf(cfg.API.AdminIf)
 	if err != nil {
 		return err
@@ -120,6 +123,9 @@ func serve(ctx context.Context, cfg *config.Config, ln net.Listener, logger *slo
 		streams = st.Streams(cfg.Replay.MaxEvents, cfg.Replay.TTL)
 	}
 	checks := map[string]engine.Check{"rules": rl.Check}
+	if verifier.HasKeySources() {
+		checks["auth"] = verifier.Check
+	}
 	// Alone, or one node of several through Redis (engine/cluster).
 	var node *cluster.Node
 	var engStore engine.Store = st
@@ -213,9 +219,14 @@ func serve(ctx context.Context, cfg *config.Config, ln net.Listener, logger *slo
 	}
 
 	rctx, stopRules := context.WithCancel(ctx)
-	rulesDone := make(chan error, 1)
-	// The reloader watches the rules file until serve returns.
-	go func() { rulesDone <- rl.Run(rctx, cfg.Rules.Watch, hup) }()
+	rulesDone, keysDone := make(chan error, 1), make(chan error, 1)
+	// SIGHUP rereads both the rules file and the public key files.
+	hups := fanOut(rctx, hup, 2)
+	// The reloader watches the rules file until serve returns; the
+	// verifier its key files and JWKS (neither waits for anything: a JWKS
+	// endpoint down at start is retried while the node serves, degraded).
+	go func() { rulesDone <- rl.Run(rctx, cfg.Rules.Watch, hups[0]) }()
+	go func() { keysDone <- verifier.Run(rctx, hups[1]) }()
 	// The node's cluster membership lasts until the engine has drained: it
 	// leaves after, so that the others end its sessions after the grace.
 	nctx, stopNode := context.WithCancel(context.WithoutCancel(ctx))
@@ -233,10 +244,45 @@ func serve(ctx context.Context, cfg *config.Config, ln net.Listener, logger *slo
 	if rerr := <-rulesDone; rerr != nil && !errors.Is(rerr, context.Canceled) {
 		logger.Error("rules reloader", "err", rerr)
 	}
+	if kerr := <-keysDone; kerr != nil && !errors.Is(kerr, context.Canceled) {
+		logger.Error("auth key sources", "err", kerr)
+	}
 	if err == nil {
 		logger.Info("stopped")
 	}
 	return err
+}
+
+// fanOut copies each signal from in to n channels until ctx is done, so
+// that several reloaders each get SIGHUP. A receiver still busy with the
+// last one misses nothing: its channel holds one pending signal, and one
+// reload covers several signals. A nil in gives n nil channels.
+func fanOut(ctx context.Context, in <-chan os.Signal, n int) []<-chan os.Signal {
+	outs := make([]<-chan os.Signal, n)
+	if in == nil {
+		return outs
+	}
+	chans := make([]chan os.Signal, n)
+	for i := range chans {
+		chans[i] = make(chan os.Signal, 1)
+		outs[i] = chans[i]
+	}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case sig := <-in:
+				for _, c := range chans {
+					select {
+					case c <- sig:
+					default:
+					}
+				}
+			}
+		}
+	}()
+	return outs
 }
 
 // advertiseURL is where the other nodes reach this one: broker.advertise_url,

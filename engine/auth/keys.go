@@ -116,24 +116,26 @@ func readPublicKey(path string) (any, error) {
 
 // keyFits checks that key can verify alg, whose family is asymmetric.
 func keyFits(alg string, fam family, curve elliptic.Curve, key any) error {
-	switch k := key.(type) {
-	case *rsa.PublicKey:
-		if fam == familyRSA {
-			return nil
-		}
-	case *ecdsa.PublicKey:
-		if fam == familyECDSA {
-			if k.Curve != curve {
-				return fmt.Errorf("auth: %s needs a %s key, the public key is on %s", alg, curve.Params().Name, k.Curve.Params().Name)
-			}
-			return nil
-		}
-	case ed25519.PublicKey:
-		if fam == familyEdDSA {
-			return nil
-		}
+	if fits(fam, curve, key) {
+		return nil
+	}
+	if k, ok := key.(*ecdsa.PublicKey); ok && fam == familyECDSA {
+		return fmt.Errorf("auth: %s needs a %s key, the public key is on %s", alg, curve.Params().Name, k.Curve.Params().Name)
 	}
 	return fmt.Errorf("auth: %s cannot verify with the configured public key (%s)", alg, keyKind(key))
+}
+
+// fits reports whether key is of family fam and, for ECDSA, on curve.
+func fits(fam family, curve elliptic.Curve, key any) bool {
+	switch k := key.(type) {
+	case *rsa.PublicKey:
+		return fam == familyRSA
+	case *ecdsa.PublicKey:
+		return fam == familyECDSA && k.Curve == curve
+	case ed25519.PublicKey:
+		return fam == familyEdDSA
+	}
+	return false
 }
 
 func keyKind(key any) string {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -14,18 +13,9 @@ import (
 	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sidecar/sidecar/internal/filewatch"
 	"github.com/sidecar/sidecar/rules"
 )
-
-// reloadDebounce is how long the rules file must stay quiet before a
-// reload: editors write a file in several steps (truncate, write, rename),
-// and one reload should see the result, not each step.
-const reloadDebounce = 100 * time.Millisecond
-
-// reloadPollInterval is how often the rules file is checked when the
-// filesystem cannot notify (inotify instances exhausted, an unsupported
-// filesystem).
-const reloadPollInterval = 2 * time.Second
 
 // Reloader owns the rules in use. A reload builds a complete new set aside
 // and swaps it into the router only if it loaded without error, as
@@ -42,14 +32,14 @@ type Reloader struct {
 	lastTime    prometheus.Gauge // unix time of the last successful reload
 
 	// newWatcher and pollInterval are fsnotify.NewWatcher and
-	// reloadPollInterval; tests replace them.
+	// filewatch.PollInterval; tests replace them.
 	newWatcher   func() (*fsnotify.Watcher, error)
 	pollInterval time.Duration
 
-	mu         sync.Mutex // serializes reloads; guards the fields below
-	lastErr    error      // of the last reload; nil if it succeeded
-	lastReload time.Time  // of the last successful reload
-	loaded     fileStamp  // the file as the last reload found it
+	mu         sync.Mutex      // serializes reloads; guards the fields below
+	lastErr    error           // of the last reload; nil if it succeeded
+	lastReload time.Time       // of the last successful reload
+	loaded     filewatch.Stamp // the file as the last reload found it
 }
 
 // NewReloader returns a reloader of the rules file at path into r. It
@@ -62,7 +52,7 @@ func NewReloader(path string, opt rules.Options, r *Router, logger *slog.Logger,
 		router:       r,
 		log:          logger,
 		newWatcher:   fsnotify.NewWatcher,
-		pollInterval: reloadPollInterval,
+		pollInterval: filewatch.PollInterval,
 		failures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sidecar_rules_reload_failures_total",
 			Help: "Rules reloads that failed; the previous rules kept serving.",
@@ -186,150 +176,25 @@ func firstLines(err error, n int) string {
 }
 
 // Run reloads on SIGHUP (each value from hup) and, if watch is set, when
-// the rules file changes, until ctx is done. It returns nil then.
-//
-// It watches the file's directory, not the file: editors save by writing a
-// new file and renaming it over the old one, and Kubernetes updates a
-// ConfigMap volume by swapping a "..data" symlink, and neither is seen by
-// a watch on the old file. Events are filtered by name and debounced. If
-// the file is a symlink, the directory of its target is watched too. If
-// the filesystem cannot notify, Run logs it and polls the file instead.
+// the rules file changes, until ctx is done. It returns nil then. How the
+// file is watched (its directory, symlinks, Kubernetes ConfigMaps, polling
+// when the filesystem cannot notify) is internal/filewatch's.
 func (l *Reloader) Run(ctx context.Context, watch bool, hup <-chan os.Signal) error {
-	var events <-chan fsnotify.Event
-	var werrs <-chan error
-	var w *fsnotify.Watcher
-	var polls <-chan time.Time
-	var stamp fileStamp
-	watched := map[string]bool{}
-	if watch {
-		var err error
-		if w, err = l.newWatcher(); err != nil {
-			l.log.Error("rules file watch unavailable; polling the file instead", "file", l.path,
-				"every", l.pollInterval, "err", err)
-			t := time.NewTicker(l.pollInterval)
-			defer t.Stop()
-			polls = t.C
-		} else {
-			defer w.Close()
-			l.addWatches(w, watched)
-			events, werrs = w.Events, w.Errors
-		}
+	w := filewatch.Watcher{
+		Paths:        []string{l.path},
+		What:         "rules file",
+		Log:          l.log,
+		NewWatcher:   l.newWatcher,
+		PollInterval: l.pollInterval,
 	}
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	var debounced <-chan time.Time // non-nil while a reload is pending
-	if watch {
-		// An edit between the last Reload and the watch's start had no
-		// one to see it.
-		if stamp = l.loadedStamp(); l.stamp() != stamp {
-			timer.Reset(reloadDebounce)
-			debounced = timer.C
-		}
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-hup:
-			timer.Stop()
-			debounced = nil
-			_ = l.reload(true) // no caller to return the error to: log it
-			stamp = l.loadedStamp()
-		case ev, ok := <-events:
-			if !ok {
-				events = nil
-				continue
-			}
-			if l.relevant(ev) {
-				timer.Reset(reloadDebounce)
-				debounced = timer.C
-			}
-		case err, ok := <-werrs:
-			if !ok {
-				werrs = nil
-				continue
-			}
-			l.log.Warn("rules file watch", "file", l.path, "err", err)
-		case <-polls:
-			if s := l.stamp(); s != stamp {
-				stamp = s
-				timer.Reset(reloadDebounce)
-				debounced = timer.C
-			}
-		case <-debounced:
-			debounced = nil
-			_ = l.reload(true) // no caller to return the error to: log it
-			stamp = l.loadedStamp()
-			if w != nil {
-				l.addWatches(w, watched) // a symlink may point elsewhere now
-			}
-		}
-	}
+	// No caller to return a reload's error to: reload(true) logs it.
+	return w.Run(ctx, watch, hup, l.loadedStamp, func() { _ = l.reload(true) })
 }
 
-// fileStamp is what polling compares to notice a change of the rules file.
-type fileStamp struct {
-	target  string // where symlinks lead (a ConfigMap swap changes it)
-	modTime int64  // UnixNano; a time.Time is not meant for ==
-	size    int64
-	missing bool
-}
-
-func (l *Reloader) loadedStamp() fileStamp {
+func (l *Reloader) loadedStamp() filewatch.Stamp {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.loaded
 }
 
-func (l *Reloader) stamp() fileStamp {
-	target, _ := filepath.EvalSymlinks(l.path)
-	fi, err := os.Stat(l.path)
-	if err != nil {
-		return fileStamp{target: target, missing: true}
-	}
-	return fileStamp{target: target, modTime: fi.ModTime().UnixNano(), size: fi.Size()}
-}
-
-// watchDirs are the directories whose entries decide the rules file's
-// content: its own, and its symlink target's.
-func (l *Reloader) watchDirs() []string {
-	dirs := []string{filepath.Dir(l.path)}
-	if target, err := filepath.EvalSymlinks(l.path); err == nil {
-		if d := filepath.Dir(target); d != dirs[0] {
-			dirs = append(dirs, d)
-		}
-	}
-	return dirs
-}
-
-func (l *Reloader) addWatches(w *fsnotify.Watcher, watched map[string]bool) {
-	for _, d := range l.watchDirs() {
-		abs, _ := filepath.Abs(d)
-		if watched[abs] {
-			continue
-		}
-		if err := w.Add(d); err != nil {
-			l.log.Error("rules file watch", "dir", d, "err", err)
-			continue
-		}
-		watched[abs] = true
-	}
-}
-
-// relevant reports whether ev may have changed the rules file: an event on
-// its name (or its symlink target's), or on a Kubernetes "..data"-style
-// entry. Attribute changes alone do not count.
-func (l *Reloader) relevant(ev fsnotify.Event) bool {
-	if ev.Op == fsnotify.Chmod {
-		return false
-	}
-	name := filepath.Base(ev.Name)
-	if name == filepath.Base(l.path) || strings.HasPrefix(name, "..") {
-		return true
-	}
-	if target, err := filepath.EvalSymlinks(l.path); err == nil && name == filepath.Base(target) {
-		return true
-	}
-	return false
-}
+func (l *Reloader) stamp() filewatch.Stamp { return filewatch.StampOf(l.path) }
