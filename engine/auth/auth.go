@@ -312,7 +312,8 @@ var (
 // publicKey is the key function for RS*, PS*, ES* and EdDSA: the key of
 // the token's kid, or without a kid every key that can verify its
 // algorithm, tried in turn. An unknown kid asks the JWKS for an early
-// refresh (rate-limited, shared by concurrent tokens) and looks again.
+// refresh (rate-limited, shared by concurrent tokens) and looks again;
+// with key files alone, it tries them all in turn.
 func (v *Verifier) publicKey(t *jwt.Token) (any, error) {
 	alg := t.Method.Alg()
 	var kid string
@@ -333,6 +334,15 @@ func (v *Verifier) publicKey(t *jwt.Token) (any, error) {
 	if !found && v.jwks != nil {
 		v.jwks.refreshForUnknownKID()
 		key, found = v.keyForKID(kid, alg)
+	}
+	if !found && v.jwks == nil {
+		// Key files alone: a kid that names none of them (the app's own
+		// key ids, not our file names) tries each in turn, as before there
+		// were several. A JWKS is the provider's word on its kids: there,
+		// an unknown one is refused.
+		if key := v.files.current().forAlg(alg); key != nil {
+			return key, nil
+		}
 	}
 	switch {
 	case !found:

@@ -3,6 +3,8 @@ package auth
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -60,8 +62,8 @@ func replaceFile(tb testing.TB, path string, data []byte) {
 }
 
 // TestKeyFilesKeyChoice: each file's kid is its name without extension; a
-// token's kid picks its file, a token without one tries them in turn, and
-// an unknown kid is refused.
+// token's kid picks its file, a token without one, or with a kid that names
+// no file, tries them in turn.
 func TestKeyFilesKeyChoice(t *testing.T) {
 	k := testJWKSKeys()
 	dir := t.TempDir()
@@ -70,6 +72,10 @@ func TestKeyFilesKeyChoice(t *testing.T) {
 	replaceFile(t, b, pemOf(t, &k.rsa2.PublicKey))
 	replaceFile(t, ec, pemOf(t, &k.ec.PublicKey))
 	v := mustNew(t, Config{Algorithms: []string{"RS256", "ES256"}, PublicKeyFiles: []string{a, b, ec}})
+	other, err := rsa.GenerateKey(rand.Reader, 2048) // in no file
+	if err != nil {
+		t.Fatal(err)
+	}
 	claims := func() jwt.MapClaims { return jwt.MapClaims{"sub": "u1", "exp": in(time.Hour)} }
 	tests := []struct {
 		name   string
@@ -86,8 +92,11 @@ func TestKeyFilesKeyChoice(t *testing.T) {
 		{"kid of the other file", jwt.SigningMethodRS256, k.rsa2, "2024-01", ErrTokenInvalid, jwt.ErrTokenSignatureInvalid},
 		{"only the last extension goes", jwt.SigningMethodES256, k.ec, "ec.key", nil, nil},
 		{"ES256 naming an RSA file", jwt.SigningMethodES256, k.ec, "2024-01", ErrTokenInvalid, errKIDAlg},
-		{"unknown kid", jwt.SigningMethodRS256, k.rsa1, "2023-12", ErrTokenInvalid, errUnknownKID},
-		{"kid as a path", jwt.SigningMethodRS256, k.rsa1, a, ErrTokenInvalid, errUnknownKID},
+		// Files alone: a kid that names no file tries each in turn (the
+		// app's own key ids); with a JWKS it would be refused.
+		{"unknown kid, its key a file's", jwt.SigningMethodRS256, k.rsa1, "2023-12", nil, nil},
+		{"unknown kid, the second file's key", jwt.SigningMethodRS256, k.rsa2, "app-key-7", nil, nil},
+		{"unknown kid, no file's key", jwt.SigningMethodRS256, other, "2023-12", ErrTokenInvalid, jwt.ErrTokenSignatureInvalid},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
