@@ -458,7 +458,8 @@ func TestKeyFilesRotateWithoutRestart(t *testing.T) {
 		{"kid current", tok(keys[0], "current"), 101},
 		{"kid next", tok(keys[1], "next"), 101},
 		{"no kid: tried in turn", tok(keys[1], ""), 101},
-		{"unknown kid", tok(keys[0], "old"), 401},
+		{"kid naming no file: tried in turn", tok(keys[0], "app-key-1"), 101},
+		{"kid naming no file, key in none", tok(keys[2], "old"), 401},
 		{"kid of the other file", tok(keys[0], "next"), 401},
 	} {
 		if got := dialStatus(t, addr, tc.tok); got != tc.want {
