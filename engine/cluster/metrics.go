@@ -15,6 +15,9 @@ type Metrics struct {
 	latency    prometheus.Histogram
 	nodes      prometheus.Gauge
 	redis      bool
+	// The published counter of each kind, looked up once: a publish
+	// counts without a label lookup.
+	pubUser, pubRoom, pubBroadcast, pubRooms prometheus.Counter
 }
 
 // NewMetrics builds the broker's collectors and registers them in reg
@@ -45,6 +48,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, l := range []string{"unavailable", "queue_full", "error", "timeout", "malformed", "receive_queue_full"} {
 		m.dropped.WithLabelValues(l)
 	}
+	m.pubUser, m.pubRoom = m.published.WithLabelValues("user"), m.published.WithLabelValues("room")
+	m.pubBroadcast, m.pubRooms = m.published.WithLabelValues("broadcast"), m.published.WithLabelValues("rooms")
 	m.up.Set(1)
 	m.nodes.Set(1)
 	if reg != nil {
